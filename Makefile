@@ -1,0 +1,51 @@
+# phenogen set-up, demo and tests. `make demo` and `make test` do all the set-up themselves.
+#
+#   make demo                  simulate → train DNA model → train image model → generate → evaluate → report
+#   make test                  the default test suite (offline, serial, a few minutes on 2 CPU cores)
+#   make test-slow             also the slow tests
+#   make bench                 the benchmarks in bench/ (results: BENCHMARKS.md)
+#
+# torch: TORCH_SPEC is installed before the package. The default is the CPU build 2.13.0, which pip
+# finds locally on the project's machines. On a CUDA machine: `make setup TORCH_SPEC=torch` (PyPI's
+# Linux torch wheels are CUDA builds), or install your torch first and pass TORCH_SPEC=skip.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+DEMO_OUT ?= runs/demo
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test test-slow bench lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	if [ "$(TORCH_SPEC)" != "skip" ]; then $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"; fi
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -c "import torch, phenogen; print('phenogen', phenogen.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+	touch $@
+
+demo: setup
+	$(BIN)/phenogen demo --out $(DEMO_OUT)
+
+test: setup
+	$(BIN)/python -m pytest -p no:cacheprovider -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -p no:cacheprovider -q -m "slow or not slow and not gpu"
+
+bench: setup
+	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
