@@ -142,7 +142,7 @@ def _check_record(rec: Record, path: Path, row: int | None, trait_names: Sequenc
         )
     if not rec.sequence:
         raise _fail(path, row, f"record {rec.record_id}: empty sequence")
-    bad = next((i for i, c in enumerate(rec.sequence) if c not in _DNA), None)
+    bad = None if _DNA.issuperset(rec.sequence) else next(i for i, c in enumerate(rec.sequence) if c not in _DNA)
     if bad is not None:
         raise _fail(
             path,

@@ -1,0 +1,159 @@
+"""BIOSCAN-5M in: its metadata CSV and image packages, read as a stream with bounded memory.
+
+The layout is the one the official loader (the ``bioscan-dataset`` package, which needs torchvision
+and so is not used here) expects under ``--root``::
+
+    ROOT/bioscan5m/metadata/csv/BIOSCAN_5M_Insect_Dataset_metadata.csv
+    ROOT/bioscan5m/images/<image_package>/<split>/<chunk>/<processid>.jpg   (chunk may be empty)
+
+Columns used: ``processid phylum class order family subfamily genus species dna_bin dna_barcode
+split chunk``. As in ``load_bioscan5m_metadata`` barcodes are cut to their first
+``max_nucleotides`` (660) bases. The CSV is read row by row and only kept records are held, so
+memory is bounded by ``ImportConfig.max_records`` (and ``max_per_species``), not by the 5 million
+rows. BIOSCAN's ``train`` partition becomes our ``train``, every other partition read ``heldout``
+(``split_from = "species"`` instead draws a species-disjoint split).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from phenogen.data.barcodes import check_barcode, safe_id
+from phenogen.data.build import assign_splits, place_image
+from phenogen.data.config import BuildConfig, ImportConfig
+from phenogen.data.dataset import Dataset, Record, write_dataset
+from phenogen.data.folder import ImportSummary
+from phenogen.errors import InputError
+
+__all__ = ["METADATA_FILE", "RANKS", "metadata_path", "image_path", "iter_metadata", "import_bioscan5m"]
+
+METADATA_FILE = Path("bioscan5m/metadata/csv/BIOSCAN_5M_Insect_Dataset_metadata.csv")
+RANKS: tuple[str, ...] = ("phylum", "class", "order", "family", "subfamily", "genus")
+NEEDED: tuple[str, ...] = ("processid", "species", "dna_barcode", "split", "chunk")
+_EMPTY = frozenset({"", "na", "nan", "none", "not_classified"})
+
+
+def metadata_path(root: str | Path) -> Path:
+    """The metadata CSV under ``root`` (``root`` may also be the CSV itself or its ``bioscan5m`` folder)."""
+    root = Path(root)
+    for candidate in (root, root / METADATA_FILE, root / METADATA_FILE.relative_to("bioscan5m")):
+        if candidate.is_file():
+            return candidate
+    raise InputError(
+        f"{root}: no BIOSCAN-5M metadata; expected {root / METADATA_FILE} "
+        "(unzip BIOSCAN_5M_Insect_Dataset_metadata_MultiTypes.zip there)"
+    )
+
+
+def image_path(root: str | Path, package: str, row: dict[str, str]) -> str:
+    """``ROOT/bioscan5m/images/PACKAGE/SPLIT[/CHUNK]/PROCESSID.jpg`` as laid out by the official loader.
+
+    Plain string joins: this runs once per row, and ``pathlib`` would cost more than reading the row.
+    """
+    parts = [str(root), "bioscan5m", "images", package, row["split"]]
+    if row.get("chunk"):
+        parts.append(row["chunk"])
+    return os.path.join(*parts, f"{row['processid']}.jpg")
+
+
+def iter_metadata(path: str | Path, splits: set[str] | None = None) -> Iterator[dict[str, str]]:
+    """Stream the metadata rows (``splits`` filters BIOSCAN partitions); values stripped, NA-ish -> ''."""
+    path = Path(path)
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None) or []
+        index = {name.strip(): i for i, name in enumerate(header)}
+        missing = [c for c in NEEDED if c not in index]
+        if missing:
+            raise InputError(f"{path}: not a BIOSCAN-5M metadata CSV; missing column(s) {', '.join(missing)}")
+        wanted = [c for c in (*NEEDED, *RANKS, "dna_bin") if c in index]
+        cols = [(c, index[c]) for c in wanted]
+        i_split = index["split"]
+        for row in reader:
+            if splits is not None and (len(row) <= i_split or row[i_split] not in splits):
+                continue
+            yield {
+                c: (row[i].strip() if i < len(row) and row[i].strip().lower() not in _EMPTY else "")
+                for c, i in cols
+            }
+
+
+def import_bioscan5m(
+    root: str | Path, out: str | Path, icfg: ImportConfig, bcfg: BuildConfig, split_from: str = "bioscan"
+) -> tuple[Dataset, ImportSummary]:
+    """Stream BIOSCAN-5M metadata under ``root`` into a dataset at ``out`` (images placed by ``image_mode``)."""
+    root, out = Path(root), Path(out)
+    meta = metadata_path(root)
+    data_root = meta.parents[3] if meta.name == METADATA_FILE.name and len(meta.parents) > 3 else root
+    summary = ImportSummary()
+    per_species: dict[str, int] = {}
+    records: list[Record] = []
+    for row in iter_metadata(meta, set(icfg.bioscan_splits)):
+        summary.rows += 1
+        if icfg.max_records and len(records) >= icfg.max_records:
+            summary.skip("over max_records")
+            continue
+        species = row["species"]
+        if not species:
+            if icfg.require_species:
+                summary.skip("no species label")
+                continue
+            species = row.get("dna_bin") or row.get("genus") or "unidentified"
+        if icfg.max_per_species and per_species.get(species, 0) >= icfg.max_per_species:
+            summary.skip("over max_per_species")
+            continue
+        barcode = row["dna_barcode"][: icfg.max_nucleotides] if icfg.max_nucleotides else row["dna_barcode"]
+        seq, why = check_barcode(
+            barcode,
+            policy=icfg.policy,
+            min_length=icfg.min_length,
+            max_length=10**6,
+            max_n_fraction=1.0,
+            record_id=row["processid"],
+            source=str(meta),
+        )
+        if seq is None:
+            summary.skip(why.split(" (")[0])
+            continue
+        src_name = image_path(data_root, icfg.image_package, row)
+        images: tuple[str, ...] = ()
+        if os.path.isfile(src_name):
+            src = Path(src_name)
+            images = (
+                place_image(
+                    src, out, f"images/{src.relative_to(data_root / 'bioscan5m' / 'images')}", icfg.image_mode
+                ),
+            )
+        elif icfg.require_image:
+            summary.skip("image missing")
+            continue
+        per_species[species] = per_species.get(species, 0) + 1
+        records.append(
+            Record(
+                record_id=safe_id(row["processid"]),
+                species=species,
+                individual=row["processid"],
+                split="train" if row["split"] == "train" else "heldout",
+                node_kind="living",
+                sequence=seq,
+                images=images,
+                taxonomy=tuple(row[r] for r in RANKS if row.get(r)),
+            )
+        )
+    if not records:
+        raise InputError(f"{meta}: no usable rows ({summary.rows:,} read; skipped {summary.skipped})")
+    if split_from == "species":
+        splits = assign_splits({r.species: r.taxonomy for r in records}, bcfg)
+        records = [Record(**{**r.__dict__, "split": splits[r.species]}) for r in records]
+    summary.records = len(records)
+    info = {
+        "source": "bioscan5m",
+        "metadata": str(meta),
+        "image_package": icfg.image_package,
+        "bioscan_splits": list(icfg.bioscan_splits),
+        "split_from": split_from,
+    }
+    return write_dataset(out, records, info), summary

@@ -1,0 +1,141 @@
+"""Join barcodes and images into a dataset, with species-disjoint or taxon-based splits.
+
+``phenogen dataset build --barcodes DIR --images DIR --out DIR`` reads ``barcodes.tsv`` (from
+``phenogen fetch barcodes``) and ``images.tsv`` + ``images/`` (from ``phenogen fetch images``),
+attaches to every barcode the photos of its taxon, copies those photos into the dataset and assigns
+splits with :func:`assign_splits`:
+
+* ``species`` — a seeded, species-disjoint split: ``heldout_fraction`` of the species (never of the
+  individuals) go to ``heldout``, so no held-out species is seen in training;
+* ``taxon`` — the thesis' "train on one order, test on the others": species whose lineage contains
+  one of ``train_taxa`` (any rank, e.g. ``Passeriformes``) are ``train``, all others ``heldout``.
+
+>>> assign_splits({"a": (), "b": (), "c": (), "d": ()}, BuildConfig(heldout_fraction=0.5, seed=1))
+{'a': 'heldout', 'b': 'train', 'c': 'train', 'd': 'heldout'}
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from phenogen.data.barcodes import Barcode
+from phenogen.data.config import BuildConfig
+from phenogen.data.dataset import Dataset, Record, write_dataset
+from phenogen.data.images import ImageEntry
+from phenogen.errors import DataError, InputError
+
+__all__ = ["assign_splits", "place_image", "barcodes_to_records", "build_dataset"]
+
+
+def assign_splits(lineages: Mapping[str, Sequence[str]], cfg: BuildConfig) -> dict[str, str]:
+    """Species -> ``"train"`` | ``"heldout"`` (every individual of a species gets its species' split).
+
+    ``lineages`` maps each species to its taxonomy (used by ``strategy="taxon"``).
+    """
+    species = sorted(lineages)
+    if cfg.strategy == "taxon":
+        wanted = set(cfg.train_taxa)
+        return {s: "train" if wanted & {*lineages[s], s, s.split(" ")[0]} else "heldout" for s in species}
+    rng = random.Random(cfg.seed)
+    order = species[:]
+    rng.shuffle(order)
+    n_held = round(cfg.heldout_fraction * len(order))
+    if cfg.heldout_fraction > 0 and len(order) >= 2:
+        n_held = max(1, min(n_held, len(order) - 1))  # both splits non-empty
+    held = set(order[:n_held])
+    return {s: "heldout" if s in held else "train" for s in species}
+
+
+def place_image(src: Path, root: Path, rel: str, mode: str = "copy") -> str:
+    """Put ``src`` at ``root/rel`` by copy, symlink or hard link (kept if already there); returns ``rel``."""
+    target = root / rel
+    if target.is_file() or target.is_symlink():
+        return rel
+    if not src.is_file():
+        raise InputError(f"image {src} does not exist")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "symlink":
+        os.symlink(src.resolve(), target)
+    elif mode == "hardlink":
+        try:
+            os.link(src, target)
+        except OSError:
+            shutil.copyfile(src, target)  # another filesystem: fall back to a copy
+    else:
+        shutil.copyfile(src, target)
+    return rel
+
+
+def barcodes_to_records(
+    barcodes: Sequence[Barcode], images: Mapping[str, Sequence[str]], cfg: BuildConfig
+) -> list[Record]:
+    """Records of ``barcodes`` (species -> image paths in ``images``), split by :func:`assign_splits`."""
+    lineages = {b.species: b.taxonomy for b in barcodes}
+    splits = assign_splits(lineages, cfg)
+    records: list[Record] = []
+    seen: set[str] = set()
+    counts: dict[str, int] = {}
+    for b in barcodes:
+        if b.record_id in seen:
+            continue  # the same record from two taxon queries: keep it once
+        pics = tuple(images.get(b.species, ()))[: cfg.max_images_per_record]
+        if cfg.require_images and not pics:
+            continue
+        seen.add(b.record_id)
+        counts[b.species] = counts.get(b.species, 0) + 1
+        records.append(
+            Record(
+                record_id=b.record_id,
+                species=b.species,
+                individual=f"{b.species.replace(' ', '_')}_{counts[b.species]}",
+                split=splits[b.species],
+                node_kind="living",
+                sequence=b.sequence,
+                images=pics,
+                taxonomy=b.taxonomy,
+                traits={},
+            )
+        )
+    return records
+
+
+def build_dataset(
+    barcodes: Sequence[Barcode],
+    entries: Sequence[ImageEntry],
+    images_root: str | Path,
+    out: str | Path,
+    cfg: BuildConfig,
+    info: Mapping[str, object] | None = None,
+) -> Dataset:
+    """Write the dataset joining ``barcodes`` with the photos in ``entries`` (paths under ``images_root``).
+
+    Photos are matched to barcodes by species name first, then by the taxon that was searched for.
+    """
+    out, images_root = Path(out), Path(images_root)
+    by_name: dict[str, list[str]] = {}
+    for e in entries:
+        rel = place_image(images_root / e.file, out, f"images/{e.file}")
+        for key in dict.fromkeys((e.species, e.taxon)):
+            by_name.setdefault(key, []).append(rel)
+    images = {b.species: by_name.get(b.species) or by_name.get(b.taxon, []) for b in barcodes}
+    records = barcodes_to_records(barcodes, images, cfg)
+    if not records:
+        raise DataError(
+            f"{out}: no records to write — {len(barcodes)} barcodes, {len(entries)} images; "
+            "no species has both (set build.require_images=false to keep barcodes without photos)"
+        )
+    if not any(r.split == "train" for r in records):
+        raise DataError(
+            f"{out}: the split put no species in train; check build.train_taxa / heldout_fraction"
+        )
+    meta = {
+        "source": "fetch",
+        "split_strategy": cfg.strategy,
+        "n_species": len({r.species for r in records}),
+        **(info or {}),
+    }
+    return write_dataset(out, records, meta)

@@ -1,0 +1,57 @@
+"""``phenogen dataset build --barcodes DIR --images DIR --out DIR``: join fetched barcodes and photos.
+
+Reads ``barcodes.tsv`` (``phenogen fetch barcodes``) and ``images.tsv`` + ``images/`` (``phenogen
+fetch images``), attaches each species' photos to its barcodes, splits by the ``[build]`` section
+(species-disjoint, or ``strategy = "taxon"`` with ``train_taxa`` for "train on one order, test on the
+others") and writes a dataset that ``phenogen train-lm`` and ``phenogen train-image`` read.
+
+    phenogen dataset build --barcodes data/passerines/barcodes --images data/passerines/photos \\
+        --out data/passerines/dataset --set build.heldout_fraction=0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("build",), help="build: join barcodes and images into a dataset")
+    parser.add_argument(
+        "--barcodes",
+        required=True,
+        metavar="DIR",
+        help="`phenogen fetch barcodes` output (or a barcodes.tsv)",
+    )
+    parser.add_argument("--images", metavar="DIR", default=None, help="`phenogen fetch images` output folder")
+    parser.add_argument("--out", required=True, metavar="DIR", help="dataset directory to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    from phenogen.config import load_sections, save_resolved
+    from phenogen.data.barcodes import read_barcodes
+    from phenogen.data.build import build_dataset
+    from phenogen.data.config import BuildConfig
+    from phenogen.data.images import read_image_manifest
+
+    cfg: BuildConfig = load_sections({"build": BuildConfig}, args.config, args.set)["build"]
+    src = Path(args.barcodes)
+    barcodes = read_barcodes(src / "barcodes.tsv" if src.is_dir() else src)
+    entries, images_root = [], Path(".")
+    if args.images:
+        entries = read_image_manifest(Path(args.images) / "images.tsv")
+        images_root = Path(args.images) / "images"
+    out = Path(args.out)
+    ds = build_dataset(
+        barcodes, entries, images_root, out, cfg, {"barcodes": str(src), "images": str(args.images)}
+    )
+    save_resolved(
+        {"build": cfg}, out, command="dataset build", n_barcodes=len(barcodes), n_images=len(entries)
+    )
+    print(repr(ds))
+    print(
+        f"{len(ds):,} records of {len(ds.species()):,} species ({len(ds.species('train')):,} in train) -> {out}"
+    )
+    return 0
