@@ -19,9 +19,23 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test test-slow bench lint clean
+.PHONY: setup system-tools demo test test-slow bench lint clean
 
-setup: $(VENV)/.installed
+setup: system-tools $(VENV)/.installed
+
+# MAFFT, FastTree and IQ-TREE (Debian packages) for `phenogen ancestors`; installed when missing and
+# we are root with apt-get (the project's machines and CI), otherwise a note.
+SYSTEM_TOOLS := mafft fasttree iqtree
+system-tools:
+	@missing=""; command -v mafft >/dev/null || missing="$$missing mafft"; \
+	command -v fasttree >/dev/null || command -v FastTree >/dev/null || missing="$$missing fasttree"; \
+	command -v iqtree2 >/dev/null || command -v iqtree >/dev/null || missing="$$missing iqtree"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: install the Debian packages$$missing for phenogen ancestors (tests needing them are skipped)"; fi; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -6,7 +6,7 @@ from typing import Literal
 
 import pytest
 
-from phenogen.config import load_sections, parse_override, save_resolved
+from phenogen.config import load_sections, merge_to_toml, parse_override, save_resolved
 from phenogen.errors import ConfigError
 
 
@@ -71,3 +71,14 @@ def test_resolved_config_is_plain_json(tmp_path):
     path = save_resolved(cfg, tmp_path, command="test")
     data = json.loads(path.read_text())
     assert data["s"]["n"] == 4 and data["s"]["sizes"] == [1, 2] and data["command"] == "test"
+
+
+def test_merge_to_toml_applies_overrides_to_any_section(tmp_path):
+    """The demo's resolved file: file values, overrides on top, readable back by each command."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[s]\nn = 7\nname = "file"\n')
+    merged = tmp_path / "m.toml"
+    merged.write_text(merge_to_toml(cfg, ["s.sizes=[3]", "other.x=2.5"]))
+    out = load_sections({"s": Section}, merged)["s"]
+    assert (out.n, out.name, out.sizes) == (7, "file", (3,))
+    assert "[other]\nx = 2.5" in merged.read_text()

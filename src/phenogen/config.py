@@ -27,7 +27,7 @@ from typing import Any
 
 from phenogen.errors import ConfigError
 
-__all__ = ["load_sections", "section_from_dict", "to_jsonable", "save_resolved", "parse_override"]
+__all__ = ["load_sections", "section_from_dict", "to_jsonable", "save_resolved", "parse_override", "merge_to_toml"]
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -180,3 +180,42 @@ def save_resolved(configs: dict[str, Any], out_dir: str | Path, name: str = "con
     payload = {**{k: to_jsonable(v) for k, v in configs.items()}, **{k: to_jsonable(v) for k, v in extra.items()}}
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write {value!r} to TOML")
+
+
+def merge_to_toml(config_file: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> str:
+    """One TOML document: ``config_file``'s tables with ``--set`` overrides applied (any section).
+
+    Used by the demo so that every stage reads the same, fully resolved file.
+    """
+    doc: dict[str, dict[str, Any]] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    for text in overrides:
+        section, key, value = parse_override(text)
+        doc.setdefault(section, {})[key] = value
+    lines = []
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)
