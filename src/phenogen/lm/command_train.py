@@ -1,0 +1,50 @@
+"""``phenogen train-lm --data DIR|FASTA --out DIR [--resume]``: train the GPT-2 DNA language model.
+
+Reads the ``[lm]`` section (``--config``, ``--set lm.KEY=VALUE``), trains with
+:func:`phenogen.lm.train.train_lm` and prints where the model, checkpoints and loss curves went.
+
+    phenogen train-lm --data runs/usnm --out runs/lm --set lm.epochs=20 --set lm.max_minutes=15
+    phenogen train-lm --data runs/usnm --out runs/lm --resume      # continue a stopped run
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, metavar="DIR|FASTA", help="dataset directory or FASTA file")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory of the run")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its saved state"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from phenogen.config import load_sections
+    from phenogen.lm.config import LMConfig
+    from phenogen.lm.train import train_lm
+
+    hf_logging.disable_progress_bar()
+    if not logging.getLogger().handlers:  # per-epoch lines on stderr (quiet when embedded)
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("phenogen.lm.train").setLevel(logging.INFO)
+    cfg = load_sections({"lm": LMConfig}, args.config, args.set)["lm"]
+    result = train_lm(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress)
+    last = result.history["epochs"][-1] if result.history["epochs"] else None
+    status = "finished" if result.finished else f"stopped ({result.stop_reason}); continue with --resume"
+    print(f"train-lm: {status} after {result.epochs_done} epoch(s), {result.global_step} steps")
+    if last:
+        print(
+            f"  held-out: {last['heldout_loss']:.4f} nats/token, {last['heldout_bits_per_base']:.4f} bits/base "
+            f"(epoch {last['epoch']})"
+        )
+    print(f"  model: {result.out_dir / 'model'}   curves: {result.out_dir / 'loss_curve.png'}")
+    return 0
