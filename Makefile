@@ -49,10 +49,10 @@ demo: setup
 	$(BIN)/phenogen demo --out $(DEMO_OUT)
 
 test: setup
-	$(BIN)/python -m pytest -p no:cacheprovider -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -p no:cacheprovider -q
 
 test-slow: setup
-	$(BIN)/python -m pytest -p no:cacheprovider -q -m "slow or not slow and not gpu"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -p no:cacheprovider -q -m "slow or not slow and not gpu"
 
 bench: setup
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -37,6 +37,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("evaluate-dna", "phenogen.lm.command_evaluate", "score a DNA model: bits/base, novelty, identity"),
     Command("train-image", "phenogen.diffusion.command_train", "train the DNA-conditioned diffusion model"),
     Command("generate", "phenogen.diffusion.command_generate", "paint images for the sequences of a FASTA"),
+    Command("ancestors", "phenogen.phylo.command", "reconstruct ancestors: alignment, tree, ancestral sequences, portraits"),
     Command("evaluate", "phenogen.evaluate.command", "score generated images against ground truth and baselines"),
     Command("report", "phenogen.report.command", "write the HTML report of a run directory"),
     Command("fetch", "phenogen.data.command_fetch", "fetch COI barcodes (NCBI, BOLD) or licensed photos (iNaturalist, GBIF)"),

@@ -1,0 +1,313 @@
+"""``phenogen ancestors``: alignment → tree → ancestral sequences → chosen nodes (→ portraits, → truth).
+
+Input is either ``--fasta FILE`` (any barcodes; aligned with MAFFT unless all lengths agree) or
+``--dataset DIR`` (a phenogen dataset: one barcode per living species from the train + heldout
+splits, optionally one per extinct species as a fossil with DNA; when the dataset knows its true
+tree and ancestors, the reconstruction is scored against them).
+
+Outputs in ``--out DIR``::
+
+    config.json            resolved [ancestors] section + command line
+    input.fasta            (dataset mode) the barcodes used, named by species
+    alignment.fasta        the alignment reconstructed on (MAFFT's, or the input when aligned)
+    tree.nwk               the rooted tree with every node named
+    tree.annotated.nwk     same, internal nodes carry [&confidence=…,support=…]
+    ancestors.fasta        reconstructed internal-node sequences (alignment coordinates, may hold -)
+    nodes.csv / nodes.json per internal node: parent, tips, depth, support, confidence summary
+    selected.json          nodes chosen with --node / --mrca / --all-internal
+    summary.json           counts (masked, dropped, missing branch lengths), model, timings
+    metrics.json           (truth mode) {"ancestors": identity vs truth per node, by depth, summary}
+    identity_vs_depth.png  (truth mode)
+    portraits/             (--model) images of the chosen nodes + tree_portraits.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from phenogen.errors import DataError, InputError
+
+__all__ = ["add_arguments", "run", "reconstruct", "dataset_input"]
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--fasta", metavar="FILE", help="barcodes to reconstruct ancestors from (aligned or not)"
+    )
+    src.add_argument(
+        "--dataset", metavar="DIR", help="a phenogen dataset; scored against its true ancestors if known"
+    )
+    parser.add_argument(
+        "--tree", metavar="FILE.nwk", help="use this tree (tip names = FASTA ids) instead of inferring one"
+    )
+    parser.add_argument(
+        "--aligned", action="store_true", help="the FASTA is aligned: error if lengths differ"
+    )
+    parser.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    parser.add_argument(
+        "--tree-method", choices=("fasttree", "iqtree"), help="tree inference (default fasttree)"
+    )
+    parser.add_argument(
+        "--rooting", choices=("midpoint", "outgroup", "none"), help="rooting (default midpoint)"
+    )
+    parser.add_argument(
+        "--outgroup", metavar="TIP", nargs="+", help="outgroup tip(s); implies --rooting outgroup"
+    )
+    parser.add_argument(
+        "--node", metavar="NAME", action="append", default=[], help="choose this node (repeatable)"
+    )
+    parser.add_argument(
+        "--mrca",
+        metavar="TAXON",
+        nargs="+",
+        action="append",
+        default=[],
+        help="choose the MRCA of these tips (repeatable)",
+    )
+    parser.add_argument("--all-internal", action="store_true", help="choose every internal node")
+    parser.add_argument(
+        "--model", metavar="DIR", help="image model directory: paint portraits of the chosen nodes"
+    )
+    parser.add_argument(
+        "--lm-samples",
+        metavar="FASTA",
+        help="truth mode: also score DNA language-model samples (nearest per ancestor)",
+    )
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    out = list(getattr(args, "set", []) or [])
+    if args.tree_method:
+        out.append(f"ancestors.tree_method={args.tree_method}")
+    if args.outgroup:
+        out.append("ancestors.outgroup=" + json.dumps(list(args.outgroup)))
+        out.append(f"ancestors.rooting={args.rooting or 'outgroup'}")
+    elif args.rooting:
+        out.append(f"ancestors.rooting={args.rooting}")
+    return out
+
+
+def dataset_input(dataset_dir: str | Path, *, with_extinct: bool = False):
+    """One barcode per species (first individual) from a dataset, plus its truth when known.
+
+    Returns ``(names, sequences, truth)``; ``truth`` is ``None`` or ``{"tree": Bio tree,
+    "sequences": {internal node: seq}, "extinct": [names]}``.
+    """
+    from phenogen.data.dataset import load_dataset
+    from phenogen.phylo.tree import read_tree
+
+    ds = load_dataset(dataset_dir)
+    splits = ("train", "heldout", "extinct") if with_extinct else ("train", "heldout")
+    chosen: dict[str, str] = {}
+    for rec in ds.records(splits):
+        chosen.setdefault(rec.species, rec.sequence)
+    if len(chosen) < 3:
+        raise DataError(f"{ds.root}: {len(chosen)} species in splits {', '.join(splits)}; need at least 3")
+    truth = None
+    ancestors = {r.species: r.sequence for r in ds.records("ancestor")}
+    if ds.tree_path is not None and ancestors:
+        extinct = sorted({r.species for r in ds.records("extinct")})
+        truth = {"tree": read_tree(ds.tree_path), "sequences": ancestors, "extinct": extinct}
+    return list(chosen), list(chosen.values()), truth
+
+
+def reconstruct(names, sequences, *, cfg, tree_file=None, assume_aligned=False, source="<input>"):
+    """The core pipeline on in-memory sequences; returns a dict of the pieces (see :func:`run`)."""
+    from phenogen.phylo.align import Alignment, align, is_aligned
+    from phenogen.phylo.asr import reconstruct_treetime
+    from phenogen.phylo.tree import (
+        check_names,
+        fix_branch_lengths,
+        infer_tree,
+        name_internal_nodes,
+        read_tree,
+        root_tree,
+    )
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    seqs = Alignment(list(names), list(sequences), is_aligned(sequences), source)
+    aln = align(seqs, assume_aligned=assume_aligned, threads=cfg.threads, mafft_args=cfg.mafft_args)
+    timings["align_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if tree_file is not None:
+        tree = read_tree(tree_file)
+        check_names(tree, aln.names, tree_source=str(tree_file), fasta_source=source)
+        n_missing = fix_branch_lengths(tree, missing=cfg.missing_branch_length, source=str(tree_file))
+        if cfg.reroot_given_tree:
+            root_tree(tree, cfg.rooting, cfg.outgroup)
+        tree_method = "given"
+    else:
+        tree = infer_tree(
+            aln.names,
+            aln.sequences,
+            method=cfg.tree_method,
+            threads=cfg.threads,
+            seed=cfg.seed,
+            iqtree_model=cfg.iqtree_model,
+        )
+        check_names(tree, aln.names, tree_source=cfg.tree_method, fasta_source=source)
+        n_missing = fix_branch_lengths(tree, missing=cfg.missing_branch_length, source=cfg.tree_method)
+        root_tree(tree, cfg.rooting, cfg.outgroup)
+        tree_method = cfg.tree_method
+    n_named = name_internal_nodes(tree)
+    timings["tree_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = reconstruct_treetime(tree, aln.as_dict(), seed=cfg.seed)
+    timings["asr_s"] = time.perf_counter() - t0
+    return {
+        "alignment": aln,
+        "tree": tree,
+        "result": result,
+        "timings": timings,
+        "counts": {
+            "sequences": len(aln),
+            "alignment_length": aln.length,
+            "alignment_method": aln.method,
+            "tree_method": tree_method,
+            "rooting": cfg.rooting if (tree_file is None or cfg.reroot_given_tree) else "as given",
+            "missing_branch_lengths_set": n_missing,
+            "internal_nodes_named": n_named,
+            "internal_nodes": len(tree.get_nonterminals()),
+        },
+    }
+
+
+def _write_table(rows: list[dict[str, Any]], out: Path, stem: str) -> None:
+    (out / f"{stem}.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    with (out / f"{stem}.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _score_truth(piece, truth, cfg, out: Path, lm_samples: str | None) -> dict[str, Any]:
+    from phenogen.dna.seqio import read_fasta
+    from phenogen.phylo.asr import reconstruct_iqtree
+    from phenogen.phylo.tools import have_tool
+    from phenogen.phylo.truth import compare_to_truth, plot_identity_vs_depth
+
+    aln, tree = piece["alignment"], piece["tree"]
+    recon = {"treetime": piece["result"].sequences}
+    t0 = time.perf_counter()
+    if cfg.iqtree_peer and have_tool("iqtree"):
+        recon["iqtree"] = reconstruct_iqtree(
+            tree, aln.as_dict(), model=cfg.iqtree_model, threads=cfg.threads, seed=cfg.seed
+        ).sequences
+        piece["timings"]["iqtree_asr_s"] = time.perf_counter() - t0
+    elif cfg.iqtree_peer:
+        log.warning("iqtree2 not installed (Debian package iqtree): IQ-TREE peer skipped")
+    extinct = set(truth["extinct"])
+    living = [s for n, s in zip(aln.names, aln.sequences, strict=True) if n not in extinct]
+    pools = {"closest_living": living}
+    if lm_samples:
+        pools["lm_samples"] = [r.sequence for r in read_fasta(lm_samples, policy="mask").records]
+    result = compare_to_truth(
+        truth["tree"], truth["sequences"], tree, recon, tips_used=set(aln.names), pools=pools
+    )
+    paired = [(r["treetime"], r["iqtree"]) for r in result["nodes"] if r.get("iqtree") is not None]
+    if paired:  # on the nodes both methods report (IQ-TREE has no root in an unrooted tree)
+        result["treetime_minus_iqtree_pp"] = 100 * sum(a - b for a, b in paired) / len(paired)
+    plot_identity_vs_depth(result, out / "identity_vs_depth.png")
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    metrics["ancestors"] = result
+    metrics_path.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    from phenogen.config import load_sections, save_resolved
+    from phenogen.dna.seqio import write_fasta
+    from phenogen.phylo.align import read_sequences
+    from phenogen.phylo.asr import annotate_tree, node_table
+    from phenogen.phylo.config import AncestorsConfig
+    from phenogen.phylo.select import select_nodes
+    from phenogen.phylo.tree import write_tree
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_sections({"ancestors": AncestorsConfig}, args.config, _overrides(args))["ancestors"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved({"ancestors": cfg}, out, command=["phenogen", "ancestors", *sys.argv[2:]])
+    start = time.perf_counter()
+    truth, masked, dropped = None, {}, {}
+    if args.dataset:
+        names, sequences, truth = dataset_input(args.dataset, with_extinct=cfg.with_extinct)
+        write_fasta(out / "input.fasta", list(zip(names, sequences, strict=True)))
+        source = str(out / "input.fasta")
+    else:
+        seqs = read_sequences(args.fasta, policy=cfg.ambiguity_policy)
+        names, sequences, masked, dropped, source = (
+            seqs.names,
+            seqs.sequences,
+            seqs.masked,
+            seqs.dropped,
+            args.fasta,
+        )
+    if args.model and not (args.node or args.mrca or args.all_internal):
+        raise InputError("--model paints chosen nodes: choose them with --node, --mrca or --all-internal")
+    piece = reconstruct(
+        names, sequences, cfg=cfg, tree_file=args.tree, assume_aligned=args.aligned, source=source
+    )
+    aln, tree, result = piece["alignment"], piece["tree"], piece["result"]
+    selected = select_nodes(tree, nodes=args.node, mrca=args.mrca, all_internal=args.all_internal)
+
+    write_fasta(out / "alignment.fasta", list(zip(aln.names, aln.sequences, strict=True)))
+    write_tree(tree, out / "tree.nwk")
+    rows = node_table(tree, result, low_confidence=cfg.low_confidence)
+    write_tree(annotate_tree(tree, rows), out / "tree.annotated.nwk")
+    write_fasta(out / "ancestors.fasta", [(r["node"], result.sequences[r["node"]]) for r in rows])
+    _write_table(rows, out, "nodes")
+    (out / "selected.json").write_text(json.dumps({"selected": selected}, indent=1) + "\n", encoding="utf-8")
+
+    summary: dict[str, Any] = {
+        **piece["counts"],
+        "masked_records": len(masked),
+        "masked_bases": sum(masked.values()),
+    }
+    summary["dropped_records"] = dropped
+    summary["model"] = result.model
+    summary["log_likelihood"] = result.log_likelihood
+    if truth is not None:
+        scored = _score_truth(piece, truth, cfg, out, args.lm_samples)
+        summary["truth"] = {m: v["mean"] for m, v in scored["summary"].items()}
+        summary["truth"]["clade_match_fraction"] = scored["clade_match_fraction"]
+        summary["truth"]["n_identifiable"] = scored["n_identifiable"]
+    elif args.lm_samples:
+        log.warning("--lm-samples is only used when the input has known true ancestors (--dataset)")
+    if args.model:
+        from phenogen.phylo.portraits import paint_portraits
+
+        t0 = time.perf_counter()
+        tips = dict(zip(aln.names, aln.sequences, strict=True))
+        summary["portraits"] = paint_portraits(
+            tree, result, selected, args.model, cfg, out / "portraits", tips
+        )
+        piece["timings"]["portraits_s"] = time.perf_counter() - t0
+    piece["timings"]["total_s"] = time.perf_counter() - start
+    summary["timings"] = {k: round(v, 3) for k, v in piece["timings"].items()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    mean_conf = sum(r["mean_confidence"] for r in rows) / len(rows)
+    print(
+        f"ancestors: {len(aln)} sequences × {aln.length} columns ({aln.method}), tree {piece['counts']['tree_method']}, "
+        f"{len(rows)} internal nodes, mean posterior {mean_conf:.3f}, {len(selected)} chosen, "
+        f"{summary['timings']['total_s']:.1f} s → {out}"
+    )
+    if "truth" in summary:
+        t = summary["truth"]
+        print(
+            "identity with true ancestors: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in t.items() if isinstance(v, float))
+        )
+    return 0

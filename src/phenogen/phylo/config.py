@@ -1,0 +1,84 @@
+"""``AncestorsConfig``: the ``[ancestors]`` section of ``phenogen ancestors``.
+
+>>> AncestorsConfig(tree_method="iqtree").tree_method
+'iqtree'
+>>> AncestorsConfig(rooting="outgroup")
+Traceback (most recent call last):
+...
+ValueError: rooting 'outgroup' needs outgroup = ["TIP", ...]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["AncestorsConfig"]
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class AncestorsConfig:
+    """Configuration of ``phenogen ancestors`` (section ``[ancestors]``)."""
+
+    ambiguity_policy: Literal["mask", "reject", "drop"] = field(
+        default="mask",
+        metadata=_help("IUPAC ambiguity codes in the FASTA: mask (-> N, missing data), reject, drop record"),
+    )
+    mafft_args: tuple[str, ...] = field(
+        default=("--auto",), metadata=_help("MAFFT options (alignment strategy)")
+    )
+    tree_method: Literal["fasttree", "iqtree"] = field(
+        default="fasttree",
+        metadata=_help("tree inference when no --tree is given: FastTree (GTR+G) or IQ-TREE"),
+    )
+    iqtree_model: str = field(
+        default="GTR+G", metadata=_help("IQ-TREE substitution model (tree inference and -asr peer)")
+    )
+    rooting: Literal["midpoint", "outgroup", "none"] = field(
+        default="midpoint",
+        metadata=_help("how to root the tree: midpoint, outgroup (see outgroup), none (keep input root)"),
+    )
+    outgroup: tuple[str, ...] = field(
+        default=(), metadata=_help("outgroup tip names when rooting = outgroup")
+    )
+    reroot_given_tree: bool = field(
+        default=False,
+        metadata=_help("also apply `rooting` to a tree given with --tree (default: keep its root)"),
+    )
+    missing_branch_length: float = field(
+        default=1e-6, metadata=_help("branch length given to branches without one (counted and logged)")
+    )
+    low_confidence: float = field(
+        default=0.9, metadata=_help("per-site posterior below which a reconstructed base counts as uncertain")
+    )
+    iqtree_peer: bool = field(
+        default=True,
+        metadata=_help("truth mode: also score IQ-TREE's own -asr reconstruction when iqtree2 is installed"),
+    )
+    with_extinct: bool = field(
+        default=False,
+        metadata=_help("dataset mode: add one barcode per extinct species as a fossil tip with DNA"),
+    )
+    threads: int = field(default=1, metadata=_help("threads for MAFFT / IQ-TREE"))
+    seed: int = field(default=0, metadata=_help("random seed (IQ-TREE, TreeTime tie-breaking, portraits)"))
+    # --- portraits --------------------------------------------------------------------------------
+    images_per_node: int = field(default=4, metadata=_help("portraits painted per chosen node (--model)"))
+    num_inference_steps: int = field(default=50, metadata=_help("diffusion sampling steps for portraits"))
+    guidance_scale: float = field(default=3.0, metadata=_help("classifier-free guidance scale for portraits"))
+
+    def __post_init__(self) -> None:
+        if self.rooting == "outgroup" and not self.outgroup:
+            raise ValueError("rooting 'outgroup' needs outgroup = [\"TIP\", ...]")
+        if not 0 < self.missing_branch_length < 1:
+            raise ValueError(f"missing_branch_length must be in (0, 1), got {self.missing_branch_length}")
+        if not 0 < self.low_confidence <= 1:
+            raise ValueError(f"low_confidence must be in (0, 1], got {self.low_confidence}")
+        for name in ("threads", "images_per_node", "num_inference_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
