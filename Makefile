@@ -18,6 +18,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: setup system-tools demo test test-slow bench lint clean
 

@@ -1,0 +1,272 @@
+"""``phenogen demo``: the whole pipeline on the embedded synthetic clade, end to end.
+
+simulate → train the DNA language model → score it and pick a checkpoint → train the image model →
+generate portraits of held-out living species, extinct species and ancestors → guidance/steps
+sweeps → evaluate against the ground truth and baselines → HTML report.
+
+Each stage is the same subcommand a user would run by hand (``phenogen simulate`` …), called
+in-process with the demo's configuration (``configs/demo.toml`` inside the package, overridable with
+``--config`` / ``--set``), so the demo is also a worked example of the CLI. The run directory::
+
+    RUN/data        the synthetic clade (dataset format; ground truth under data/truth)
+    RUN/lm          DNA language model (checkpoints, losses, model/)
+    RUN/lm_eval     its evaluation: bits/base, samples, checkpoint pick (identity by epoch)
+    RUN/image       diffusion model (pipeline/, losses, sample grids)
+    RUN/targets.fasta   one barcode per target: held-out living, extinct, ancestors (true sequences)
+    RUN/generated   portraits (generated.tsv + PNGs)
+    RUN/sweeps      guidance-scale and steps sweeps
+    RUN/eval        metrics.json + plots
+    RUN/report.html the report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from phenogen.errors import InputError
+
+__all__ = ["DemoConfig", "run_demo", "default_config_path"]
+
+
+@dataclass
+class DemoConfig:
+    """The ``[demo]`` section: what the demo generates and how it sweeps."""
+
+    images_per_target: int = field(default=2, metadata={"help": "portraits per target sequence"})
+    max_targets_per_split: int = field(default=24, metadata={"help": "cap on targets per split (0 = all)"})
+    sweep_guidance: tuple[float, ...] = field(
+        default=(1.0, 3.0, 8.0, 12.0), metadata={"help": "guidance scales"}
+    )
+    sweep_steps: tuple[int, ...] = field(
+        default=(10, 25, 50), metadata={"help": "denoising steps for the sweep"}
+    )
+    sweep_sequences: int = field(default=3, metadata={"help": "held-out sequences shown in the sweeps"})
+
+    def __post_init__(self) -> None:
+        if self.images_per_target < 1:
+            raise ValueError("images_per_target must be >= 1")
+        if self.sweep_sequences < 0 or self.max_targets_per_split < 0:
+            raise ValueError("sweep_sequences and max_targets_per_split must be >= 0")
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("phenogen") / "configs" / "demo.toml"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="run directory (created)")
+    parser.add_argument("--force", action="store_true", help="delete an existing run directory first")
+    parser.add_argument("--skip-report", action="store_true", help="stop after the evaluation")
+
+
+class _Stages:
+    """Runs subcommands in-process, timing each and printing one progress line per stage."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.start = time.perf_counter()
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str, argv: list[str]) -> None:
+        from phenogen.cli import main
+
+        self.done += 1
+        print(
+            f"\n[demo {self.done}/{self.total}] {name}: phenogen {' '.join(argv)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        t0 = time.perf_counter()
+        code = main(argv)
+        self.times[name] = time.perf_counter() - t0
+        elapsed = time.perf_counter() - self.start
+        print(f"[demo] {name} took {self.times[name]:.0f} s (total {elapsed / 60:.1f} min)", file=sys.stderr)
+        if code:
+            raise InputError(f"demo stage {name!r} failed (exit {code}); see the message above")
+
+    def quiet(self, name: str, argv: list[str]) -> None:
+        """A sub-step: run without a numbered banner (sweeps)."""
+        from phenogen.cli import main
+
+        if main(argv):
+            raise InputError(f"demo step {name!r} failed; see the message above")
+
+
+def _write_targets(data_dir: Path, out: Path, cap: int) -> dict[str, int]:
+    """One true barcode per target (first individual of each species / each ancestral node)."""
+    from phenogen.data.dataset import load_dataset
+
+    ds = load_dataset(data_dir)
+    counts = {}
+    with open(out, "w", encoding="utf-8") as fh:
+        for split in ("heldout", "extinct", "ancestor"):
+            seen: dict[str, str] = {}
+            for rec in ds.records(split):
+                if rec.species not in seen and (cap == 0 or len(seen) < cap):
+                    seen[rec.species] = rec.record_id
+                    fh.write(f">{rec.record_id} split={split}\n{rec.sequence}\n")
+            counts[split] = len(seen)
+    return counts
+
+
+def _sweep_grid(run: Path, name: str, values: list, dirs: list[Path]) -> None:
+    """Compose one grid: rows = sequences, columns = setting values."""
+    import csv
+
+    from PIL import Image, ImageDraw
+
+    columns = []
+    for d in dirs:
+        with open(d / "generated.tsv", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["k"] == "0"]
+        columns.append([Image.open(d / r["image"]).convert("RGB") for r in rows])
+    n_rows, cell = len(columns[0]), columns[0][0].width
+    sheet = Image.new("RGB", (len(columns) * cell, n_rows * cell + 14), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, (value, images) in enumerate(zip(values, columns, strict=True)):
+        draw.text((c * cell + 3, 1), f"{name}={value}", fill="black")
+        for r, image in enumerate(images):
+            sheet.paste(image, (c * cell, 14 + r * cell))
+    sheet.save(run / "sweeps" / f"{name}.png")
+
+
+def run_demo(out: Path, config_file: Path | None, overrides: list[str], skip_report: bool = False) -> dict:
+    from phenogen.config import load_sections, merge_to_toml, save_resolved
+
+    out.mkdir(parents=True, exist_ok=True)
+    # One resolved TOML for every stage: the file's sections with all --set overrides applied.
+    # Each command reads the sections it knows from it, so `--set lm.lr=1e-3` reaches train-lm only.
+    resolved = out / "config.toml"
+    resolved.write_text(merge_to_toml(config_file or default_config_path(), overrides), encoding="utf-8")
+    cfg = load_sections({"demo": DemoConfig}, resolved)["demo"]
+    common = ["--config", str(resolved)]
+    save_resolved({"demo": cfg}, out, name="demo_config.json", overrides=overrides)
+    stage = _Stages(total=7 if not skip_report else 6)
+    data, lm, image, gen = out / "data", out / "lm", out / "image", out / "generated"
+
+    stage("simulate", ["simulate", "--out", str(data), "--force", *common])
+    stage("train-lm", ["train-lm", "--data", str(data), "--out", str(lm), *common])
+    stage(
+        "evaluate-dna",
+        [
+            "evaluate-dna",
+            "--model",
+            str(lm),
+            "--data",
+            str(data),
+            "--out",
+            str(out / "lm_eval"),
+            "--select-checkpoints",
+            *common,
+        ],
+    )
+    stage(
+        "train-image",
+        [
+            "train-image",
+            "--data",
+            str(data),
+            "--out",
+            str(image),
+            *common,
+            "--set",
+            f"image.lm_model={json.dumps(str(lm / 'model'))}",
+        ],
+    )
+    counts = _write_targets(data, out / "targets.fasta", cfg.max_targets_per_split)
+    print(f"[demo] targets: {counts}", file=sys.stderr)
+    pipeline = image / "pipeline"
+    stage(
+        "generate",
+        ["generate", "--model", str(pipeline), "--fasta", str(out / "targets.fasta"), "--out", str(gen),
+         "--n", str(cfg.images_per_target), *common],
+    )  # fmt: skip
+    _run_sweeps(stage, out, pipeline, cfg, common)
+    stage(
+        "evaluate",
+        ["evaluate", "--data", str(data), "--generated", str(gen), "--out", str(out / "eval"),
+         "--sequence-metrics", str(out / "lm_eval" / "metrics.json"), *common],
+    )  # fmt: skip
+    if not skip_report:
+        stage("report", ["report", "--run", str(out)])
+    metrics = json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    summary = {"stage_seconds": stage.times, "total_minutes": (time.perf_counter() - stage.start) / 60}
+    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _print_headline(out, metrics, summary)
+    return metrics
+
+
+def _run_sweeps(stage: _Stages, out: Path, pipeline: Path, cfg: DemoConfig, common: list[str]) -> None:
+    """Guidance-scale and steps sweeps on a few held-out sequences, as practitioners tune SD."""
+    sweeps = out / "sweeps"
+    sweeps.mkdir(parents=True, exist_ok=True)
+    lines = (out / "targets.fasta").read_text(encoding="utf-8").splitlines()
+    pairs = [(lines[i], lines[i + 1]) for i in range(0, len(lines), 2) if "split=heldout" in lines[i]]
+    fasta = sweeps / "sweep.fasta"
+    fasta.write_text("".join(f"{h}\n{s}\n" for h, s in pairs[: cfg.sweep_sequences]), encoding="utf-8")
+    if not pairs or cfg.sweep_sequences == 0:
+        return
+    for name, values, flag in (
+        ("guidance", cfg.sweep_guidance, "--guidance"),
+        ("steps", cfg.sweep_steps, "--steps"),
+    ):
+        dirs = []
+        for value in values:
+            d = sweeps / f"{name}_{value}"
+            argv = [
+                "generate",
+                "--model",
+                str(pipeline),
+                "--fasta",
+                str(fasta),
+                "--out",
+                str(d),
+                "--n",
+                "1",
+                flag,
+                str(value),
+            ]
+            stage.quiet(f"sweep {name}={value}", [*argv, *common])
+            dirs.append(d)
+        _sweep_grid(out, name, list(values), dirs)
+
+
+def _print_headline(out: Path, metrics: dict, summary: dict) -> None:
+    print(f"\nphenogen demo finished in {summary['total_minutes']:.1f} min", flush=True)
+    splits = metrics.get("splits", {})
+    for split in ("heldout", "extinct", "ancestor"):
+        methods = splits.get(split, {}).get("methods", {})
+        if not methods:
+            continue
+        row = "  ".join(
+            f"{m}={methods[m]['trait_rmse']:.3f}"
+            for m in ("generated", "nearest", "random", "mean", "oracle", "truth")
+            if m in methods and methods[m].get("trait_rmse") is not None
+        )
+        print(f"  trait RMSE [{split}]: {row}")
+        gen = methods.get("generated", {})
+        if gen.get("top5") is not None:
+            print(
+                f"  retrieval [{split}]: top-1 {gen['top1']:.2f}  top-5 {gen['top5']:.2f}  (chance top-5 {gen.get('chance_top5', float('nan')):.2f})"
+            )
+    report = out / "report.html"
+    print(f"  metrics: {out / 'eval' / 'metrics.json'}")
+    if report.exists():
+        print(f"  report:  {report}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out.exists() and any(args.out.iterdir()):
+        if not args.force:
+            raise InputError(f"{args.out} exists and is not empty; pass --force to replace it")
+        shutil.rmtree(args.out)
+    run_demo(args.out, Path(args.config) if args.config else None, list(args.set), args.skip_report)
+    return 0

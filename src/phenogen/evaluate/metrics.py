@@ -1,0 +1,211 @@
+"""``evaluate``: score generated images against the synthetic clade's ground truth, beside baselines.
+
+Inputs: a dataset directory (:mod:`phenogen.data.dataset`, with true traits and the true tree) and
+a directory written by ``phenogen generate`` (``generated.tsv``: ``record_id``, ``k``, ``image``
+relative to that directory). Output: ``OUT/metrics.json`` (schema in ``docs/metrics_schema.md``,
+``schema_version`` :data:`SCHEMA_VERSION`), ``OUT/targets.tsv`` (one row per scored target),
+``OUT/probe/`` (the trained trait probe), ``OUT/trait_rmse.png`` and ``OUT/probe_r2.png``.
+
+Steps (in :mod:`~phenogen.evaluate.steps`): 1. read and cross-check inputs; 2. train the trait probe on
+renders of training species plus renders of prior-drawn random birds
+(:mod:`~phenogen.evaluate.probe`) and report its R² per split; 3. per scored split, build every
+method's images / trait vectors with the same count per target (:mod:`~phenogen.evaluate.baselines`)
+and score trait RMSE on z-scored traits; 4. DNA→image retrieval success
+(:mod:`~phenogen.evaluate.retrieval`); 5. FID/KID on probe features (:mod:`~phenogen.evaluate.fid`);
+6. write JSON, TSV and plots.
+
+Trait error: for every image, the probe's reading minus the target record's true traits, on the
+continuous traits z-scored with the training records' mean and sd; ``trait_rmse`` is the root mean
+square over all images and continuous traits of a split. Binary traits are reported apart
+(``per_trait_rmse`` as √Brier, and ``discrete_accuracy``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from phenogen.config import to_jsonable
+from phenogen.data.dataset import load_dataset
+from phenogen.errors import InputError
+from phenogen.evaluate.config import METHODS, EvaluateConfig
+from phenogen.evaluate.steps import ROW_KEYS, Evaluation, score_predictions
+from phenogen.evaluate.targets import match_targets, read_generated
+
+__all__ = ["SCHEMA_VERSION", "ROW_KEYS", "evaluate", "score_predictions"]
+
+SCHEMA_VERSION = 1
+
+
+def _stderr(msg: str) -> None:
+    print(f"[evaluate] {msg}", file=sys.stderr, flush=True)
+
+
+def _headline(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The numbers the demo prints: held-out living species (or the first scored split)."""
+    if not results:
+        return None
+    split = "heldout" if "heldout" in results else next(iter(results))
+    methods = results[split]["methods"]
+    rmse = {m: methods[m]["trait_rmse"] for m in METHODS}
+    gen, mean, rand = rmse["generated"], rmse["mean"], rmse["random"]
+    top5, chance5 = methods["generated"]["top5"], methods["generated"]["chance_top5"]
+    return {
+        "split": split,
+        "trait_rmse": rmse,
+        "ratio_to_random": gen / rand if gen is not None and rand else None,
+        "beats_mean": gen < mean if gen is not None and mean is not None else None,
+        "top1": methods["generated"]["top1"],
+        "top5": top5,
+        "chance_top5": chance5,
+        "top5_over_chance": top5 / chance5 if top5 is not None and chance5 else None,
+    }
+
+
+def _read_sequence(path: str | Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(
+            f"sequence metrics file {p} does not exist (write it with `phenogen evaluate-dna`)"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"sequence metrics file {p} is not valid JSON ({exc})") from None
+    return {"source": str(p), "metrics": data}
+
+
+def _finite(obj: Any) -> Any:
+    """NaN / inf → None, so metrics.json stays strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def _write_targets(path: Path, rows: list[dict[str, Any]]) -> None:
+    cols = [
+        "record_id",
+        "species",
+        "split",
+        "n_images",
+        "generated_rmse",
+        "nearest_species",
+        "nearest_identity",
+    ]
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        writer.writerow(cols)
+        for row in rows:
+            writer.writerow(
+                [
+                    "" if row[c] is None else (f"{row[c]:.4f}" if isinstance(row[c], float) else row[c])
+                    for c in cols
+                ]
+            )
+
+
+def evaluate(
+    dataset_dir: str | Path,
+    generated_dir: str | Path,
+    out_dir: str | Path,
+    cfg: EvaluateConfig | None = None,
+    *,
+    sequence_metrics: str | Path | None = None,
+    progress: Callable[[str], None] | None = _stderr,
+) -> dict[str, Any]:
+    """Score a generated image set against ground truth and baselines; write ``metrics.json``.
+
+    Parameters
+    ----------
+    dataset_dir : a dataset directory with true traits (and the true tree for ``oracle``).
+    generated_dir : a ``phenogen generate`` output directory (``generated.tsv`` + images).
+    out_dir : where ``metrics.json``, ``targets.tsv``, ``probe/`` and the plots go.
+    cfg : the ``[evaluate]`` section (defaults when ``None``).
+    sequence_metrics : optional JSON from ``phenogen evaluate-dna``, folded in as ``"sequence"``.
+    progress : called with one line per stage (``None`` = silent).
+
+    Returns
+    -------
+    dict
+        The content of ``metrics.json``.
+
+    Examples
+    --------
+    >>> m = evaluate("runs/demo/data", "runs/demo/generated", "runs/demo/eval")  # doctest: +SKIP
+    >>> m["splits"]["heldout"]["methods"]["generated"]["trait_rmse"]  # doctest: +SKIP
+    0.82
+    """
+    import torch
+
+    cfg = cfg or EvaluateConfig()
+    log = progress or (lambda _msg: None)
+    torch.set_num_threads(cfg.threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    # 1. inputs
+    ds = load_dataset(dataset_dir)
+    run = Evaluation(ds, match_targets(ds, read_generated(generated_dir), cfg.splits), cfg, log)
+    # 2. probe
+    probe_block = run.fit_probe(out)
+    timing["probe"] = time.perf_counter() - t0
+    # 3. baselines, trait error
+    t = time.perf_counter()
+    run.build_baselines()
+    run.score_traits()
+    timing["trait_error"] = time.perf_counter() - t
+    # 4. retrieval
+    retrieval_block = None
+    if cfg.retrieval:
+        t = time.perf_counter()
+        retrieval_block = run.score_retrieval()
+        timing["retrieval"] = time.perf_counter() - t
+    # 5. distribution quality
+    if cfg.fid:
+        t = time.perf_counter()
+        run.score_distribution()
+        timing["fid_kid"] = time.perf_counter() - t
+    # 6. write
+    spec = run.probe.spec
+    metrics: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": str(ds.root),
+        "generated": str(Path(generated_dir)),
+        "traits": {"continuous": spec.continuous, "discrete": spec.discrete},
+        "standardization": {
+            "mean": dict(zip(spec.continuous, spec.mean, strict=True)),
+            "std": dict(zip(spec.continuous, spec.std, strict=True)),
+        },
+        "methods": list(METHODS),
+        "probe": probe_block,
+        "retrieval": retrieval_block,
+        "splits": run.results,
+        "headline": _headline(run.results),
+        "sequence": _read_sequence(sequence_metrics),
+        "config": to_jsonable(cfg),
+        "timing": {**timing, "total": time.perf_counter() - t0},
+    }
+    metrics = _finite(metrics)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    _write_targets(out / "targets.tsv", run.target_rows())
+    if cfg.plots:
+        from phenogen.evaluate.plots import plot_probe_r2, plot_trait_rmse
+
+        plot_trait_rmse(metrics, out / "trait_rmse.png")
+        plot_probe_r2(metrics, out / "probe_r2.png")
+    log(f"wrote {out / 'metrics.json'} ({metrics['timing']['total']:.0f} s)")
+    return metrics

@@ -1,0 +1,461 @@
+"""The steps of one ``phenogen evaluate`` run, sharing their state in :class:`Evaluation`.
+
+:func:`phenogen.evaluate.metrics.evaluate` calls them in order: :meth:`Evaluation.fit_probe`
+(train or load the trait probe, R² per split), :meth:`Evaluation.build_baselines` (every method's
+image draws / trait vectors, same count per target), :meth:`Evaluation.score_traits` (trait error),
+:meth:`Evaluation.score_retrieval` (DNA→image success) and :meth:`Evaluation.score_distribution`
+(FID/KID). Each fills ``Evaluation.results[split]["methods"][method]`` rows with the keys
+:data:`ROW_KEYS` documented in ``docs/metrics_schema.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from phenogen.data.dataset import SPLITS, Dataset
+from phenogen.errors import DataError
+from phenogen.evaluate.config import METHODS, EvaluateConfig
+from phenogen.evaluate.targets import ImageBank, Target, trait_matrix
+from phenogen.sim.traitspec import DISCRETE, TRAIT_NAMES
+
+__all__ = ["Evaluation", "ROW_KEYS", "IMAGE_METHODS", "score_predictions"]
+
+IMAGE_METHODS = ("generated", "nearest", "random", "truth")
+#: The keys of every method's row, per split (see docs/metrics_schema.md).
+ROW_KEYS: tuple[str, ...] = (
+    "n_images",
+    "n_targets",
+    "trait_rmse",
+    "trait_rmse_std",
+    "per_trait_rmse",
+    "discrete_accuracy",
+    "top1",
+    "top5",
+    "mean_rank",
+    "chance_top1",
+    "chance_top5",
+    "fid",
+    "kid_mean",
+    "kid_std",
+    "note",
+)
+
+
+def score_predictions(
+    pred: np.ndarray, truth: np.ndarray, n_cont: int, names: Sequence[str]
+) -> dict[str, Any]:
+    """Trait error of predictions (N, P) against truths (N, P): z-scored continuous, then probabilities.
+
+    ``trait_rmse`` covers the first ``n_cont`` columns; ``per_trait_rmse`` every column (√Brier for
+    binary traits); ``discrete_accuracy`` the share of binary calls (p > 0.5) that are right.
+
+    >>> score_predictions(np.array([[1.0, 0.9]]), np.array([[0.0, 1.0]]), 1, ["a", "b"])["trait_rmse"]
+    1.0
+    """
+    err = pred - truth
+    per = {n: float(np.sqrt(np.mean(err[:, j] ** 2))) for j, n in enumerate(names)}
+    rmse = float(np.sqrt(np.mean(err[:, :n_cont] ** 2))) if n_cont and len(err) else None
+    acc = (
+        float(np.mean((pred[:, n_cont:] > 0.5) == (truth[:, n_cont:] > 0.5))) if len(names) > n_cont else None
+    )
+    return {"trait_rmse": rmse, "per_trait_rmse": per, "discrete_accuracy": acc}
+
+
+def _empty_row(note: str | None = None) -> dict[str, Any]:
+    """One method's row with every key of the schema (``None`` = not applicable / not available)."""
+    return {**dict.fromkeys(ROW_KEYS), "note": note}
+
+
+class Evaluation:
+    """The state shared by the steps of one :func:`evaluate` call (one method per step)."""
+
+    def __init__(self, ds: Dataset, targets: dict[str, list[Target]], cfg: EvaluateConfig, log) -> None:
+        self.ds, self.targets, self.cfg, self.log = ds, targets, cfg, log
+        names = ds.trait_names
+        if not names:
+            raise DataError(f"{ds.root}: the dataset declares no traits; evaluate needs ground-truth traits")
+        self.continuous = [n for n in names if n not in DISCRETE]
+        self.ordered = [*self.continuous, *(n for n in names if n in DISCRETE)]
+        self.n_cont = len(self.continuous)
+        self.train = [r for r in ds.records("train") if r.images]
+        if len(self.train) < 2:
+            raise DataError(
+                f"{ds.root}: evaluate needs training records with images (found {len(self.train)})"
+            )
+        self.train_traits = trait_matrix(self.train, self.ordered, f"{ds.root}/manifest.tsv")  # (N, P)
+        self.bank = ImageBank(cfg.probe_image_size)
+        self.pool: dict[str, list[Path]] = {}
+        for r in self.train:
+            self.pool.setdefault(r.species, []).extend(ds.root / p for p in r.images)
+        self.train_species = list(self.pool)
+        self.rng = np.random.default_rng(cfg.seed)
+        # filled by the steps
+        self.probe: Any = None
+        self.sets: dict[str, dict[str, list[list[tuple[int, Path]]]]] = {}
+        self.vectors: dict[str, dict[str, np.ndarray | None]] = {}
+        self.nearest_of: dict[str, tuple[str, float]] = {}
+        self.oracle_of: dict[str, np.ndarray] = {}
+        self.oracle_note: str | None = None
+        self.results: dict[str, Any] = {}
+        self.gen_error: dict[str, float] = {}
+
+    def predict(self, paths: Sequence[Path]) -> np.ndarray:
+        """The probe's reading (N, P) of image files (each computed once)."""
+        return self.bank.read(self.probe, list(paths))[0]
+
+    # 2. probe
+    def _prior_renders(self, spec) -> tuple[Any, np.ndarray] | None:
+        """Renders of random birds for the probe, when the dataset is a phenogen synthetic clade."""
+        from PIL import Image
+
+        from phenogen.evaluate.probe import prior_renders
+
+        n = self.cfg.probe_prior_renders
+        self.prior_note = None
+        if n == 0:
+            return None
+        if self.ds.info.get("source") != "synthetic" or not set(self.ordered) <= set(TRAIT_NAMES):
+            self.prior_note = "dataset is not a phenogen synthetic clade: probe trained on its renders only"
+            return None
+        with Image.open(self.ds.root / self.train[0].images[0]) as im:
+            size = im.size[0]
+        self.log(f"rendering {n} random birds from the trait prior for the probe")
+        rng = np.random.default_rng([self.cfg.seed, 1])
+        return prior_renders(
+            spec.continuous, spec.discrete, n, size, rng, sd=self.cfg.probe_prior_sd, out_size=self.bank.size
+        )
+
+    def fit_probe(self, out: Path) -> dict[str, Any]:
+        import torch
+
+        from phenogen.evaluate import probe as probe_mod
+
+        cfg = self.cfg
+        if cfg.probe_dir:
+            self.probe = probe_mod.load_probe(cfg.probe_dir)
+            if self.probe.spec.trait_names != self.ordered:
+                raise DataError(
+                    f"probe {cfg.probe_dir} predicts {self.probe.spec.trait_names}, the dataset has {self.ordered}"
+                )
+            history: dict = {"loaded_from": str(cfg.probe_dir)}
+            self.prior_note = None
+        else:
+            cont = self.train_traits[:, : self.n_cont]
+            std = cont.std(0)
+            spec = probe_mod.ProbeSpec(
+                continuous=self.continuous,
+                discrete=self.ordered[self.n_cont :],
+                mean=cont.mean(0).tolist(),
+                std=np.where(std > 1e-8, std, 1.0).tolist(),
+                image_size=cfg.probe_image_size,
+                width=cfg.probe_width,
+                features=cfg.probe_features,
+            )
+            paths = [self.ds.root / p for r in self.train for p in r.images]
+            rows = np.repeat(self.train_traits, [len(r.images) for r in self.train], axis=0)
+            images = self.bank.stack(paths)
+            prior = self._prior_renders(spec)
+            msg = f"training the trait probe on {len(paths)} renders of {len(self.train_species)} training species"
+            if prior is not None:
+                images, rows = torch.cat([images, prior[0]]), np.concatenate([rows, prior[1]])
+                msg += f" + {len(prior[1])} renders of random birds from the trait prior"
+            self.log(msg)
+            self.probe, history = probe_mod.train_probe(
+                images,
+                rows,
+                spec,
+                epochs=cfg.probe_epochs,
+                batch_size=cfg.probe_batch_size,
+                lr=cfg.probe_lr,
+                seed=cfg.seed,
+                device=cfg.device,
+                progress=self.log,
+            )
+            history["train_images"] = len(paths)  # renders of training species (prior renders apart)
+            history["prior_renders"] = 0 if prior is None else len(prior[1])
+            probe_mod.save_probe(self.probe, out / "probe", history)
+        losses = history.get("loss") or [None]
+        block: dict[str, Any] = {
+            "epochs": len(history.get("loss", [])),
+            "train_images": history.get("train_images"),
+            "final_loss": losses[-1],
+            "seconds": history.get("seconds"),
+            "loaded_from": history.get("loaded_from"),
+            "prior_renders": history.get("prior_renders", 0),
+            "prior_note": self.prior_note,
+            "r2": {},
+            "r2_clade": {},
+            "r2_mean": {},
+            "discrete_accuracy": {},
+            "n_images": {},
+        }
+        for split in SPLITS:
+            recs = [
+                r for r in self.ds.records(split) if r.images and all(n in r.traits for n in self.ordered)
+            ]
+            if not recs:
+                continue
+            per_image = np.repeat(trait_matrix(recs, self.ordered, split), [len(r.images) for r in recs], 0)
+            truth = self.probe.spec.standardize(per_image)
+            pred = self.predict([self.ds.root / p for r in recs for p in r.images])
+            r2 = probe_mod.r2_scores(pred, truth, self.ordered)
+            cont_r2 = [r2[n] for n in self.continuous if r2[n] is not None]
+            block["r2"][split] = r2
+            # against the clade-wide spread (z-scored with the training sd): 1 − MSE, continuous only
+            mse = np.mean((pred - truth)[:, : self.n_cont] ** 2, axis=0)
+            block["r2_clade"][split] = {n: float(1.0 - mse[j]) for j, n in enumerate(self.continuous)}
+            block["r2_mean"][split] = float(np.mean(cont_r2)) if cont_r2 else None
+            block["discrete_accuracy"][split] = score_predictions(pred, truth, self.n_cont, self.ordered)[
+                "discrete_accuracy"
+            ]
+            block["n_images"][split] = len(pred)
+        return block
+
+    # 3a. baselines
+    def build_baselines(self) -> None:
+        from phenogen.evaluate import baselines
+
+        cfg, ds = self.cfg, self.ds
+        every = [t for ts in self.targets.values() for t in ts]
+        near = baselines.nearest_by_barcode(
+            [t.record.sequence for t in every],
+            [r.sequence for r in self.train],
+            mode=cfg.nearest_mode,
+            max_align=cfg.nearest_max_align,
+        )
+        self.nearest_of = {
+            t.record.record_id: (self.train[j].species, ident)
+            for t, (j, ident) in zip(every, near, strict=True)
+        }
+        self._build_oracle(every)
+        spec = self.probe.spec
+        mean_z = spec.standardize(self.train_traits.mean(0)[None])  # (1, P)
+        for split, ts in self.targets.items():
+            sets: dict[str, list[list[tuple[int, Path]]]] = {m: [] for m in IMAGE_METHODS}
+            sets["generated"].append([(i, p) for i, t in enumerate(ts) for p in t.generated])
+            sets["nearest"].append(
+                [
+                    (i, p)
+                    for i, t in enumerate(ts)
+                    for p in baselines.sample_paths(
+                        self.pool[self.nearest_of[t.record.record_id][0]], len(t.generated), self.rng
+                    )
+                ]
+            )
+            for _ in range(cfg.random_repeats):
+                draw = []
+                for i, t in enumerate(ts):
+                    sp = self.train_species[int(self.rng.integers(len(self.train_species)))]
+                    draw += [
+                        (i, p) for p in baselines.sample_paths(self.pool[sp], len(t.generated), self.rng)
+                    ]
+                sets["random"].append(draw)
+            truth = []
+            for i, t in enumerate(ts):
+                own = [ds.root / p for p in t.record.images]
+                if own:
+                    truth += [(i, p) for p in baselines.sample_paths(own, len(t.generated), self.rng)]
+            sets["truth"].append(truth)
+            self.sets[split] = sets
+            have_oracle = all(t.record.record_id in self.oracle_of for t in ts)
+            self.vectors[split] = {
+                "mean": np.repeat(mean_z, len(ts), 0),
+                "oracle": spec.standardize(np.stack([self.oracle_of[t.record.record_id] for t in ts]))
+                if have_oracle
+                else None,
+            }
+
+    def _build_oracle(self, every: Sequence[Target]) -> None:
+        from phenogen.evaluate import baselines
+
+        tree = self.ds.tree_path
+        if tree is None:
+            self.oracle_note = "no true tree in the dataset"
+            return
+        tree_names = baselines.tree_node_names(tree)
+        species = np.array([r.species for r in self.train])
+        known = {sp: self.train_traits[species == sp].mean(0) for sp in self.train_species}
+        missing = [sp for sp in known if sp not in tree_names]
+        if missing:
+            self.oracle_note = f"training species {', '.join(missing[:3])} are not nodes of the tree"
+            return
+        node = {}
+        for t in every:
+            r = t.record
+            node[r.record_id] = next(
+                (c for c in (r.species, r.individual, r.record_id) if c in tree_names), None
+            )
+        pred = baselines.bm_conditional_mean(tree, known, sorted({n for n in node.values() if n}))
+        for rid, n in node.items():
+            if n in pred:
+                v = pred[n]
+                self.oracle_of[rid] = np.concatenate([v[: self.n_cont], np.clip(v[self.n_cont :], 0.0, 1.0)])
+        if len(self.oracle_of) < len(node):
+            self.oracle_note = f"{len(node) - len(self.oracle_of)} target(s) are not nodes of the true tree"
+
+    # 3b. trait error
+    def score_traits(self) -> None:
+        spec = self.probe.spec
+        for split, ts in self.targets.items():
+            truth_z = spec.standardize(trait_matrix([t.record for t in ts], self.ordered, split))  # (T, P)
+            counts = np.array([len(t.generated) for t in ts])
+            methods: dict[str, Any] = {}
+            for m in METHODS:
+                if m in IMAGE_METHODS:
+                    methods[m] = self._score_images(split, m, truth_z, len(ts))
+                    continue
+                vec = self.vectors[split][m]
+                if vec is None:
+                    methods[m] = _empty_row(self.oracle_note or "oracle not available")
+                    continue
+                row = _empty_row()
+                row.update(
+                    score_predictions(
+                        np.repeat(vec, counts, 0), np.repeat(truth_z, counts, 0), self.n_cont, self.ordered
+                    )
+                )
+                row.update(n_images=int(counts.sum()), n_targets=len(ts))
+                methods[m] = row
+            self.results[split] = {"n_targets": len(ts), "n_images": int(counts.sum()), "methods": methods}
+
+    def _score_images(self, split: str, method: str, truth_z: np.ndarray, n_targets: int) -> dict[str, Any]:
+        draws = [d for d in self.sets[split][method] if d]
+        if not draws:
+            return _empty_row("no images available")
+        scores = []
+        for draw in draws:
+            idx = np.array([i for i, _ in draw])
+            pred = self.predict([p for _, p in draw])
+            scores.append(score_predictions(pred, truth_z[idx], self.n_cont, self.ordered))
+            if method == "generated":
+                sq = np.mean((pred - truth_z[idx])[:, : self.n_cont] ** 2, axis=1)
+                for i in np.unique(idx):
+                    rid = self.targets[split][int(i)].record.record_id
+                    self.gen_error[rid] = float(np.sqrt(np.mean(sq[idx == i])))
+        row = _empty_row()
+        row.update(scores[0])
+        if len(scores) > 1:
+            vals = [s["trait_rmse"] for s in scores]
+            accs = [s["discrete_accuracy"] for s in scores if s["discrete_accuracy"] is not None]
+            row.update(
+                trait_rmse=float(np.mean(vals)),
+                trait_rmse_std=float(np.std(vals)),
+                per_trait_rmse={
+                    n: float(np.mean([s["per_trait_rmse"][n] for s in scores])) for n in self.ordered
+                },
+                discrete_accuracy=float(np.mean(accs)) if accs else None,
+            )
+        row["n_images"] = len(draws[0])
+        row["n_targets"] = len({i for i, _ in draws[0]})
+        if row["n_targets"] < n_targets:
+            row["note"] = f"{n_targets - row['n_targets']} target(s) have no images for this row"
+        return row
+
+    # 4. retrieval
+    def score_retrieval(self) -> dict[str, Any]:
+        import torch
+
+        from phenogen.evaluate import retrieval
+
+        cfg, ds = self.cfg, self.ds
+        cand_species = list(dict.fromkeys([*ds.species("train"), *ds.species(tuple(cfg.splits))]))
+        seqs: dict[str, list[str]] = {sp: [] for sp in cand_species}
+        for r in ds.records(("train", *cfg.splits)):
+            seqs[r.species].append(r.sequence)
+        names, profiles = retrieval.species_profiles(seqs, cfg.retrieval_k)  # (S, 4^k)
+        index = {sp: i for i, sp in enumerate(names)}
+        paths = [p for sp in self.train_species for p in self.pool[sp]]
+        labels = np.array([i for i, sp in enumerate(self.train_species) for _ in self.pool[sp]])
+        self.log(f"training the DNA→image retrieval model on {len(paths)} training images")
+        model, history = retrieval.train_retrieval(
+            self.bank.read(self.probe, paths)[1],
+            labels,
+            profiles[[index[sp] for sp in self.train_species]],
+            k=cfg.retrieval_k,
+            dim=cfg.retrieval_dim,
+            epochs=cfg.retrieval_epochs,
+            lr=cfg.retrieval_lr,
+            weight_decay=cfg.retrieval_weight_decay,
+            dropout=cfg.retrieval_dropout,
+            temperature=cfg.retrieval_temperature,
+            seed=cfg.seed,
+            progress=self.log,
+        )
+        chance = retrieval.success_rates(np.zeros(0), len(names))
+        dna = retrieval.embed_dna(model, profiles)  # (S, dim)
+        unique = list(
+            dict.fromkeys(p for sets in self.sets.values() for d in sets.values() for w in d for _, p in w)
+        )
+        emb = dict(
+            zip(unique, retrieval.embed_images(model, self.bank.read(self.probe, unique)[1]), strict=True)
+        )
+        for split, ts in self.targets.items():
+            for m in METHODS:
+                row = self.results[split]["methods"][m]
+                row["chance_top1"], row["chance_top5"] = chance["chance_top1"], chance["chance_top5"]
+                rates = []
+                for draw in self.sets[split].get(m, []):
+                    if draw:
+                        true = [index[ts[i].record.species] for i, _ in draw]
+                        ranks = retrieval.rank_species(torch.stack([emb[p] for _, p in draw]), dna, true)
+                        rates.append(retrieval.success_rates(ranks, len(names)))
+                for key in ("top1", "top5", "mean_rank") if rates else ():
+                    row[key] = float(np.mean([r[key] for r in rates]))
+        return {
+            "n_candidates": len(names),
+            "candidates": "every species of split train plus every species of the scored splits",
+            "chance_top1": chance["chance_top1"],
+            "chance_top5": chance["chance_top5"],
+            "train_species": len(self.train_species),
+            "train_images": len(paths),
+            "final_loss": history["loss"][-1] if history["loss"] else None,
+            "seconds": history["seconds"],
+        }
+
+    # 5. FID / KID
+    def score_distribution(self) -> None:
+        import torch
+
+        from phenogen.evaluate.fid import fid_kid_features
+
+        cfg = self.cfg
+        for split, ts in self.targets.items():
+            reference = self.bank.read(self.probe, [self.ds.root / p for t in ts for p in t.record.images])[1]
+            for m in IMAGE_METHODS:
+                vals = [
+                    fid_kid_features(
+                        torch.from_numpy(reference),
+                        torch.from_numpy(self.bank.read(self.probe, [p for _, p in draw])[1]),
+                        kid_subset_size=cfg.kid_subset_size,
+                        kid_subsets=cfg.kid_subsets,
+                        seed=cfg.seed,
+                    )
+                    for draw in self.sets[split][m]
+                    if draw
+                ]
+                vals = [v for v in vals if v["fid"] is not None]
+                for key in ("fid", "kid_mean", "kid_std") if vals else ():
+                    self.results[split]["methods"][m][key] = float(np.mean([v[key] for v in vals]))
+
+    def target_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for split, ts in self.targets.items():
+            for t in ts:
+                rid = t.record.record_id
+                sp, ident = self.nearest_of[rid]
+                rows.append(
+                    {
+                        "record_id": rid,
+                        "species": t.record.species,
+                        "split": split,
+                        "n_images": len(t.generated),
+                        "generated_rmse": self.gen_error.get(rid),
+                        "nearest_species": sp,
+                        "nearest_identity": ident,
+                    }
+                )
+        return rows

@@ -1,0 +1,50 @@
+"""``phenogen report --run DIR``: one self-contained HTML page for a run (images embedded).
+
+    phenogen report --run runs/demo                 # writes runs/demo/report.html
+    phenogen report --run runs/demo --out /tmp/r.html --max-targets 24
+
+The run-directory layout it reads is documented in :mod:`phenogen.report.html`; any part may be
+missing (it is shown as "not run").
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ReportConfig", "add_arguments", "run"]
+
+
+@dataclass
+class ReportConfig:
+    """Section ``[report]``."""
+
+    max_targets: int = field(default=12, metadata={"help": "targets shown side by side per split"})
+
+    def __post_init__(self) -> None:
+        if self.max_targets < 1:
+            raise ValueError(f"max_targets must be >= 1, got {self.max_targets}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run", required=True, metavar="DIR", help="run directory (e.g. from `phenogen demo`)"
+    )
+    parser.add_argument("--out", metavar="FILE", help="HTML file to write (default RUN/report.html)")
+    parser.add_argument("--max-targets", type=int, help="shortcut for --set report.max_targets=N")
+
+
+def run(args: argparse.Namespace) -> int:
+    from phenogen.config import load_sections, save_resolved
+    from phenogen.report.html import build_report
+
+    overrides = list(args.set)
+    if args.max_targets is not None:
+        overrides.append(f"report.max_targets={args.max_targets}")
+    cfg = load_sections({"report": ReportConfig}, args.config, overrides)["report"]
+    path = build_report(Path(args.run), args.out, max_targets=cfg.max_targets)
+    save_resolved({"report": cfg}, path.parent, name=f"{path.stem}.config.json", run=str(args.run))
+    size = path.stat().st_size / 1e6
+    print(f"report: {path} ({size:.1f} MB, self-contained)")
+    return 0

@@ -1,0 +1,398 @@
+"""One self-contained HTML page for a phenogen run: every image and figure embedded as base64 PNG.
+
+The run directory the report reads (every part optional — a missing part is shown as "not run")::
+
+    RUN/data/           dataset (phenogen simulate): manifest, images, tree.nwk, contact_sheet.png
+    RUN/lm/             DNA language model (phenogen train-lm): losses.json, loss_curve.png
+    RUN/lm_eval/        DNA model evaluation (phenogen evaluate-dna): metrics.json, identity_by_epoch.png,
+                        bits_per_base.png, sample_report.png (also looked for under RUN/lm/)
+    RUN/image/          image model (phenogen train-image): losses.json, loss_curve.png
+    RUN/generated/      phenogen generate output: generated.tsv, images/, grid.png
+    RUN/eval/           phenogen evaluate output: metrics.json, targets.tsv, trait_rmse.png, probe_r2.png
+    RUN/sweeps/         guidance.png, steps.png (guidance-scale and sampling-steps grids), other PNGs
+    RUN/report.html     this report
+
+Sections: headline numbers; metric table with baselines; truth vs generated side by side per split;
+the species tree with thumbnails; training curves and the DNA model's identity-by-epoch figure;
+sweeps; the sequence side. Figures are looked up by file name, so a partial or older run still
+gives a readable page.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_report", "RUN_LAYOUT"]
+
+RUN_LAYOUT = {
+    "data": "data",
+    "lm": "lm",
+    "lm_eval": "lm_eval",
+    "image": "image",
+    "generated": "generated",
+    "eval": "eval",
+    "sweeps": "sweeps",
+}
+_SPLIT_TITLES = {
+    "heldout": "Held-out living species",
+    "extinct": "Extinct species",
+    "ancestor": "Ancestors (internal nodes)",
+    "train": "Training species",
+}
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;
+color:#222;line-height:1.45;padding:0 16px}
+h1{font-size:26px;margin-bottom:4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:36px}
+h3{margin-bottom:6px}.sub{color:#666;margin-top:0}.missing{color:#a33;font-style:italic}
+table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}tr.gen td{background:#fff3f0;font-weight:600}
+.pairs td,.pairs th{text-align:center;vertical-align:middle}.pairs img{margin:1px;border:1px solid #ccc}
+.pairs img.g{border:2px solid #d62728}.cards{display:flex;gap:12px;flex-wrap:wrap}
+.card{border:1px solid #ddd;border-radius:8px;padding:10px 14px;min-width:150px;background:#fafafa}
+.card b{font-size:22px;display:block}.fig{max-width:100%;border:1px solid #eee}.small{font-size:12px;color:#666}
+"""
+
+
+def _data_uri(src: bytes | Path | Any) -> str:
+    """PNG bytes, an image file or a PIL image → ``data:`` URI."""
+    if isinstance(src, Path):
+        data, mime = src.read_bytes(), "image/png" if src.suffix.lower() == ".png" else "image/jpeg"
+    elif isinstance(src, bytes | bytearray):
+        data, mime = bytes(src), "image/png"
+    else:  # PIL image
+        buf = io.BytesIO()
+        src.save(buf, format="PNG")
+        data, mime = buf.getvalue(), "image/png"
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _img(src: bytes | Path | Any, *, width: int | None = None, title: str = "", cls: str = "") -> str:
+    w = f' width="{width}"' if width else ""
+    c = f' class="{cls}"' if cls else ""
+    return f'<img src="{_data_uri(src)}"{w}{c} alt="{html.escape(title)}" title="{html.escape(title)}">'
+
+
+def _missing(what: str, where: Path) -> str:
+    return f'<p class="missing">{html.escape(what)}: not run (looked for {html.escape(str(where))})</p>'
+
+
+def _fmt(v: Any, pct: bool = False, digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    return f"{100 * v:.0f}%" if pct else f"{v:.{digits}f}"
+
+
+def _find(run: Path, *names: str, under: tuple[str, ...] = ("lm_eval", "lm", "eval", ".")) -> Path | None:
+    """First existing RUN/<dir>/<name>, then anywhere below RUN (sorted, for determinism)."""
+    for name in names:
+        for d in under:
+            p = run / d / name
+            if p.is_file():
+                return p
+    for name in names:
+        hits = sorted(run.rglob(name))
+        if hits:
+            return hits[0]
+    return None
+
+
+# ---------------------------------------------------------------- sections
+def _headline(metrics: dict[str, Any] | None) -> str:
+    if not metrics or not metrics.get("headline"):
+        return ""
+    h = metrics["headline"]
+    rmse = h["trait_rmse"]
+    cards = [
+        ("trait RMSE, generated", _fmt(rmse.get("generated")), f"split {h['split']}"),
+        ("vs mean / random", f"{_fmt(rmse.get('mean'))} / {_fmt(rmse.get('random'))}", "DNA-blind baselines"),
+        (
+            "nearest / oracle / truth",
+            " / ".join(_fmt(rmse.get(k)) for k in ("nearest", "oracle", "truth")),
+            "",
+        ),
+        ("top-5 success", _fmt(h.get("top5"), True), f"chance {_fmt(h.get('chance_top5'), True)}"),
+    ]
+    body = "".join(
+        f'<div class="card">{html.escape(a)}<b>{b}</b><span class="small">{c}</span></div>'
+        for a, b, c in cards
+    )
+    verdict = []
+    if h.get("beats_mean") is not None:
+        verdict.append("beats the mean baseline" if h["beats_mean"] else "does not beat the mean baseline")
+    if h.get("ratio_to_random") is not None:
+        verdict.append(f"{h['ratio_to_random']:.2f} × random's error")
+    if h.get("top5_over_chance") is not None:
+        verdict.append(f"top-5 success {h['top5_over_chance']:.1f} × chance")
+    return f'<div class="cards">{body}</div><p>Generated images ({h["split"]}): {"; ".join(verdict)}.</p>'
+
+
+def _metric_tables(metrics: dict[str, Any] | None, eval_dir: Path) -> str:
+    if not metrics:
+        return _missing("evaluation (phenogen evaluate)", eval_dir / "metrics.json")
+    out = [
+        "<p>Trait RMSE is on z-scored continuous traits (1.0 ≈ one clade-wide standard deviation), "
+        "read by the trait probe from each image and compared with the target's true traits; lower is better. "
+        "<code>nearest</code> = renders of the training species with the closest barcode, <code>random</code> = "
+        "a random training species, <code>mean</code> = the average training bird, <code>oracle</code> = "
+        "Brownian-motion prediction from the true tree, <code>truth</code> = renders of the target itself "
+        "(the probe's noise floor). Top-1/top-5: DNA→image retrieval success.</p>"
+    ]
+    for split, block in metrics["splits"].items():
+        out.append(
+            f"<h3>{_SPLIT_TITLES.get(split, split)} — {block['n_targets']} targets, {block['n_images']} images</h3>"
+        )
+        rows = ['<table><tr><th class="l">method</th><th>trait RMSE</th><th>binary acc.</th><th>top-1</th>'
+                "<th>top-5</th><th>mean rank</th><th>FID</th><th>KID</th><th class=\"l\">note</th></tr>"]  # fmt: skip
+        for method, r in block["methods"].items():
+            rmse = _fmt(r["trait_rmse"]) + (
+                f" ± {r['trait_rmse_std']:.3f}" if r.get("trait_rmse_std") else ""
+            )
+            rows.append(
+                f'<tr class="{"gen" if method == "generated" else ""}"><td class="l">{method}</td><td>{rmse}</td>'
+                f"<td>{_fmt(r['discrete_accuracy'], True)}</td><td>{_fmt(r['top1'], True)}</td>"
+                f"<td>{_fmt(r['top5'], True)}</td><td>{_fmt(r['mean_rank'], digits=1)}</td>"
+                f"<td>{_fmt(r['fid'], digits=2)}</td><td>{_fmt(r['kid_mean'], digits=4)}</td>"
+                f'<td class="l">{html.escape(r.get("note") or "")}</td></tr>'
+            )
+        rows.append("</table>")
+        gen = block["methods"]["generated"]
+        if gen.get("chance_top5") is not None:
+            rows.append(
+                f'<p class="small">chance: top-1 {_fmt(gen["chance_top1"], True)}, top-5 {_fmt(gen["chance_top5"], True)} '
+                f"({(metrics.get('retrieval') or {}).get('n_candidates', '?')} candidate species)</p>"
+            )
+        out.extend(rows)
+    probe = metrics["probe"]
+    r2 = ", ".join(f"{s}: {_fmt(v)}" for s, v in probe["r2_mean"].items())
+    out.append(f"<p><b>Trait probe</b> (trained on renders of training species only): mean R² {r2}.</p>")
+    for name in ("trait_rmse.png", "probe_r2.png"):
+        if (eval_dir / name).is_file():
+            out.append(_img(eval_dir / name, cls="fig", title=name))
+    return "".join(out)
+
+
+def _read_targets(path: Path) -> dict[str, dict[str, str]]:
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8", newline="") as fh:
+        return {row["record_id"]: row for row in csv.DictReader(fh, delimiter="\t")}
+
+
+def _pairs(
+    ds, generated: dict[str, list[Path]] | None, targets: dict[str, dict[str, str]], limit: int
+) -> str:
+    if ds is None or not generated:
+        return ""
+    first_image = {}
+    for r in ds.records("train"):
+        if r.images and r.species not in first_image:
+            first_image[r.species] = ds.root / r.images[0]
+    out = ["<p>Each row: the target's true renders (grey), the generated images (red) and a render of the "
+           "training species with the closest barcode (the <code>nearest</code> baseline).</p>"]  # fmt: skip
+    for split in ("heldout", "extinct", "ancestor", "train"):
+        recs = [r for r in ds.records(split) if r.record_id in generated]
+        if not recs:
+            continue
+        if len(recs) > limit:  # an even spread over the split, deterministic
+            recs = (
+                [recs[round(i * (len(recs) - 1) / (limit - 1))] for i in range(limit)]
+                if limit > 1
+                else recs[:1]
+            )
+        out.append(f"<h3>{_SPLIT_TITLES.get(split, split)}</h3>")
+        out.append('<table class="pairs"><tr><th class="l">target</th><th>truth</th><th>generated</th>'
+                   "<th>nearest relative</th><th>trait RMSE</th></tr>")  # fmt: skip
+        for r in recs:
+            truth = "".join(_img(ds.root / p, width=80, title=p) for p in r.images[:2]) or "—"
+            gen = "".join(_img(p, width=80, cls="g", title=p.name) for p in generated[r.record_id][:4])
+            t = targets.get(r.record_id, {})
+            near = t.get("nearest_species")
+            near_cell = "—"
+            if near and near in first_image:
+                ident = t.get("nearest_identity")
+                label = f"{near}" + (f" ({100 * float(ident):.1f}% id.)" if ident else "")
+                near_cell = (
+                    _img(first_image[near], width=80, title=label)
+                    + f'<br><span class="small">{html.escape(label)}</span>'
+                )
+            rmse = f"{float(t['generated_rmse']):.3f}" if t.get("generated_rmse") else "—"
+            out.append(
+                f'<tr><td class="l">{html.escape(r.record_id)}<br><span class="small">{html.escape(r.species)}</span></td>'
+                f"<td>{truth}</td><td>{gen}</td><td>{near_cell}</td><td>{rmse}</td></tr>"
+            )
+        out.append("</table>")
+    return "".join(out)
+
+
+def _tree(ds, generated: dict[str, list[Path]] | None) -> str:
+    from PIL import Image
+
+    from phenogen.report.figures import tree_with_thumbnails
+
+    if ds is None or ds.tree_path is None:
+        return ""
+    thumbs: dict[str, list[Any]] = {}
+    splits: dict[str, str] = {}
+    for r in ds.records():
+        splits.setdefault(r.species, r.split)
+        pair = thumbs.setdefault(r.species, [None, None])
+        if pair[0] is None and r.images:
+            canon = [p for p in r.images if "canon" in p] or list(r.images)
+            pair[0] = Image.open(ds.root / canon[0])
+        if pair[1] is None and generated and r.record_id in generated:
+            pair[1] = Image.open(generated[r.record_id][0])
+    png = tree_with_thumbnails(ds.tree_path, {k: (a, b) for k, (a, b) in thumbs.items()}, splits)
+    for pair in thumbs.values():
+        for im in pair:
+            if im is not None:
+                im.close()
+    return _img(png, cls="fig", title="species tree")
+
+
+def _training(run: Path) -> str:
+    from phenogen.report.figures import loss_curves, plot_loss_curves
+
+    out = []
+    for key, title in (("lm", "DNA language model"), ("image", "Image model (diffusion)")):
+        d = run / RUN_LAYOUT[key]
+        out.append(f"<h3>{title}</h3>")
+        curves = {}
+        if (d / "losses.json").is_file():
+            try:
+                curves = loss_curves(json.loads((d / "losses.json").read_text(encoding="utf-8")))
+            except json.JSONDecodeError:
+                curves = {}
+        if curves:
+            out.append(_img(plot_loss_curves(curves, f"{title}: losses"), cls="fig", title=f"{title} losses"))
+        elif (d / "loss_curve.png").is_file():
+            out.append(_img(d / "loss_curve.png", cls="fig", title=f"{title} losses"))
+        else:
+            out.append(_missing(f"{title} training", d / "losses.json"))
+    out.append("<h3>DNA model: identity to the nearest training barcode, by epoch</h3>")
+    ident = _find(run, "identity_by_epoch.png", "selection.png")
+    out.append(
+        _img(ident, cls="fig", title=ident.name)
+        if ident
+        else _missing("checkpoint selection", run / "lm_eval" / "identity_by_epoch.png")
+    )
+    return "".join(out)
+
+
+def _sweeps(run: Path) -> str:
+    d = run / RUN_LAYOUT["sweeps"]
+    pngs = sorted(d.glob("*.png")) if d.is_dir() else []
+    if not pngs:
+        return _missing("guidance-scale and steps sweeps", d)
+    order = {"guidance.png": 0, "steps.png": 1}
+    captions = {"guidance.png": "Guidance scale sweep (columns: scale; rows: sequences)",
+                "steps.png": "Sampling steps sweep (columns: steps; rows: sequences)"}  # fmt: skip
+    out = []
+    for p in sorted(pngs, key=lambda p: (order.get(p.name, 9), p.name)):
+        out.append(f"<h3>{html.escape(captions.get(p.name, p.stem))}</h3>{_img(p, cls='fig', title=p.name)}")
+    return "".join(out)
+
+
+def _flat_numbers(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    if isinstance(obj, dict) and depth < 2:
+        for k, v in obj.items():
+            out += _flat_numbers(v, f"{prefix}{k}." if depth < 1 else f"{prefix}{k}", depth + 1)
+    elif isinstance(obj, int | float | str) and not isinstance(obj, bool) and len(str(obj)) < 60:
+        out.append((prefix.rstrip("."), obj))
+    return out
+
+
+def _sequence(run: Path, metrics: dict[str, Any] | None) -> str:
+    seq = (metrics or {}).get("sequence")
+    source = None
+    if seq is None:
+        source = _find(run, "metrics.json", under=("lm_eval",))
+        if source is not None and source.parent.name == "lm_eval":
+            seq = {"source": str(source), "metrics": json.loads(source.read_text(encoding="utf-8"))}
+    out = []
+    if seq:
+        rows = _flat_numbers(seq["metrics"])[:40]
+        out.append(f'<p class="small">from {html.escape(str(seq["source"]))}</p><table>')
+        out += [
+            f'<tr><td class="l">{html.escape(k)}</td><td>{html.escape(_fmt(v) if isinstance(v, float) else str(v))}</td></tr>'
+            for k, v in rows
+        ]
+        out.append("</table>")
+    for name in ("bits_per_base.png", "sample_report.png"):
+        p = _find(run, name)
+        if p:
+            out.append(_img(p, cls="fig", title=name))
+    return "".join(out) or _missing("DNA model evaluation (phenogen evaluate-dna)", run / "lm_eval")
+
+
+# ---------------------------------------------------------------- page
+def build_report(run_dir: str | Path, out_path: str | Path | None = None, *, max_targets: int = 12) -> Path:
+    """Write the report of ``run_dir`` (default ``RUN/report.html``) and return its path.
+
+    >>> build_report("runs/demo")  # doctest: +SKIP
+    PosixPath('runs/demo/report.html')
+    """
+    from phenogen.data.dataset import load_dataset
+    from phenogen.errors import InputError, PhenogenError
+    from phenogen.evaluate.targets import read_generated
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise InputError(f"{run}: no such run directory (expected the output of `phenogen demo --out DIR`)")
+    out = Path(out_path) if out_path else run / "report.html"
+    data_dir, eval_dir, gen_dir = (run / RUN_LAYOUT[k] for k in ("data", "eval", "generated"))
+    ds = load_dataset(data_dir) if (data_dir / "dataset.json").is_file() else None
+    generated = None
+    if (gen_dir / "generated.tsv").is_file():
+        try:
+            generated = read_generated(gen_dir)
+        except PhenogenError as exc:
+            generated, gen_error = None, str(exc)
+    metrics = None
+    if (eval_dir / "metrics.json").is_file():
+        metrics = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
+    targets = _read_targets(eval_dir / "targets.tsv")
+
+    sections: list[tuple[str, str]] = []
+    sections.append(("Headline", _headline(metrics) or _missing("evaluation", eval_dir / "metrics.json")))
+    sections.append(("Metrics with baselines", _metric_tables(metrics, eval_dir)))
+    pairs = _pairs(ds, generated, targets, max_targets)
+    if not pairs:
+        pairs = _missing(
+            "generated images" if ds else "dataset", gen_dir / "generated.tsv" if ds else data_dir
+        )
+        if ds is not None and generated is None and (gen_dir / "generated.tsv").is_file():
+            pairs += f'<p class="missing">{html.escape(gen_error)}</p>'
+    sections.append(("Truth vs generated", pairs))
+    sections.append(("Species tree", _tree(ds, generated) or _missing("true tree", data_dir / "tree.nwk")))
+    grid = gen_dir / "grid.png"
+    if grid.is_file():
+        sections.append(("Generated grid", _img(grid, cls="fig", title="grid.png")))
+    sections.append(("Training", _training(run)))
+    sections.append(("Sweeps", _sweeps(run)))
+    sections.append(("Sequence side (DNA model)", _sequence(run, metrics)))
+    if ds is not None and (ds.root / "contact_sheet.png").is_file():
+        sections.append(
+            ("The clade (contact sheet of true renders)", _img(ds.root / "contact_sheet.png", cls="fig"))
+        )
+
+    body = "".join(f'<h2 id="s{i}">{html.escape(t)}</h2>{c}' for i, (t, c) in enumerate(sections))
+    toc = " · ".join(f'<a href="#s{i}">{html.escape(t)}</a>' for i, (t, _) in enumerate(sections))
+    counts = ""
+    if ds is not None:
+        counts = ", ".join(f"{len(ds.species(s))} {s}" for s in ("train", "heldout", "extinct", "ancestor"))
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>phenogen report — {html.escape(run.name)}</title><style>{_CSS}</style></head><body>"
+        f'<h1>phenogen report</h1><p class="sub">run <code>{html.escape(str(run))}</code>'
+        f'{" · species: " + counts if counts else ""}</p><p class="small">{toc}</p>{body}</body></html>\n'
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out

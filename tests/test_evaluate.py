@@ -1,0 +1,280 @@
+"""Evaluation against ground truth: probe, baselines, retrieval, FID/KID, metrics.json, the command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from toy_clade import coalescent_tree, fake_generated, make_clade
+
+from phenogen.cli import add_common_arguments
+from phenogen.errors import CheckpointError, DataError, InputError
+from phenogen.evaluate import baselines, command
+from phenogen.evaluate.config import METHODS, EvaluateConfig
+from phenogen.evaluate.metrics import ROW_KEYS, SCHEMA_VERSION, evaluate
+from phenogen.evaluate.probe import ProbeSpec, TraitProbe, load_probe, predict, save_probe
+from phenogen.evaluate.retrieval import kmer_profile, rank_species, success_rates
+from phenogen.evaluate.targets import read_generated
+
+torch.set_num_threads(2)
+SCHEMA_DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics_schema.md"
+FAST = dict(
+    probe_image_size=32,
+    probe_width=16,
+    probe_epochs=25,
+    retrieval_epochs=150,
+    kid_subsets=5,
+    random_repeats=3,
+    plots=False,
+)
+
+
+@pytest.fixture(scope="module")
+def clade(tmp_path_factory):
+    """Toy clade, a truth-returning and a noise-returning "generator", and both evaluations."""
+    root = tmp_path_factory.mktemp("clade")
+    ds = make_clade(root / "data")
+    truth_dir = fake_generated(ds, root / "gen_truth", "truth")
+    noise_dir = fake_generated(ds, root / "gen_noise", "noise")
+    m_truth = evaluate(ds.root, truth_dir, root / "eval_truth", EvaluateConfig(**FAST), progress=None)
+    probe_dir = str(root / "eval_truth" / "probe")
+    m_noise = evaluate(
+        ds.root, noise_dir, root / "eval_noise", EvaluateConfig(**FAST, probe_dir=probe_dir), progress=None
+    )
+    return {"root": root, "ds": ds, "truth": m_truth, "noise": m_noise, "probe_dir": probe_dir}
+
+
+def _pooled(metrics: dict, method: str) -> float:
+    """Trait RMSE over every scored split, weighted by image count."""
+    num = den = 0.0
+    for block in metrics["splits"].values():
+        row = block["methods"][method]
+        num += row["trait_rmse"] ** 2 * row["n_images"]
+        den += row["n_images"]
+    return float(np.sqrt(num / den))
+
+
+def test_truth_generator_scores_near_truth(clade):
+    """A "generator" returning true renders scores like the truth row and far better than random."""
+    for split, block in clade["truth"]["splits"].items():
+        rows = block["methods"]
+        gen, truth, rand = (
+            rows["generated"]["trait_rmse"],
+            rows["truth"]["trait_rmse"],
+            rows["random"]["trait_rmse"],
+        )
+        assert abs(gen - truth) <= 0.1 + 0.15 * truth, split
+        assert gen < 0.8 * rand, split
+        assert rows["generated"]["fid"] < rows["random"]["fid"], split
+    assert _pooled(clade["truth"], "generated") < _pooled(clade["truth"], "mean")
+
+
+def test_noise_generator_scores_near_or_below_random(clade):
+    """Noise images score no better than the DNA-blind baselines: near random, far from truth."""
+    m = clade["noise"]
+    assert _pooled(m, "generated") > 0.75 * _pooled(m, "random")
+    assert _pooled(m, "generated") > _pooled(m, "truth") + 0.15
+    for split, block in m["splits"].items():
+        rows = block["methods"]
+        assert rows["generated"]["fid"] > 5 * rows["truth"]["fid"], split
+        assert rows["generated"]["top5"] <= max(2.5 * rows["generated"]["chance_top5"], 0.2), split
+    assert m["probe"]["loaded_from"] == clade["probe_dir"]
+
+
+def test_metrics_json_matches_schema(clade):
+    """metrics.json has every documented key, all methods per split, strict JSON, and the doc names them."""
+    path = clade["root"] / "eval_truth" / "metrics.json"
+    m = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert m["schema_version"] == SCHEMA_VERSION == 1
+    top = {"dataset", "generated", "traits", "standardization", "methods", "probe", "retrieval", "splits"}
+    assert top | {"headline", "sequence", "config", "timing"} <= set(m)
+    assert m["methods"] == list(METHODS)
+    assert set(m["splits"]) == {"heldout", "extinct", "ancestor"}
+    for block in m["splits"].values():
+        assert list(block["methods"]) == list(METHODS)
+        for row in block["methods"].values():
+            assert set(row) == set(ROW_KEYS)
+        assert block["methods"]["oracle"]["trait_rmse"] is not None
+        assert block["methods"]["mean"]["top1"] is None
+    assert set(m["probe"]["r2"]["heldout"]) == set(m["traits"]["continuous"]) | set(m["traits"]["discrete"])
+    doc = SCHEMA_DOC.read_text()
+    for key in [*ROW_KEYS, *(top - {"methods"}), "r2_clade", "ratio_to_random", "top5_over_chance"]:
+        assert re.search(rf"`{key}[`\[]", doc), key
+    tsv = (clade["root"] / "eval_truth" / "targets.tsv").read_text().splitlines()
+    assert len(tsv) == 1 + sum(b["n_targets"] for b in m["splits"].values())
+
+
+def test_retrieval_truth_beats_chance_on_ancestors(clade):
+    """The retrieval model trained on training pairs finds ancestors' species well above chance."""
+    row = clade["truth"]["splits"]["ancestor"]["methods"]["truth"]
+    assert row["top5"] >= 2 * row["chance_top5"]
+    assert clade["truth"]["retrieval"]["n_candidates"] == len(clade["ds"].species())
+
+
+def test_oracle_beats_random_and_mean_under_brownian_motion(tmp_path):
+    """On a tree where traits evolve by BM, the conditional mean beats the mean and a random species."""
+    rng = np.random.default_rng(3)
+    parent, branch, root_i = coalescent_tree(40, rng)
+    children: dict[int, list[int]] = {}
+    for i, p in enumerate(parent):
+        if p >= 0:
+            children.setdefault(p, []).append(i)
+
+    def newick(i: int) -> str:
+        label = f"t{i}" + (f":{branch[i]:.6f}" if i != root_i else "")
+        return label if i not in children else "(" + ",".join(newick(c) for c in children[i]) + ")" + label
+
+    tree = tmp_path / "tree.nwk"
+    tree.write_text(newick(root_i) + ";\n")
+    values = np.zeros((len(parent), 200))
+    for i in sorted(range(len(parent)), reverse=True):  # parents have larger indices: root first
+        if i != root_i:
+            values[i] = values[parent[i]] + rng.normal(0, np.sqrt(branch[i]), 200)
+    known = {f"t{i}": values[i] for i in range(30)}
+    targets = [f"t{i}" for i in range(30, 40)] + [f"t{i}" for i in range(40, 60)]
+    pred = baselines.bm_conditional_mean(tree, known, targets)
+    truth = np.stack([values[int(t[1:])] for t in targets])
+    oracle = np.sqrt(np.mean((np.stack([pred[t] for t in targets]) - truth) ** 2))
+    mean = np.sqrt(np.mean((np.mean(list(known.values()), axis=0) - truth) ** 2))
+    random = np.sqrt(np.mean((np.stack([known[f"t{rng.integers(30)}"] for _ in targets]) - truth) ** 2))
+    assert oracle < 0.9 * mean < 0.9 * random
+
+
+def test_oracle_reproduces_known_tips(tmp_path):
+    """Conditioning on a tip and asking for that tip returns its value (up to the tiny nugget)."""
+    tree = tmp_path / "t.nwk"
+    tree.write_text("((a:1,b:1)x:1,c:2)root;\n")
+    known = {"a": np.array([1.0, 2.0]), "b": np.array([3.0, 0.0]), "c": np.array([-1.0, 1.0])}
+    pred = baselines.bm_conditional_mean(tree, known, ["a", "x", "root", "missing"])
+    assert np.allclose(pred["a"], known["a"], atol=1e-4)
+    assert "missing" not in pred
+    assert np.all(pred["x"] != pred["root"])
+    with pytest.raises(DataError, match="not in the tree"):
+        baselines.tree_covariance(tree, ["nope"])
+
+
+def test_nearest_by_barcode_hamming_and_alignment_agree():
+    """Both identity modes pick the closest reference; alignment copes with an indel."""
+    rng = np.random.default_rng(0)
+    base = "".join(rng.choice(list("ACGT"), 120))
+    refs = []
+    for n_mut in (30, 3, 12):
+        s = list(base)
+        for pos in rng.choice(120, n_mut, replace=False):
+            s[pos] = "ACGT"[("ACGT".index(s[pos]) + 1) % 4]
+        refs.append("".join(s))
+    assert baselines.nearest_by_barcode([base], refs, mode="hamming")[0][0] == 1
+    assert baselines.nearest_by_barcode([base[:50] + base[51:]], refs, mode="auto")[0][0] == 1
+    assert baselines.nearest_by_barcode([base], refs, mode="align")[0] == (1, pytest.approx(117 / 120))
+    with pytest.raises(DataError, match="equal-length"):
+        baselines.hamming_identity(["ACGT"], ["ACG"])
+
+
+def test_sample_paths_same_count_without_early_repeats():
+    """Image baselines draw exactly n items, each pool item once before any repeats."""
+    rng = np.random.default_rng(0)
+    draw = baselines.sample_paths(["a", "b", "c"], 7, rng)
+    assert len(draw) == 7 and sorted(draw[:3]) == ["a", "b", "c"] and sorted(draw[3:6]) == ["a", "b", "c"]
+    with pytest.raises(DataError):
+        baselines.sample_paths([], 2, rng)
+
+
+def test_probe_save_load_round_trip(tmp_path):
+    """A saved probe loads with identical predictions; a half-written directory is a CheckpointError."""
+    spec = ProbeSpec(["a", "b"], ["c"], [0.5, -1.0], [2.0, 1.0], image_size=16, width=8, features=8)
+    probe = TraitProbe(spec).eval()
+    images = torch.randint(0, 256, (5, 3, 24, 24), dtype=torch.uint8)
+    save_probe(probe, tmp_path / "p", {"loss": [1.0]})
+    again = load_probe(tmp_path / "p")
+    assert again.spec == spec
+    np.testing.assert_allclose(predict(again, images), predict(probe, images))
+    assert spec.standardize(np.array([[2.5, 0.0, 1.0]])).tolist() == [[1.0, 1.0, 1.0]]
+    (tmp_path / "p" / "probe.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="probe.safetensors"):
+        load_probe(tmp_path / "p")
+
+
+def test_retrieval_ranks_and_rates():
+    """Ranks count ties against the image; success rates and chance follow the definitions."""
+    dna = torch.eye(3)
+    images = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0.5, 0.5, 0]])
+    ranks = rank_species(images, dna, [0, 1, 1])
+    assert ranks.tolist() == [1, 3, 2]
+    rates = success_rates(ranks, 3)
+    assert rates["top1"] == pytest.approx(1 / 3) and rates["top5"] == 1.0 and rates["chance_top5"] == 1.0
+    assert kmer_profile("ACGNNACG", k=3).sum() == pytest.approx(1.0)
+
+
+def test_read_generated_errors(tmp_path, clade):
+    """Missing table, missing image and unknown record ids give specific errors."""
+    with pytest.raises(InputError, match="no generated.tsv"):
+        read_generated(tmp_path)
+    (tmp_path / "generated.tsv").write_text("record_id\tk\timage\nsp_001_1\t0\timages/gone.png\n")
+    with pytest.raises(DataError, match=r"row 2: image images/gone.png does not exist"):
+        read_generated(tmp_path)
+    (tmp_path / "x.png").write_bytes(
+        (clade["root"] / "gen_truth" / "images").glob("*.png").__next__().read_bytes()
+    )
+    (tmp_path / "generated.tsv").write_text("record_id\tk\timage\nnot_a_record\t0\tx.png\n")
+    with pytest.raises(DataError, match="not_a_record"):
+        evaluate(clade["ds"].root, tmp_path, tmp_path / "out", EvaluateConfig(**FAST), progress=None)
+
+
+def test_evaluate_command_writes_metrics_and_config(clade, tmp_path, capsys):
+    """`phenogen evaluate` with a reused probe, no retrieval/FID: metrics.json, config.json, a table."""
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    add_common_arguments(parser)
+    out = tmp_path / "eval"
+    args = parser.parse_args(
+        [
+            "--data",
+            str(clade["ds"].root),
+            "--generated",
+            str(clade["root"] / "gen_truth"),
+            "--out",
+            str(out),
+            "--probe",
+            clade["probe_dir"],
+            "--set",
+            "evaluate.retrieval=false",
+            "--set",
+            "evaluate.fid=false",
+            "--set",
+            "evaluate.probe_image_size=32",
+        ]
+    )
+    assert command.run(args) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"heldout: \d+ targets", printed) and "oracle" in printed
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["retrieval"] is None and m["splits"]["heldout"]["methods"]["generated"]["fid"] is None
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["evaluate"]["retrieval"] is False and cfg["evaluate"]["probe_dir"] == clade["probe_dir"]
+    with pytest.raises(InputError, match="--generated DIR"):
+        command.run(parser.parse_args(["--data", str(clade["ds"].root), "--out", str(out)]))
+
+
+def test_config_validation():
+    """Bad [evaluate] values are refused with the field's name."""
+    with pytest.raises(ValueError, match="probe_epochs"):
+        EvaluateConfig(probe_epochs=0)
+    with pytest.raises(ValueError, match="splits"):
+        EvaluateConfig(splits=("future",))
+
+
+def test_prior_renders_shapes_and_traits():
+    """Prior renders come with their own trait vectors, resized to the probe's input size."""
+    from phenogen.evaluate.probe import prior_renders
+    from phenogen.sim.traitspec import CONTINUOUS, DISCRETE
+
+    images, traits = prior_renders(CONTINUOUS, DISCRETE, 3, 64, np.random.default_rng(0), out_size=32)
+    assert images.shape == (3, 3, 32, 32) and images.dtype == torch.uint8
+    assert traits.shape == (3, len(CONTINUOUS) + len(DISCRETE))
+    assert set(np.unique(traits[:, len(CONTINUOUS) :])) <= {0.0, 1.0}
+    assert images[0].float().std() > 5  # a picture, not a blank frame

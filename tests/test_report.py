@@ -1,0 +1,124 @@
+"""The HTML report: self-contained, readable with every part present and with parts missing."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import re
+
+import pytest
+import torch
+from PIL import Image
+from toy_clade import fake_generated, make_clade
+
+from phenogen.cli import add_common_arguments
+from phenogen.errors import InputError
+from phenogen.evaluate.config import EvaluateConfig
+from phenogen.evaluate.metrics import evaluate
+from phenogen.report import command
+from phenogen.report.figures import loss_curves, plot_loss_curves
+from phenogen.report.html import build_report
+
+torch.set_num_threads(2)
+TINY = dict(
+    probe_image_size=32,
+    probe_width=8,
+    probe_epochs=3,
+    retrieval_epochs=20,
+    kid_subsets=2,
+    random_repeats=1,
+)
+DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def _png(path, colour=(200, 30, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (120, 80), colour).save(path)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """A run directory with every part: data, generated, eval, LM/image losses, selection, sweeps."""
+    run = tmp_path_factory.mktemp("run")
+    ds = make_clade(run / "data", n_tips=12, n_extinct=2)
+    fake_generated(ds, run / "generated", "truth")
+    evaluate(ds.root, run / "generated", run / "eval", EvaluateConfig(**TINY), progress=None)
+    lm_losses = {
+        "steps": [{"step": i, "epoch": i / 10, "loss": 3.0 / i} for i in range(1, 21)],
+        "epochs": [
+            {"epoch": 1, "train_loss": 1.2, "heldout_loss": 1.3},
+            {"epoch": 2, "train_loss": 0.9, "heldout_loss": 1.1},
+        ],
+    }
+    (run / "lm").mkdir()
+    (run / "lm" / "losses.json").write_text(json.dumps(lm_losses))
+    _png(run / "image" / "loss_curve.png", (30, 30, 200))
+    _png(run / "lm_eval" / "identity_by_epoch.png", (30, 200, 30))
+    _png(run / "sweeps" / "guidance.png")
+    _png(run / "sweeps" / "steps.png")
+    return run
+
+
+def _images(page: str) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(base64.b64decode(m))) for m in DATA_URI.findall(page)]
+
+
+def test_full_report_embeds_every_part(full_run):
+    """Every section shows: metric table, pairs, tree, losses, selection, sweeps; images decode."""
+    page = build_report(full_run).read_text()
+    for text in ("Held-out living species", "Extinct species", "Ancestors", "oracle", "Guidance scale sweep",
+                 "Sampling steps sweep", "identity to the nearest training barcode", "top-5"):  # fmt: skip
+        assert text in page, text
+    assert "not run" not in page.split("Sequence side")[0]
+    images = _images(page)
+    assert len(images) > 40
+    assert all(im.size[0] > 0 for im in images)
+    assert (full_run / "report.html").is_file()
+    assert '<img src="file:' not in page and 'src="/' not in page  # self-contained
+
+
+def test_report_with_parts_missing_says_not_run(tmp_path):
+    """Only a dataset: the page is still written, the tree shows, missing parts say "not run"."""
+    make_clade(tmp_path / "data", n_tips=8, n_extinct=1)
+    page = build_report(tmp_path, tmp_path / "out" / "r.html").read_text()
+    assert page.count("not run") >= 5
+    assert "Species tree" in page and len(_images(page)) >= 1  # the tree figure
+
+
+def test_empty_run_and_missing_run(tmp_path):
+    """An empty run directory gives a page of "not run"; a missing one is an InputError."""
+    page = build_report(tmp_path).read_text()
+    assert "not run" in page and "<html" in page
+    with pytest.raises(InputError, match="no such run directory"):
+        build_report(tmp_path / "nope")
+
+
+def test_loss_curve_shapes():
+    """losses.json in the shapes phenogen writes all become curves; garbage gives none."""
+    assert list(loss_curves([3.0, 2.0, 1.0])) == ["loss"]
+    assert loss_curves([{"step": 5, "loss": 1.0}, {"step": 9, "loss": 0.5}])["loss"] == (
+        [5.0, 9.0],
+        [1.0, 0.5],
+    )
+    assert set(loss_curves({"train": [1.0, 0.5], "val": [1.2, 0.9]})) == {"train", "val"}
+    assert loss_curves({"note": "nothing here"}) == {}
+    png = plot_loss_curves(
+        loss_curves({"epochs": [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}]}), "t"
+    )
+    assert Image.open(io.BytesIO(png)).size[0] > 100
+
+
+def test_report_command(full_run, tmp_path, capsys):
+    """`phenogen report --run DIR --out FILE` writes the page and its resolved config."""
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    add_common_arguments(parser)
+    out = tmp_path / "report.html"
+    assert (
+        command.run(parser.parse_args(["--run", str(full_run), "--out", str(out), "--max-targets", "2"])) == 0
+    )
+    assert "report:" in capsys.readouterr().out
+    assert json.loads((tmp_path / "report.config.json").read_text())["report"]["max_targets"] == 2
+    assert out.read_text().count('class="g"') <= 3 * 2 * 4  # at most 2 targets × 3 splits × 4 images
