@@ -1,0 +1,170 @@
+"""Presets that build the diffusers components: ``AutoencoderKL``, ``UNet2DConditionModel``, ``DDPMScheduler``.
+
+=======  ==========  ============  ===================================  =====================
+preset   image side  latents       UNet (channels, cross-attn levels)   use
+=======  ==========  ============  ===================================  =====================
+tiny     16 px       8 x 8 x 4     (16, 32), both; D = 32               tests (seconds)
+cpu      64 px       32 x 32 x 4   (32, 64, 128, 128), last two; D=128  the demo (2 CPU cores)
+gpu      128 px      32 x 32 x 4   (128, 256, 512, 512), last 3; D=512  a GPU run (128-256 px)
+=======  ==========  ============  ===================================  =====================
+
+Why the ``cpu`` preset downsamples only 2x (32 x 32 latents, not Stable Diffusion's 8x): measured on
+the synthetic clade with ~2 minutes of VAE training on 2 cores, a 4x VAE (16 x 16 x 4 or x 8) still
+loses the plumage colours (reconstruction MSE 0.015-0.020 on [-1, 1]) while the 2x VAE reproduces
+the birds (MSE 0.005); the UNet then skips attention at the two largest levels to stay fast.
+
+The VAE is either a small one trained on the dataset's images (:mod:`phenogen.diffusion.vae`) or a
+pretrained Stable Diffusion VAE loaded from a local directory (``[image] vae = DIR``; never downloaded).
+
+>>> unet = build_unet("tiny", cross_attention_dim=32)
+>>> unet.config.sample_size, unet.config.in_channels
+(8, 4)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+from phenogen.errors import CheckpointError, ConfigError
+
+__all__ = ["Preset", "PRESETS", "get_preset", "build_vae", "load_vae", "build_unet", "build_noise_scheduler"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Shapes and budgets of one preset (see the module table)."""
+
+    resolution: int
+    vae_channels: tuple[int, ...]  # len - 1 = number of 2x downsamplings
+    vae_groups: int
+    vae_steps: int
+    vae_batch: int
+    vae_crop: int  # train the (fully convolutional) VAE on random crops of this side; 0 = whole images
+    unet_channels: tuple[int, ...]
+    unet_attention: tuple[bool, ...]  # cross-attention at each UNet level
+    unet_layers: int
+    unet_groups: int
+    heads: int
+    cross_attention_dim: int
+    cond_heads: int
+    latent_channels: int = 4
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(16, (8, 16), 4, 20, 8, 0, (16, 32), (True, True), 1, 8, 2, 32, 2),
+    "cpu": Preset(
+        64, (32, 64), 16, 1000, 8, 32, (32, 64, 128, 128), (False, False, True, True), 1, 32, 4, 128, 4
+    ),
+    "gpu": Preset(
+        128,
+        (64, 128, 256),
+        32,
+        8000,
+        16,
+        0,
+        (128, 256, 512, 512),
+        (False, True, True, True),
+        2,
+        32,
+        8,
+        512,
+        8,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; presets are {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def build_vae(
+    preset: str, resolution: int | None = None, latent_channels: int | None = None
+) -> AutoencoderKL:
+    """A small, randomly initialised ``AutoencoderKL`` (to be trained on the dataset's images)."""
+    p = get_preset(preset)
+    n = len(p.vae_channels)
+    res = resolution or p.resolution
+    if res % 2 ** (n - 1):
+        raise ConfigError(
+            f"resolution {res} is not divisible by the VAE's downsampling factor {2 ** (n - 1)}"
+        )
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=p.vae_channels,
+        layers_per_block=1,
+        latent_channels=latent_channels or p.latent_channels,
+        norm_num_groups=p.vae_groups,
+        mid_block_add_attention=False,  # fully convolutional: trains on crops, cheap on CPU
+        sample_size=res,
+        scaling_factor=1.0,  # set from data after training (vae.fit_scaling_factor)
+    )
+
+
+def load_vae(path: str | Path) -> AutoencoderKL:
+    """A pretrained ``AutoencoderKL`` from a local directory (e.g. Stable Diffusion's ``vae/``)."""
+    path = Path(path)
+    if (path / "vae" / "config.json").is_file():
+        path = path / "vae"
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path}: not a VAE directory (no config.json); give a local AutoencoderKL dir")
+    try:
+        return AutoencoderKL.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: cannot load as AutoencoderKL ({exc})") from exc
+
+
+def vae_scale(vae: AutoencoderKL) -> int:
+    """Pixels per latent cell."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def build_unet(
+    preset: str,
+    cross_attention_dim: int | None = None,
+    sample_size: int | None = None,
+    latent_channels: int = 4,
+) -> UNet2DConditionModel:
+    """A randomly initialised ``UNet2DConditionModel`` with cross-attention on the DNA tokens.
+
+    ``sample_size`` is the latent side (image side / VAE scale); unset = the preset's.
+    """
+    p = get_preset(preset)
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in p.unet_attention)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(p.unet_attention))
+    latent = sample_size or p.resolution // 2 ** (len(p.vae_channels) - 1)
+    return UNet2DConditionModel(
+        sample_size=latent,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=p.unet_channels,
+        layers_per_block=p.unet_layers,
+        norm_num_groups=p.unet_groups,
+        cross_attention_dim=cross_attention_dim or p.cross_attention_dim,
+        attention_head_dim=p.heads,  # diffusers: the number of heads
+    )
+
+
+def build_noise_scheduler(
+    prediction_type: str = "epsilon", beta_schedule: str = "scaled_linear", num_train_timesteps: int = 1000
+) -> DDPMScheduler:
+    """The training noise schedule (Stable Diffusion's betas by default)."""
+    return DDPMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule=beta_schedule,
+        prediction_type=prediction_type,
+        clip_sample=False,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )

@@ -1,0 +1,411 @@
+"""DNA condition encoders: a barcode becomes a short sequence of tokens for the UNet's cross-attention.
+
+Three encoders, chosen by ``[image] encoder`` and compared by measurement:
+
+``gpt2``
+    The thesis: hidden states of the frozen GPT-2 DNA language model (one token per k-mer word),
+    projected to the cross-attention width, computed by :func:`phenogen.lm.encode` machinery
+    (:class:`~phenogen.lm.encode.DnaEncoder`). The LM's transformer is stored inside the
+    conditioner, so a saved pipeline is self-contained.
+``kmer``
+    k-mer count profiles (frequencies x 4**k, mean 1) of ``kmer_segments`` consecutive segments of the
+    barcode plus one of the whole barcode: ``kmer_segments + 1`` tokens of ``4**k`` features.
+``onehot``
+    The (left-aligned) one-hot barcode cut into windows of ``onehot_window`` bases: one token of
+    ``4 * window`` features per window (``N`` = 0.25 each, gaps and padding = 0), trained jointly.
+
+Every encoder works in two stages, so training can cache the expensive, frozen part:
+
+1. :meth:`DNAConditioner.featurize` — sequences → ``features (B, T, F)`` and ``mask (B, T)``;
+   deterministic and frozen (cached once per unique sequence by the training loop).
+2. :meth:`DNAConditioner.forward` — features → ``hidden (B, T, D)`` through a trainable head
+   (input norm, linear projection, learned positions, ``depth`` transformer layers, output norm).
+
+Classifier-free guidance needs an unconditional embedding. ``null_condition="learned"`` uses one
+learned token (DiT's ``LabelEmbedder``); ``"empty_sequence"`` uses the head's encoding of an empty
+barcode (the thesis). Condition dropout lives here, next to the null (DiT ``token_drop``): in training
+mode each example's condition is replaced by the null with probability ``cond_dropout``.
+
+>>> cond = DNAConditioner(encoder="kmer", cross_attention_dim=32, kmer_k=2, kmer_segments=3)
+>>> feats, mask = cond.featurize(["ACGTACGTAC", "GGGTTTAAAC"])
+>>> tuple(feats.shape), tuple(mask.shape)
+((2, 4, 16), (2, 4))
+>>> hidden, _ = cond.eval()(feats, mask)
+>>> tuple(hidden.shape)
+(2, 4, 32)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from phenogen.errors import CheckpointError, ConfigError
+
+__all__ = ["DNAConditioner", "build_conditioner", "ENCODERS", "NULL_CONDITIONS"]
+
+log = logging.getLogger(__name__)
+
+ENCODERS = ("gpt2", "kmer", "onehot")
+NULL_CONDITIONS = ("learned", "empty_sequence")
+_BASE_INDEX = np.full(256, -1, dtype=np.int64)
+for _i, _b in enumerate("ACGT"):
+    _BASE_INDEX[ord(_b)] = _i
+
+
+def _base_codes(seq: str) -> np.ndarray:
+    """0..3 for A/C/G/T, -1 for N and anything else (gaps are removed by the callers that need it)."""
+    return _BASE_INDEX[np.frombuffer(seq.encode("ascii"), dtype=np.uint8)]
+
+
+def kmer_profile_tokens(seq: str, k: int, segments: int) -> np.ndarray:
+    """``(segments + 1, 4**k)`` k-mer frequency profiles (x 4**k): each segment, then the whole sequence.
+
+    Windows holding an ``N`` are skipped; an empty (or all-``N``) segment gives a zero row.
+    """
+    codes = _base_codes(seq.replace("-", ""))
+    out = np.zeros((segments + 1, 4**k), dtype=np.float32)
+    n_win = len(codes) - k + 1
+    if n_win <= 0:
+        return out
+    windows = np.lib.stride_tricks.sliding_window_view(codes, k)  # (n_win, k)
+    valid = (windows >= 0).all(axis=1)
+    index = (np.where(windows < 0, 0, windows) * (4 ** np.arange(k - 1, -1, -1))).sum(axis=1)
+    bounds = np.linspace(0, n_win, segments + 1).round().astype(int)
+    spans = [(bounds[s], bounds[s + 1]) for s in range(segments)] + [(0, n_win)]
+    for row, (a, b) in enumerate(spans):
+        idx = index[a:b][valid[a:b]]
+        if len(idx):
+            out[row] = np.bincount(idx, minlength=4**k) * (4**k / len(idx))
+    return out
+
+
+def onehot_tokens(seq: str, length: int, window: int) -> np.ndarray:
+    """``(length / window, 4 * window)`` one-hot windows; ``N`` = 0.25 each, gap/padding = 0."""
+    onehot = np.zeros((length, 4), dtype=np.float32)
+    s = seq[:length]
+    codes = _base_codes(s)
+    known = codes >= 0
+    onehot[np.nonzero(known)[0], codes[known]] = 1.0
+    is_n = np.frombuffer(s.encode("ascii"), dtype=np.uint8) == ord("N")
+    onehot[np.nonzero(is_n)[0]] = 0.25
+    return onehot.reshape(length // window, window * 4)
+
+
+class DNAConditioner(ModelMixin, ConfigMixin):
+    """Barcodes → cross-attention tokens, with a null condition and condition dropout.
+
+    Parameters
+    ----------
+    encoder : {"gpt2", "kmer", "onehot"}
+        Which featurizer (see the module docstring).
+    cross_attention_dim : int
+        Width ``D`` of the output tokens (the UNet's ``cross_attention_dim``).
+    kmer_k, kmer_segments : int
+        ``kmer``: word length and number of segments.
+    onehot_window, onehot_length : int
+        ``onehot``: bases per token and the padded/truncated barcode length (multiple of the window).
+    lm_config : dict, optional
+        ``gpt2``: the ``GPT2Config`` of the frozen DNA LM (its weights live in this module).
+    lm_k, lm_stride, lm_layer : int
+        ``gpt2``: the LM tokenizer's k-mer length and stride, and the hidden layer used (-1 = last).
+    depth, heads : int
+        Transformer layers (0 = a residual MLP) and attention heads of the trainable head.
+    null_condition : {"learned", "empty_sequence"}
+        The unconditional embedding used for guidance and condition dropout.
+    cond_dropout : float
+        Probability of replacing a training example's condition by the null.
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        encoder: str = "kmer",
+        cross_attention_dim: int = 128,
+        kmer_k: int = 4,
+        kmer_segments: int = 4,
+        onehot_window: int = 16,
+        onehot_length: int = 672,
+        lm_config: dict[str, Any] | None = None,
+        lm_k: int = 6,
+        lm_stride: int | None = None,
+        lm_layer: int = -1,
+        depth: int = 1,
+        heads: int = 4,
+        null_condition: str = "learned",
+        cond_dropout: float = 0.1,
+    ):
+        super().__init__()
+        if encoder not in ENCODERS:
+            raise ConfigError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+        if null_condition not in NULL_CONDITIONS:
+            raise ConfigError(
+                f"null_condition must be one of {', '.join(NULL_CONDITIONS)}, got {null_condition!r}"
+            )
+        if not 0.0 <= cond_dropout < 1.0:
+            raise ConfigError(f"cond_dropout must be in [0, 1), got {cond_dropout}")
+        if cross_attention_dim % heads:
+            raise ConfigError(f"cross_attention_dim {cross_attention_dim} is not divisible by heads {heads}")
+        self.lm: nn.Module | None = None
+        self._encoder = None  # gpt2: the phenogen.lm.encode.DnaEncoder, built on first use
+        if encoder == "kmer":
+            feature_dim, max_tokens = 4**kmer_k, kmer_segments + 1
+        elif encoder == "onehot":
+            if onehot_length % onehot_window:
+                raise ConfigError(
+                    f"onehot_length {onehot_length} must be a multiple of onehot_window {onehot_window}"
+                )
+            feature_dim, max_tokens = 4 * onehot_window, onehot_length // onehot_window
+        else:
+            if lm_config is None:
+                raise ConfigError("encoder 'gpt2' needs the DNA language model (set image.lm_model)")
+            from transformers import GPT2Config, GPT2Model
+
+            gpt2_config = GPT2Config(**lm_config)
+            self.lm = GPT2Model(gpt2_config)
+            self.lm.requires_grad_(False)
+            self.lm.eval()
+            feature_dim, max_tokens = gpt2_config.n_embd, gpt2_config.n_positions
+        self.feature_dim, self.max_tokens = feature_dim, max_tokens
+        d = cross_attention_dim
+        self.in_norm = nn.LayerNorm(feature_dim)
+        self.in_proj = nn.Linear(feature_dim, d)
+        self.pos_emb = nn.Parameter(torch.randn(max_tokens, d) * 0.02)
+        if depth > 0:
+            self.blocks = nn.ModuleList(
+                nn.TransformerEncoderLayer(
+                    d, heads, 2 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+                )
+                for _ in range(depth)
+            )
+        else:
+            self.blocks = nn.ModuleList(
+                [nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))]
+            )
+        self.out_norm = nn.LayerNorm(d)
+        self.null_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        # the features of an empty barcode (``null_condition="empty_sequence"``), padded to max_tokens
+        self.register_buffer("null_features", torch.zeros(1, max_tokens, feature_dim))
+        self.register_buffer("null_mask", torch.zeros(1, max_tokens, dtype=torch.bool))
+        self.null_mask[:, 0] = True
+
+    # ------------------------------------------------------------------ frozen featurizers
+    def train(self, mode: bool = True) -> DNAConditioner:
+        super().train(mode)
+        if self.lm is not None:
+            self.lm.eval()  # the LM is frozen: never dropout
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The head's parameters (everything except the frozen LM)."""
+        return [p for name, p in self.named_parameters() if not name.startswith("lm.")]
+
+    def dna_encoder(self):
+        """The :class:`phenogen.lm.encode.DnaEncoder` over the stored LM (``gpt2``; built once, caching)."""
+        if self._encoder is None:
+            from transformers import GPT2LMHeadModel
+
+            from phenogen.dna.tokenizer import KmerTokenizer
+            from phenogen.lm.encode import DnaEncoder
+            from phenogen.lm.model import DnaLM
+
+            with torch.device("meta"):  # a weightless shell around the stored transformer
+                head = GPT2LMHeadModel(self.lm.config)
+            head.transformer = self.lm
+            head.lm_head.weight = self.lm.wte.weight
+            lm = DnaLM(head, KmerTokenizer(k=self.config.lm_k, stride=self.config.lm_stride))
+            device = self.lm.wte.weight.device
+            self._encoder = DnaEncoder(lm, layer=self.config.lm_layer, batch_size=64, device=device)
+        return self._encoder
+
+    @torch.no_grad()
+    def featurize(self, sequences: Sequence[str], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen features of cleaned barcodes: ``(features (B, T, F) float32, mask (B, T) bool)`` on CPU.
+
+        ``kmer`` and ``onehot`` always give ``T = max_tokens``; ``gpt2`` gives the longest token
+        count of the batch (``<bos> ... <eos>``), shorter sequences padded and masked.
+        """
+        cfg = self.config
+        if cfg.encoder == "kmer":
+            feats = np.stack([kmer_profile_tokens(s, cfg.kmer_k, cfg.kmer_segments) for s in sequences])
+            f = torch.from_numpy(feats)
+            return f, torch.ones(f.shape[:2], dtype=torch.bool)
+        if cfg.encoder == "onehot":
+            too_long = [i for i, s in enumerate(sequences) if len(s) > cfg.onehot_length]
+            if too_long:
+                log.warning(
+                    "onehot encoder: %d sequence(s) longer than onehot_length=%d are truncated (first: #%d, %d bp)",
+                    len(too_long), cfg.onehot_length, too_long[0], len(sequences[too_long[0]]),
+                )  # fmt: skip
+            feats = np.stack([onehot_tokens(s, cfg.onehot_length, cfg.onehot_window) for s in sequences])
+            f = torch.from_numpy(feats)
+            return f, torch.ones(f.shape[:2], dtype=torch.bool)
+        return self._gpt2_features(sequences, batch_size)
+
+    def _gpt2_features(self, sequences: Sequence[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        encoder = self.dna_encoder()
+        encoder.batch_size = batch_size
+        if len(sequences) == 1 and sequences[0] == "":  # the thesis' null: <bos> <eos>
+            hidden, mask = encoder.null_embedding()
+        else:
+            hidden, mask = encoder([s.replace("-", "") for s in sequences])  # (B, L, H), (B, L)
+        return hidden.float().cpu(), mask.bool().cpu()
+
+    def refresh_null_features(self) -> None:
+        """Store the features of the empty barcode (call after the LM weights are in place)."""
+        feats, mask = self.featurize([""])
+        t = feats.shape[1]
+        self.null_features.zero_()
+        self.null_mask.zero_()
+        self.null_features[:, :t] = feats.to(self.null_features.device)
+        self.null_mask[:, :t] = mask.to(self.null_mask.device)
+        if not self.null_mask.any():
+            self.null_mask[:, 0] = True
+
+    # ------------------------------------------------------------------ trainable head
+    def forward(
+        self,
+        features: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        drop: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode features; rows where ``drop`` is True get the null condition.
+
+        Parameters
+        ----------
+        features : (B, T, F) tensor
+            From :meth:`featurize`.
+        mask : (B, T) bool tensor, optional
+            True on real tokens; ``None`` = all real.
+        drop : (B,) bool tensor, optional
+            Force the null condition on these rows. When ``None`` and the module is training,
+            rows are dropped at random with probability ``cond_dropout`` (drawn from ``generator``).
+
+        Returns
+        -------
+        hidden : (B, T, D) tensor
+        mask : (B, T) bool tensor
+        """
+        b, t, _ = features.shape
+        if t > self.max_tokens:
+            raise ValueError(f"{t} tokens exceed the conditioner's max_tokens={self.max_tokens}")
+        if mask is None:
+            mask = torch.ones(b, t, dtype=torch.bool, device=features.device)
+        mask = mask.bool()
+        if drop is None and self.training and self.config.cond_dropout > 0:
+            drop = torch.rand(b, generator=generator, device=features.device) < self.config.cond_dropout
+        empty = self.config.null_condition == "empty_sequence"
+        if drop is not None and empty:
+            features = torch.where(
+                drop[:, None, None], self.null_features[:, :t].to(features.dtype), features
+            )
+            mask = torch.where(drop[:, None], self.null_mask[:, :t], mask)
+        x = self.in_proj(self.in_norm(features)) + self.pos_emb[:t]  # (B, T, D)
+        for block in self.blocks:
+            if isinstance(block, nn.TransformerEncoderLayer):
+                x = block(x, src_key_padding_mask=~mask)
+            else:
+                x = x + block(x)
+        x = self.out_norm(x)
+        x = x * mask[..., None].to(x.dtype)  # padded tokens carry nothing
+        if drop is not None and not empty:
+            x = torch.where(drop[:, None, None], self.null_token.to(x.dtype).expand(b, t, -1), x)
+            mask = mask | drop[:, None]
+        return x, mask
+
+    def null_condition(
+        self, batch: int, tokens: int, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unconditional embedding for classifier-free guidance: ``(hidden (B, T, D), mask (B, T))``."""
+        device = device or self.null_token.device
+        feats = torch.zeros(batch, tokens, self.feature_dim, device=device, dtype=self.null_token.dtype)
+        drop = torch.ones(batch, dtype=torch.bool, device=device)
+        return self.forward(feats, torch.ones(batch, tokens, dtype=torch.bool, device=device), drop=drop)
+
+    def encode(
+        self, sequences: Sequence[str], device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``featurize`` + ``forward`` (no dropout): the conditional embedding of barcodes."""
+        feats, mask = self.featurize(sequences)
+        device = device or self.null_token.device
+        keep = torch.zeros(len(sequences), dtype=torch.bool, device=device)
+        return self.forward(feats.to(device, self.null_token.dtype), mask.to(device), drop=keep)
+
+
+def build_conditioner(
+    encoder: str,
+    cross_attention_dim: int,
+    *,
+    lm_model: str = "",
+    lm_layer: int = -1,
+    kmer_k: int = 4,
+    kmer_segments: int = 4,
+    onehot_window: int = 16,
+    max_length: int = 672,
+    depth: int = 1,
+    heads: int = 4,
+    null_condition: str = "learned",
+    cond_dropout: float = 0.1,
+    seed: int = 0,
+) -> DNAConditioner:
+    """A fresh conditioner; for ``gpt2`` the frozen LM is loaded from ``lm_model`` (a train-lm directory).
+
+    ``max_length`` (the longest training barcode) sets the ``onehot`` length, rounded up to the window.
+    """
+    lm_kwargs: dict[str, Any] = {}
+    lm = None
+    if encoder == "gpt2":
+        if not lm_model:
+            raise ConfigError(
+                "encoder 'gpt2' needs a DNA language model: set image.lm_model to a train-lm directory"
+            )
+        from phenogen.lm.model import load_lm
+
+        lm = load_lm(lm_model)
+        lm_kwargs = {
+            "lm_config": lm.model.config.to_diff_dict() | {"n_positions": lm.model.config.n_positions},
+            "lm_k": lm.tokenizer.k,
+            "lm_stride": lm.tokenizer.stride,
+            "lm_layer": lm_layer,
+        }
+        n_layer = lm.model.config.n_layer
+        if not -(n_layer + 1) <= lm_layer <= n_layer:
+            raise ConfigError(
+                f"image.lm_layer={lm_layer} is outside the LM's hidden states (-{n_layer + 1}..{n_layer})"
+            )
+    length = int(math.ceil(max(max_length, onehot_window) / onehot_window) * onehot_window)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        cond = DNAConditioner(
+            encoder=encoder,
+            cross_attention_dim=cross_attention_dim,
+            kmer_k=kmer_k,
+            kmer_segments=kmer_segments,
+            onehot_window=onehot_window,
+            onehot_length=length,
+            depth=depth,
+            heads=heads,
+            null_condition=null_condition,
+            cond_dropout=cond_dropout,
+            **lm_kwargs,
+        )
+    if lm is not None:
+        missing, unexpected = cond.lm.load_state_dict(lm.model.transformer.state_dict(), strict=False)
+        missing = [m for m in missing if not m.endswith(".attn.bias") and not m.endswith(".masked_bias")]
+        if missing:
+            raise CheckpointError(
+                f"{lm_model}: the LM weights do not fit GPT2Model (missing {missing[:3]} ...)"
+            )
+    cond.refresh_null_features()
+    return cond

@@ -1,0 +1,210 @@
+"""Configuration sections of the image model: ``[image]`` (model + training) and ``[generate]`` (sampling).
+
+Every field carries its help text; ``__post_init__`` rejects impossible values with one concise line.
+Fields left unset (``None``) take the value of the chosen preset (see
+:mod:`phenogen.diffusion.components`).
+
+>>> ImageConfig(preset="tiny", encoder="kmer").cond_dropout
+0.1
+>>> GenerateConfig(scheduler="euler-a").steps
+50
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["ImageConfig", "GenerateConfig", "PRESETS", "ENCODERS", "SCHEDULERS"]
+
+PRESETS = ("tiny", "cpu", "gpu")
+ENCODERS = ("gpt2", "kmer", "onehot")
+SCHEDULERS = ("ddim", "ddpm", "dpm++2m-karras", "euler-a")
+
+
+@dataclass
+class ImageConfig:
+    """Model shape and training hyperparameters of ``phenogen train-image``."""
+
+    preset: Literal["tiny", "cpu", "gpu"] = field(
+        default="cpu",
+        metadata={"help": "model size: tiny (tests, 16 px), cpu (demo, 64 px, 16x16 latents), gpu (128 px+)"},
+    )
+    resolution: int | None = field(
+        default=None, metadata={"help": "image side in pixels (multiple of 8); unset = preset (16/64/128)"}
+    )
+    encoder: Literal["gpt2", "kmer", "onehot"] = field(
+        default="kmer",
+        metadata={
+            "help": "DNA condition encoder: gpt2 (frozen hidden states of the DNA LM, the thesis), "
+            "kmer (k-mer count profiles of sequence segments), onehot (aligned one-hot windows)"
+        },
+    )
+    lm_model: str = field(
+        default="",
+        metadata={"help": "DNA language model directory (train-lm OUT or OUT/model); needed by gpt2"},
+    )
+    lm_layer: int = field(
+        default=-1, metadata={"help": "gpt2: hidden layer used as the condition (-1 = last)"}
+    )
+    kmer_k: int = field(default=4, metadata={"help": "kmer: word length of the count profiles"})
+    kmer_segments: int = field(
+        default=4,
+        metadata={"help": "kmer: sequence segments, one profile token each (plus one whole-sequence token)"},
+    )
+    onehot_window: int = field(default=16, metadata={"help": "onehot: bases per token window"})
+    cond_depth: int = field(
+        default=1, metadata={"help": "transformer layers of the trainable condition head (0 = MLP only)"}
+    )
+    null_condition: Literal["learned", "empty_sequence"] = field(
+        default="learned",
+        metadata={
+            "help": "unconditional embedding for guidance: a learned null token, or the encoding of an "
+            "empty sequence (the thesis)"
+        },
+    )
+    cond_dropout: float = field(
+        default=0.1,
+        metadata={"help": "probability that a training example's condition is replaced by the null"},
+    )
+    prediction_type: Literal["epsilon", "v_prediction"] = field(
+        default="epsilon",
+        metadata={"help": "what the UNet predicts: noise (epsilon) or velocity (v_prediction)"},
+    )
+    snr_gamma: float | None = field(
+        default=None, metadata={"help": "min-SNR loss weighting gamma (5.0 is usual); unset = plain MSE"}
+    )
+    beta_schedule: Literal["scaled_linear", "linear", "squaredcos_cap_v2"] = field(
+        default="scaled_linear",
+        metadata={"help": "DDPM noise schedule (Stable Diffusion uses scaled_linear)"},
+    )
+    ema_decay: float = field(
+        default=0.999, metadata={"help": "EMA decay of the UNet/condition weights; 0 = no EMA"}
+    )
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    lr_warmup_steps: int = field(default=100, metadata={"help": "linear warmup steps, then cosine decay"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    batch_size: int = field(default=32, metadata={"help": "images per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_steps: int = field(default=0, metadata={"help": "optimizer steps to train; 0 = derive from epochs"})
+    epochs: int = field(
+        default=60, metadata={"help": "passes over the training images (used when max_steps = 0)"}
+    )
+    max_minutes: float = field(
+        default=0.0,
+        metadata={
+            "help": "wall-clock budget of the UNet loop; stops cleanly, checkpoints and saves. 0 = none"
+        },
+    )
+    sample_every: int = field(
+        default=0, metadata={"help": "write a sample grid every N steps (0 = only at the end)"}
+    )
+    sample_steps: int = field(default=25, metadata={"help": "denoising steps of the sample grids"})
+    checkpoint_every: int = field(
+        default=0, metadata={"help": "save resumable state every N steps (0 = only at the end)"}
+    )
+    checkpoints_total_limit: int = field(
+        default=2, metadata={"help": "resumable checkpoints kept (oldest deleted)"}
+    )
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = field(
+        default="auto",
+        metadata={"help": "autocast dtype; auto = bf16 on a CUDA GPU that has it, fp16 on others, else no"},
+    )
+    seed: int = field(default=0, metadata={"help": "seed of initialisation, data order, noise and dropout"})
+    cache: bool = field(
+        default=True,
+        metadata={
+            "help": "cache VAE latents and condition features once (off = recompute every step; benchmarks)"
+        },
+    )
+    hflip: bool = field(default=False, metadata={"help": "random horizontal flips (both versions cached)"})
+    vae: str = field(
+        default="train",
+        metadata={
+            "help": "'train' = train a small VAE on the training images; or a local Stable Diffusion VAE dir"
+        },
+    )
+    vae_steps: int | None = field(default=None, metadata={"help": "VAE optimizer steps; unset = preset"})
+    vae_lr: float = field(default=2e-3, metadata={"help": "VAE learning rate (AdamW)"})
+    vae_batch_size: int | None = field(default=None, metadata={"help": "VAE images per step; unset = preset"})
+    vae_crop: int | None = field(
+        default=None,
+        metadata={"help": "train the VAE on random crops of this side (0 = whole images); unset = preset"},
+    )
+    vae_kl_weight: float = field(default=1e-6, metadata={"help": "weight of the KL term of the VAE loss"})
+    heldout_every: int = field(
+        default=0,
+        metadata={"help": "evaluate the held-out diffusion loss every N steps (0 = at sample grids)"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
+            raise ValueError(f"resolution must be a multiple of 8 and >= 8, got {self.resolution}")
+        if not 1 <= self.kmer_k <= 6:
+            raise ValueError(f"kmer_k must be in 1..6, got {self.kmer_k}")
+        for name in ("kmer_segments", "onehot_window", "batch_size", "grad_accum", "epochs", "sample_steps",
+                     "checkpoints_total_limit"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in (
+            "max_steps",
+            "lr_warmup_steps",
+            "sample_every",
+            "checkpoint_every",
+            "heldout_every",
+            "cond_depth",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("vae_steps", "vae_crop"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.vae_batch_size is not None and self.vae_batch_size < 1:
+            raise ValueError(f"vae_batch_size must be >= 1, got {self.vae_batch_size}")
+        if not 0.0 <= self.cond_dropout < 1.0:
+            raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            raise ValueError(f"snr_gamma must be > 0 (or unset), got {self.snr_gamma}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.lr <= 0 or self.vae_lr <= 0:
+            raise ValueError(f"lr and vae_lr must be > 0, got {self.lr}, {self.vae_lr}")
+        if self.max_minutes < 0 or self.weight_decay < 0 or self.vae_kl_weight < 0:
+            raise ValueError("max_minutes, weight_decay and vae_kl_weight must be >= 0")
+        if not self.vae:
+            raise ValueError("vae must be 'train' or a local VAE directory")
+
+
+@dataclass
+class GenerateConfig:
+    """How ``phenogen generate`` paints: steps, guidance, scheduler, images per sequence."""
+
+    steps: int = field(default=50, metadata={"help": "denoising steps (the thesis used 50)"})
+    guidance_scale: float = field(
+        default=8.0,
+        metadata={"help": "classifier-free guidance scale (1 = conditional only; the thesis used 8)"},
+    )
+    scheduler: Literal["ddim", "ddpm", "dpm++2m-karras", "euler-a"] = field(
+        default="ddim", metadata={"help": "sampler: ddim, ddpm, dpm++2m-karras (DPM-Solver++ 2M), euler-a"}
+    )
+    images_per_sequence: int = field(default=1, metadata={"help": "portraits per sequence"})
+    seed: int = field(default=0, metadata={"help": "seed; image k of record i is reproducible on its own"})
+    batch_size: int = field(default=16, metadata={"help": "sequences denoised together"})
+    policy: Literal["reject", "mask", "drop"] = field(
+        default="mask",
+        metadata={"help": "FASTA ambiguity-code policy: reject, mask (to N) or drop the record"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.images_per_sequence < 1 or self.batch_size < 1:
+            raise ValueError("images_per_sequence and batch_size must be >= 1")

@@ -1,0 +1,266 @@
+"""``DNAToImagePipeline``: from barcodes to images, as a diffusers ``DiffusionPipeline``.
+
+Components: ``vae`` (AutoencoderKL), ``unet`` (UNet2DConditionModel), ``scheduler`` (any diffusers
+scheduler; swap with :func:`make_scheduler`) and ``conditioner``
+(:class:`~phenogen.diffusion.conditioning.DNAConditioner`, which carries the frozen DNA LM for the
+``gpt2`` encoder). ``save_pretrained`` writes ``model_index.json`` plus one folder per component
+(safetensors + JSON config); ``from_pretrained`` reads a local directory back.
+
+Sampling follows Stable Diffusion's pipeline: classifier-free guidance is one batched UNet call on
+``[unconditional, conditional]`` per step (the conditional half alone when ``guidance_scale == 1``).
+
+>>> # pipe = DNAToImagePipeline.from_pretrained("run/image/pipeline")
+>>> # images = pipe(["ACGT..."], num_inference_steps=50, guidance_scale=8.0).images
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    ImagePipelineOutput,
+)
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils.torch_utils import randn_tensor
+
+from phenogen.diffusion.conditioning import DNAConditioner
+from phenogen.dna.seqio import clean_sequence
+from phenogen.errors import CheckpointError, InputError
+
+__all__ = ["DNAToImagePipeline", "make_scheduler", "SCHEDULERS", "load_pipeline"]
+
+SCHEDULERS = ("ddim", "ddpm", "dpm++2m-karras", "euler-a")
+
+
+def make_scheduler(name: str, config) -> object:
+    """A sampling scheduler built from the training scheduler's ``config`` (``from_config``).
+
+    ``ddim`` (deterministic), ``ddpm`` (ancestral, the training chain), ``dpm++2m-karras``
+    (DPM-Solver++ 2M with Karras sigmas) and ``euler-a`` (Euler ancestral).
+    """
+    if name == "ddim":
+        return DDIMScheduler.from_config(config)
+    if name == "ddpm":
+        return DDPMScheduler.from_config(config)
+    if name == "dpm++2m-karras":
+        return DPMSolverMultistepScheduler.from_config(
+            config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
+        )
+    if name == "euler-a":
+        return EulerAncestralDiscreteScheduler.from_config(config)
+    raise InputError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+
+
+class DNAToImagePipeline(DiffusionPipeline):
+    """Paint images from DNA barcodes with a DNA-conditioned latent diffusion model."""
+
+    model_cpu_offload_seq = "conditioner->unet->vae"
+
+    def __init__(self, vae, unet, scheduler, conditioner: DNAConditioner):
+        super().__init__()
+        self.register_modules(vae=vae, unet=unet, scheduler=scheduler, conditioner=conditioner)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+
+    @property
+    def resolution(self) -> int:
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    # ------------------------------------------------------------------ inputs
+    def check_inputs(
+        self,
+        sequences: Sequence[str],
+        num_inference_steps: int,
+        guidance_scale: float,
+        num_images_per_sequence: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+    ) -> list[str]:
+        """Validate arguments; returns the cleaned sequences (upper case, ambiguity codes as N)."""
+        if isinstance(sequences, str):
+            raise InputError("sequences must be a list of barcodes, not one string; wrap it: [seq]")
+        if len(sequences) == 0:
+            raise InputError("no sequences given: pass at least one DNA barcode")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise InputError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
+        if guidance_scale < 0:
+            raise InputError(f"guidance_scale must be >= 0 (1 = conditional only), got {guidance_scale}")
+        if num_images_per_sequence < 1:
+            raise InputError(f"num_images_per_sequence must be >= 1, got {num_images_per_sequence}")
+        n = len(sequences) * num_images_per_sequence
+        if isinstance(generator, list) and len(generator) != n:
+            raise InputError(
+                f"got {len(generator)} generators for {n} images; pass one per image or a single one"
+            )
+        cleaned = []
+        for i, seq in enumerate(sequences):
+            if not isinstance(seq, str):
+                raise InputError(f"sequence #{i} is {type(seq).__name__}, not a string")
+            out = clean_sequence(
+                seq, record_id=f"#{i}", source="pipeline input", policy="mask", allow_gaps=True
+            )
+            if out is None or not any(c in "ACGT" for c in out):
+                raise InputError(f"pipeline input: record '#{i}': sequence holds no A/C/G/T base")
+            cleaned.append(out)
+        return cleaned
+
+    # ------------------------------------------------------------------ the guided prediction
+    def guided_prediction(
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor,
+        cond_mask: torch.Tensor | None,
+        uncond: torch.Tensor | None,
+        uncond_mask: torch.Tensor | None,
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        """The UNet's output with classifier-free guidance: one batched call on ``[uncond, cond]``.
+
+        ``uncond is None`` (or ``guidance_scale == 1``) runs the conditional half only.
+        """
+        if uncond is None or guidance_scale == 1.0:
+            latent_in = self.scheduler.scale_model_input(latents, t)
+            return self.unet(
+                latent_in, t, encoder_hidden_states=cond, encoder_attention_mask=cond_mask
+            ).sample
+        latent_in = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
+        hidden = torch.cat([uncond, cond])
+        mask = None if cond_mask is None else torch.cat([uncond_mask, cond_mask])
+        out = self.unet(latent_in, t, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
+        out_uncond, out_cond = out.chunk(2)
+        return out_uncond + guidance_scale * (out_cond - out_uncond)
+
+    def _step_kwargs(self, generator) -> dict:
+        accepts = set(inspect.signature(self.scheduler.step).parameters)
+        return {"generator": generator} if "generator" in accepts else {}
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def __call__(
+        self,
+        sequences: Sequence[str],
+        num_inference_steps: int = 50,
+        guidance_scale: float = 8.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_images_per_sequence: int = 1,
+        output_type: str = "pil",
+        latents: torch.Tensor | None = None,
+        return_dict: bool = True,
+        progress: bool = False,
+    ):
+        """Generate images for barcodes.
+
+        Parameters
+        ----------
+        sequences : list of str
+            DNA barcodes (IUPAC ambiguity codes become N; gaps allowed).
+        num_inference_steps : int
+            Denoising steps (the thesis used 50).
+        guidance_scale : float
+            Classifier-free guidance scale; 1 = conditional only, 0 = unconditional.
+        generator : torch.Generator or list of them, optional
+            One generator, or one per image (then image ``i`` depends on ``generator[i]`` only).
+        num_images_per_sequence : int
+            Images per barcode; images of sequence ``i`` are ``[i * n, (i + 1) * n)``.
+        output_type : {"pil", "np", "pt"}
+            PIL images, a ``(N, H, W, 3)`` array in [0, 1], or a ``(N, 3, H, W)`` tensor in [0, 1].
+
+        Returns
+        -------
+        ImagePipelineOutput with ``.images``
+        """
+        # 1. check inputs
+        seqs = self.check_inputs(
+            sequences, num_inference_steps, guidance_scale, num_images_per_sequence, generator
+        )
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise InputError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
+        device = self._execution_device
+        dtype = self.unet.dtype
+        n = len(seqs) * num_images_per_sequence
+        do_cfg = guidance_scale != 1.0
+
+        # 2. encode the barcodes (conditional and null embeddings); eval mode, restored at the end
+        modes = {m: m.training for m in (self.vae, self.unet, self.conditioner)}
+        for m in modes:
+            m.eval()
+        cond, cond_mask = self.conditioner.encode(seqs, device=device)  # (B, T, D), (B, T)
+        cond = cond.repeat_interleave(num_images_per_sequence, dim=0).to(dtype)
+        cond_mask = cond_mask.repeat_interleave(num_images_per_sequence, dim=0)
+        uncond = uncond_mask = None
+        if do_cfg:
+            uncond, uncond_mask = self.conditioner.null_condition(n, cond.shape[1], device=device)
+            uncond = uncond.to(dtype)
+        if bool(cond_mask.all()) and (uncond_mask is None or bool(uncond_mask.all())):
+            cond_mask = uncond_mask = None  # all tokens real: skip the attention bias
+
+        # 3. timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+
+        # 4. initial latents
+        side = int(self.unet.config.sample_size)
+        shape = (n, int(self.unet.config.in_channels), side, side)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise InputError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
+        latents = latents.to(device, dtype) * self.scheduler.init_noise_sigma
+
+        # 5. denoising loop
+        step_kwargs = self._step_kwargs(generator)
+        for t in self.progress_bar(timesteps) if progress else timesteps:
+            out = self.guided_prediction(latents, t, cond, cond_mask, uncond, uncond_mask, guidance_scale)
+            latents = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
+
+        # 6. decode
+        if output_type == "latent":
+            images = latents
+        else:
+            shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+            decoded = self.vae.decode(latents / self.vae.config.scaling_factor + shift).sample
+            images = self.image_processor.postprocess(decoded.float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        for m, mode in modes.items():
+            m.train(mode)
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+
+def load_pipeline(path: str | Path, device: str | torch.device | None = None) -> DNAToImagePipeline:
+    """Load a saved pipeline directory (``train-image`` ``OUT/pipeline`` or ``OUT`` itself)."""
+    path = Path(path)
+    if not (path / "model_index.json").is_file() and (path / "pipeline" / "model_index.json").is_file():
+        path = path / "pipeline"
+    if not (path / "model_index.json").is_file():
+        raise CheckpointError(
+            f"{path}: not a saved pipeline (no model_index.json); point --model at train-image's OUT/pipeline"
+        )
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()
+    try:
+        pipe = DNAToImagePipeline.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: cannot load the pipeline ({exc})") from exc
+    finally:
+        diffusers_logging.enable_progress_bar()
+    pipe.set_progress_bar_config(disable=True)
+    if device is not None:
+        pipe.to(device)
+    return pipe
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """``(N, H, W, 3)`` floats in [0, 1] → uint8."""
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)

@@ -1,0 +1,627 @@
+"""``train-image``'s loop: one explicit accelerate function, cached latents and condition features, exact resume.
+
+Stages::
+
+    1. data      the training split's (image, barcode) pairs (held-out pairs only for a held-out loss)
+    2. VAE       train the small AutoencoderKL (or load a local SD VAE), fit latent shift/scale → OUT/vae
+    3. caches    VAE posteriors (mean, std) of every image (both flips with hflip) and the frozen
+                 condition features of every unique barcode, computed once → OUT/cache/*.safetensors
+    4. loop      sample latents from the cached posteriors, noise them, predict ε (or v), MSE
+                 (min-SNR weighted on request); condition dropout inside the conditioner; EMA;
+                 sample grids, held-out loss, checkpoints (rotated), time budget
+    5. export    EMA weights → OUT/pipeline (DNAToImagePipeline.save_pretrained), losses.json, loss_curve.png
+
+Resume is exact: a checkpoint (``OUT/checkpoints/checkpoint-NNNNNN``) holds the accelerate state
+(weights, optimizer, LR schedule, global RNGs), the EMA (safetensors + JSON) and the loop state
+(optimizer step, the training generator's state, the loss history). The data order is a pure
+function of ``(seed, epoch)``, so the step count alone fixes the position in the data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from phenogen.data.dataset import load_dataset
+from phenogen.diffusion.config import ImageConfig
+from phenogen.errors import CheckpointError, DataError
+
+__all__ = ["train_image_model", "TrainResult", "check_resumable", "resolve_mixed_precision", "diffusion_loss"]
+
+log = logging.getLogger(__name__)
+SAMPLE_ROWS = 4  # training and held-out barcodes shown in each sample grid
+SAMPLE_COLS = 4
+EVAL_IMAGES = 64
+# settings a resumed run must share with the checkpoint it continues
+SHAPE_KEYS = ("preset", "resolution", "encoder", "lm_model", "lm_layer", "kmer_k", "kmer_segments", "onehot_window",
+              "cond_depth", "null_condition", "prediction_type", "beta_schedule", "vae", "seed", "batch_size",
+              "grad_accum", "hflip")  # fmt: skip
+
+
+@dataclass
+class TrainResult:
+    """What a training run did."""
+
+    out_dir: Path
+    global_step: int
+    total_steps: int
+    losses: list[float]
+    heldout: list[dict] = field(default_factory=list)
+    stopped: str = "done"  # done | budget | interrupted
+    seconds: dict[str, float] = field(default_factory=dict)
+    images_per_second: float = 0.0
+
+    @property
+    def pipeline_dir(self) -> Path:
+        return self.out_dir / "pipeline"
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """``auto`` → bf16 on a CUDA GPU that supports it, fp16 on other GPUs, ``no`` on CPU."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+# ---------------------------------------------------------------------------------- data + caches
+@dataclass
+class _Data:
+    images: torch.Tensor  # (N, 3, R, R) uint8
+    seq_index: torch.Tensor  # (N,) index into sequences
+    sequences: list[str]
+    record_ids: list[str]  # per sequence
+
+
+def _pairs(ds, split: str, resolution: int) -> _Data:
+    from phenogen.diffusion.vae import load_images
+
+    records = [r for r in ds.records(split) if r.images]
+    paths, seq_index, sequences, ids = [], [], [], []
+    for rec in records:
+        sequences.append(rec.sequence)
+        ids.append(rec.record_id)
+        for rel in rec.images:
+            paths.append(ds.image_path(rel))
+            seq_index.append(len(sequences) - 1)
+    images = (
+        load_images(paths, resolution)
+        if paths
+        else torch.zeros(0, 3, resolution, resolution, dtype=torch.uint8)
+    )
+    return _Data(images, torch.tensor(seq_index, dtype=torch.long), sequences, ids)
+
+
+def _cached(path: Path, build, use_disk: bool) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file, save_file
+
+    if use_disk and path.is_file():
+        return load_file(path)
+    tensors = build()
+    if use_disk:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+    return tensors
+
+
+# ---------------------------------------------------------------------------------- loss
+def diffusion_loss(
+    unet,
+    conditioner,
+    noise_scheduler,
+    latents: torch.Tensor,
+    features: torch.Tensor,
+    mask: torch.Tensor | None,
+    generator: torch.Generator,
+    snr_gamma: float | None = None,
+    drop: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Denoising loss of one batch: noise ``latents (B, C, h, w)`` at random timesteps, predict ε or v.
+
+    The conditioner drops conditions at random in training mode (``drop`` forces rows).
+    """
+    from diffusers.training_utils import compute_snr
+
+    b = latents.shape[0]
+    device = latents.device
+    noise = torch.randn(latents.shape, generator=generator, device=device)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator, device=device)
+    noisy = noise_scheduler.add_noise(latents, noise, t)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, t)
+    else:
+        target = noise
+    hidden, hmask = conditioner(features, mask, drop=drop, generator=generator)  # (B, T, D)
+    attn_mask = None if bool(hmask.all()) else hmask
+    pred = unet(noisy, t, encoder_hidden_states=hidden, encoder_attention_mask=attn_mask).sample
+    per_example = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
+    if snr_gamma is not None:
+        snr = compute_snr(noise_scheduler, t)
+        weight = torch.clamp(snr, max=snr_gamma) / snr
+        if noise_scheduler.config.prediction_type == "v_prediction":
+            weight = torch.clamp(snr, max=snr_gamma) / (snr + 1)
+        per_example = per_example * weight
+    return per_example.mean()
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def _save_checkpoint(accelerator, ckpt_dir: Path, state: dict, gen: torch.Generator, ema, limit: int) -> None:
+    """accelerate state + EMA (safetensors) + loop state (JSON: step, planned steps, losses); keeps ``limit``."""
+    from safetensors.torch import save_file
+
+    root = ckpt_dir.parent
+    existing = sorted(root.glob("checkpoint-*")) if root.exists() else []
+    for old in existing[: max(0, len(existing) - limit + 1)]:
+        shutil.rmtree(old)
+    accelerator.save_state(str(ckpt_dir))
+    tensors = {"generator_state": gen.get_state()}
+    if ema is not None:
+        tensors |= {f"ema.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}
+    save_file(tensors, ckpt_dir / "loop_state.safetensors")
+    ema_meta = None
+    if ema is not None:
+        ema_meta = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
+    state = {**state, "ema": ema_meta}
+    (ckpt_dir / "loop_state.json").write_text(json.dumps(state) + "\n", encoding="utf-8")
+
+
+def _load_checkpoint(accelerator, ckpt_dir: Path, gen: torch.Generator, ema) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        accelerator.load_state(str(ckpt_dir))
+        tensors = load_file(ckpt_dir / "loop_state.safetensors")
+        state = json.loads((ckpt_dir / "loop_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{ckpt_dir}: cannot resume from this checkpoint ({exc})") from exc
+    gen.set_state(tensors["generator_state"])
+    if ema is not None:
+        shadow = [tensors[f"ema.{i}"].to(p.device) for i, p in enumerate(ema.shadow_params)]
+        ema.load_state_dict({**(state["ema"] or {}), "shadow_params": shadow})
+    return state
+
+
+def check_resumable(out: Path, cfg: ImageConfig) -> None:
+    """Refuse to resume a run whose shape-defining settings changed (raises CheckpointError)."""
+    saved_path = out / "config.json"
+    if not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text(encoding="utf-8")).get("image", {})
+    from phenogen.config import to_jsonable
+
+    now = to_jsonable(cfg)
+    diff = [k for k in SHAPE_KEYS if k in saved and saved[k] != now[k]]
+    if diff:
+        raise CheckpointError(
+            f"{out}: cannot resume with changed settings {', '.join(f'{k}: {saved[k]!r} -> {now[k]!r}' for k in diff)}; "
+            "use the original settings or a new --out"
+        )
+
+
+# ---------------------------------------------------------------------------------- the run
+def train_image_model(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    cfg: ImageConfig,
+    *,
+    resume: bool = False,
+    stop_after_steps: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the DNA-conditioned latent diffusion model on the ``train`` split of a dataset.
+
+    Parameters
+    ----------
+    data_dir : path
+        A dataset directory (:func:`phenogen.data.dataset.load_dataset`).
+    out_dir : path
+        Run directory (see the module docstring for its layout).
+    cfg : ImageConfig
+        The ``[image]`` section.
+    resume : bool
+        Continue from the newest checkpoint in ``OUT/checkpoints`` (exactly).
+    stop_after_steps : int, optional
+        Stop after this optimizer step without exporting (a test hook simulating an interruption).
+    progress : bool
+        Show tqdm progress bars.
+
+    Examples
+    --------
+    >>> # result = train_image_model("clade", "run/image", ImageConfig(preset="cpu", max_minutes=8))
+    >>> # result.pipeline_dir
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from phenogen.diffusion import components
+    from phenogen.diffusion.conditioning import build_conditioner
+    from phenogen.diffusion.pipeline import DNAToImagePipeline, make_scheduler
+    from phenogen.diffusion.vae import (
+        encode_latent_dist,
+        fit_latent_scaling,
+        scale_latents,
+        to_model_range,
+        train_vae,
+    )
+
+    t_start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    budget = cfg.max_minutes * 60.0
+    out = Path(out_dir)
+    ckpt_root = out / "checkpoints"
+    if resume:
+        check_resumable(out, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    preset = components.get_preset(cfg.preset)
+    mp = resolve_mixed_precision(cfg.mixed_precision)
+    accelerator = Accelerator(
+        mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum, project_dir=str(out)
+    )
+    device = accelerator.device
+    set_seed(cfg.seed)
+
+    # 1. data: (image, barcode) pairs of the training split only; held-out pairs for a held-out loss
+    t0 = time.perf_counter()
+    ds = load_dataset(data_dir)
+    external_vae = cfg.vae != "train"
+    resolution = cfg.resolution or preset.resolution
+    train = _pairs(ds, "train", resolution)
+    if len(train.images) == 0:
+        raise DataError(
+            f"{ds.root}: the train split has no images; the image model needs (image, barcode) pairs"
+        )
+    heldout = _pairs(ds, "heldout", resolution)
+    seconds["load"] = time.perf_counter() - t0
+
+    # 2. VAE
+    t0 = time.perf_counter()
+    vae_dir = out / "vae"
+    if external_vae:
+        vae = components.load_vae(cfg.vae)
+    elif resume and (vae_dir / "config.json").is_file():
+        vae = components.load_vae(vae_dir)
+    else:
+        vae = components.build_vae(cfg.preset, resolution)
+        steps = preset.vae_steps if cfg.vae_steps is None else cfg.vae_steps
+        vae_budget = budget * 0.25 if budget else 0.0
+        vae_losses = train_vae(
+            vae, train.images, steps, cfg.vae_batch_size or preset.vae_batch, cfg.vae_lr, cfg.vae_kl_weight, cfg.seed,
+            vae_budget, cfg.hflip, preset.vae_crop if cfg.vae_crop is None else cfg.vae_crop, device, progress,
+        )  # fmt: skip
+        (out / "vae_losses.json").write_text(json.dumps(vae_losses) + "\n", encoding="utf-8")
+    vae.to(device).eval().requires_grad_(False)
+    scale = components.vae_scale(vae)
+    if resolution % scale:
+        raise DataError(f"resolution {resolution} is not a multiple of the VAE's factor {scale}")
+    seconds["vae"] = time.perf_counter() - t0
+
+    # 3. caches: posteriors of every image (and its mirror image) + frozen features of every barcode
+    t0 = time.perf_counter()
+    conditioner = build_conditioner(
+        cfg.encoder, preset.cross_attention_dim, lm_model=cfg.lm_model, lm_layer=cfg.lm_layer, kmer_k=cfg.kmer_k,
+        kmer_segments=cfg.kmer_segments, onehot_window=cfg.onehot_window,
+        max_length=max(len(s) for s in train.sequences), depth=cfg.cond_depth, heads=preset.cond_heads,
+        null_condition=cfg.null_condition, cond_dropout=cfg.cond_dropout, seed=cfg.seed,
+    )  # fmt: skip
+    conditioner.to(device)
+
+    def latent_cache(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        mean, std = encode_latent_dist(vae, images, device=device)
+        tensors = {"mean": mean, "std": std}
+        if cfg.hflip:
+            mean_f, std_f = encode_latent_dist(vae, images.flip(-1), device=device)
+            tensors |= {"mean_flip": mean_f, "std_flip": std_f}
+        return tensors
+
+    def feature_cache(sequences: list[str]) -> dict[str, torch.Tensor]:
+        feats, mask = conditioner.featurize(sequences)
+        return {"features": feats, "mask": mask}
+
+    disk = cfg.cache
+    cache_dir = out / "cache"
+    if not (resume and (cache_dir / "train_latents.safetensors").is_file()):
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    lat = (
+        _cached(cache_dir / "train_latents.safetensors", lambda: latent_cache(train.images), disk)
+        if cfg.cache
+        else None
+    )
+    if not external_vae and not (resume and vae_dir.is_dir()):
+        stats = lat if lat is not None else latent_cache(train.images)
+        shift, vscale = fit_latent_scaling(vae, stats["mean"], stats["std"])
+        log.info("latent shift %.4f scale %.4f", shift, vscale)
+        vae.save_pretrained(vae_dir, safe_serialization=True)
+    feat = (
+        _cached(cache_dir / "train_features.safetensors", lambda: feature_cache(train.sequences), disk)
+        if cfg.cache
+        else None
+    )
+    ev = None
+    if len(heldout.images):
+        n_ev = min(EVAL_IMAGES, len(heldout.images))
+        ev_idx = torch.linspace(0, len(heldout.images) - 1, n_ev).round().long()
+        ev = {
+            "images": heldout.images[ev_idx],
+            "seq": heldout.seq_index[ev_idx],
+            "sequences": heldout.sequences,
+        }
+    seconds["cache"] = time.perf_counter() - t0
+
+    # 4. model, optimizer, schedule, EMA
+    set_seed(cfg.seed)
+    unet = components.build_unet(cfg.preset, preset.cross_attention_dim, sample_size=resolution // scale,
+                                 latent_channels=vae.config.latent_channels)  # fmt: skip
+    noise_scheduler = components.build_noise_scheduler(cfg.prediction_type, cfg.beta_schedule)
+    params = list(unet.parameters()) + conditioner.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = len(train.images)
+    micro_per_epoch = math.ceil(n / cfg.batch_size)
+    total_steps = cfg.max_steps or math.ceil(micro_per_epoch * cfg.epochs / cfg.grad_accum)
+    # linear warmup + cosine decay over plan["steps"], which a time budget may shorten (see the loop)
+    plan = {"steps": total_steps}
+
+    def lr_factor(step: int) -> float:
+        warmup = min(cfg.lr_warmup_steps, plan["steps"] // 4)
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, plan["steps"] - warmup))))
+
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    unet, conditioner, optimizer, lr_scheduler = accelerator.prepare(
+        unet, conditioner, optimizer, lr_scheduler
+    )
+    raw_unet, raw_cond = accelerator.unwrap_model(unet), accelerator.unwrap_model(conditioner)
+    ema_params = list(raw_unet.parameters()) + raw_cond.trainable_parameters()
+    ema = EMAModel(ema_params, decay=cfg.ema_decay, use_ema_warmup=True) if cfg.ema_decay > 0 else None
+    if ema is not None:
+        ema.to(device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
+
+    global_step, losses, heldout_log = 0, [], []
+    if resume:
+        ckpts = sorted(ckpt_root.glob("checkpoint-*")) if ckpt_root.exists() else []
+        if not ckpts:
+            raise CheckpointError(f"{out}: --resume given but there is no checkpoint in {ckpt_root}")
+        state = _load_checkpoint(accelerator, ckpts[-1], gen, ema)
+        global_step, losses, heldout_log = state["global_step"], state["losses"], state["heldout"]
+        plan["steps"] = state.get("planned_steps", total_steps)
+        log.info("resumed from %s at step %d", ckpts[-1], global_step)
+
+    pipe = DNAToImagePipeline(vae, raw_unet, make_scheduler("ddim", noise_scheduler.config), raw_cond)
+    pipe.set_progress_bar_config(disable=True)
+    sample_rows = [train.sequences[i] for i in _spread(len(train.sequences), SAMPLE_ROWS)]
+    sample_rows += [heldout.sequences[i] for i in _spread(len(heldout.sequences), SAMPLE_ROWS)]
+
+    def batch_inputs(idx: torch.Tensor):
+        """Latents (B, C, h, w) and condition features of the images ``idx``."""
+        if cfg.hflip:
+            flip = (torch.rand(len(idx), generator=gen, device=device) < 0.5).cpu()
+        if lat is not None:
+            mean, std = lat["mean"][idx], lat["std"][idx]
+            if cfg.hflip:
+                fl = flip[:, None, None, None]
+                mean, std = (
+                    torch.where(fl, lat["mean_flip"][idx], mean),
+                    torch.where(fl, lat["std_flip"][idx], std),
+                )
+            mean, std = mean.to(device), std.to(device)
+        else:
+            x = to_model_range(train.images[idx]).to(device)
+            if cfg.hflip:
+                x = torch.where(flip[:, None, None, None].to(device), x.flip(-1), x)
+            dist = vae.encode(x).latent_dist
+            mean, std = dist.mean.float(), dist.std.float()
+        z = mean + std * torch.randn(mean.shape, generator=gen, device=device)
+        sidx = train.seq_index[idx]
+        if feat is not None:
+            f, m = feat["features"][sidx], feat["mask"][sidx]
+        else:
+            f, m = raw_cond.featurize([train.sequences[i] for i in sidx.tolist()])
+        width = int(m.sum(1).max())  # trim padding to the batch's longest barcode
+        return scale_latents(vae, z), f[:, :width].to(device), m[:, :width].to(device)
+
+    def loop_state() -> dict:
+        return {
+            "global_step": global_step,
+            "planned_steps": plan["steps"],
+            "losses": losses,
+            "heldout": heldout_log,
+        }
+
+    def evaluate_and_sample(step: int) -> None:
+        if ema is not None:
+            ema.store(ema_params)
+            ema.copy_to(ema_params)
+        try:
+            if ev is not None:
+                heldout_log.append({"step": step, "loss": _eval_loss(ev, vae, raw_unet, raw_cond, noise_scheduler,
+                                                                       device, cfg.snr_gamma)})  # fmt: skip
+            _sample_grid(
+                pipe, sample_rows, out / "samples" / f"step-{step:06d}.png", cfg.sample_steps, cfg.seed
+            )
+        finally:
+            if ema is not None:
+                ema.restore(ema_params)
+
+    # 5. the loop
+    t0 = time.perf_counter()
+    unet.train()
+    conditioner.train()
+    stopped = "done"
+    micro = global_step * cfg.grad_accum
+    acc_loss, acc_n = 0.0, 0
+    bar = tqdm(
+        total=plan["steps"], initial=global_step, desc="train-image", disable=not progress, dynamic_ncols=True
+    )
+    images_seen, side_seconds, first_step = 0, 0.0, global_step
+    export_reserve = 30.0  # seconds kept for the final sample grid and saving (re-measured when sampling)
+    while global_step < plan["steps"]:
+        epoch, pos = divmod(micro, micro_per_epoch)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        idx = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
+        with accelerator.accumulate(unet, conditioner):
+            latents, f, m = batch_inputs(idx)
+            with accelerator.autocast():
+                loss = diffusion_loss(unet, conditioner, noise_scheduler, latents, f, m, gen, cfg.snr_gamma)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        micro += 1
+        images_seen += len(idx)
+        acc_loss, acc_n = acc_loss + loss.item(), acc_n + 1
+        if not accelerator.sync_gradients:
+            continue
+        global_step += 1
+        if ema is not None:
+            ema.step(ema_params)
+        losses.append(acc_loss / acc_n)
+        acc_loss, acc_n = 0.0, 0
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
+        ts = time.perf_counter()
+        if cfg.sample_every and global_step % cfg.sample_every == 0 and global_step < plan["steps"]:
+            evaluate_and_sample(global_step)
+            export_reserve = 1.5 * (time.perf_counter() - ts) + 5.0
+        elif cfg.heldout_every and global_step % cfg.heldout_every == 0 and ev is not None:
+            heldout_log.append({"step": global_step, "loss": _eval_loss(ev, vae, raw_unet, raw_cond, noise_scheduler,
+                                                                         device, cfg.snr_gamma)})  # fmt: skip
+        if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0:
+            _save_checkpoint(accelerator, ckpt_root / f"checkpoint-{global_step:06d}", loop_state(), gen, ema,
+                             cfg.checkpoints_total_limit)  # fmt: skip
+        side_seconds += time.perf_counter() - ts
+        if budget and global_step - first_step >= 10 and global_step % 10 == 0:
+            # fit the schedule to the time left: the cosine then ends when the budget does
+            per_step = (time.perf_counter() - t0 - side_seconds) / (global_step - first_step)
+            left = budget - (time.perf_counter() - t_start) - export_reserve
+            fitted = max(global_step + 1, global_step + int(left / per_step))
+            if fitted < plan["steps"] or plan["steps"] < total_steps:
+                plan["steps"] = min(total_steps, fitted)
+                bar.total = plan["steps"]
+        if stop_after_steps is not None and global_step >= stop_after_steps:
+            stopped = "interrupted"
+            break
+        if budget and time.perf_counter() - t_start > budget:
+            log.warning(
+                "train-image: time budget of %.1f min spent at step %d of %d",
+                cfg.max_minutes,
+                global_step,
+                total_steps,
+            )
+            stopped = "budget"
+            break
+    bar.close()
+    seconds["train"] = time.perf_counter() - t0
+    ips = images_seen / max(1e-9, seconds["train"] - side_seconds)
+    result = TrainResult(out, global_step, plan["steps"], losses, heldout_log, stopped, seconds, ips)
+    if stopped == "interrupted":
+        return result
+
+    # 6. export: last checkpoint, EMA pipeline, sample grid, losses
+    t0 = time.perf_counter()
+    if not (cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0):
+        _save_checkpoint(accelerator, ckpt_root / f"checkpoint-{global_step:06d}", loop_state(), gen, ema,
+                         cfg.checkpoints_total_limit)  # fmt: skip
+    evaluate_and_sample(global_step)
+    if ema is not None:
+        ema.store(ema_params)
+        ema.copy_to(ema_params)
+    pipe.save_pretrained(out / "pipeline", safe_serialization=True)
+    if ema is not None:
+        ema.restore(ema_params)
+    seconds["export"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - t_start
+    _write_losses(out, result)
+    return result
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread over ``range(n)``."""
+    if n == 0:
+        return []
+    return sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(min(k, n))})
+
+
+@torch.no_grad()
+def _eval_loss(ev: dict, vae, unet, conditioner, noise_scheduler, device, snr_gamma) -> float:
+    """Diffusion loss of a fixed held-out subset with fixed noise (comparable across steps)."""
+    from phenogen.diffusion.vae import scale_latents, to_model_range
+
+    modes = unet.training, conditioner.training
+    unet.eval()
+    conditioner.eval()
+    gen = torch.Generator(device=device).manual_seed(0)
+    dist = vae.encode(to_model_range(ev["images"]).to(device)).latent_dist
+    latents = scale_latents(vae, dist.mean)
+    feats, mask = conditioner.featurize([ev["sequences"][i] for i in ev["seq"].tolist()])
+    keep = torch.zeros(len(feats), dtype=torch.bool, device=device)
+    loss = diffusion_loss(unet, conditioner, noise_scheduler, latents, feats.to(device), mask.to(device), gen,
+                          snr_gamma, drop=keep)  # fmt: skip
+    unet.train(modes[0])
+    conditioner.train(modes[1])
+    return float(loss)
+
+
+def _sample_grid(pipe, sequences: list[str], path: Path, steps: int, seed: int) -> None:
+    """A PNG grid: one row per barcode (training rows first, then held-out), SAMPLE_COLS images each."""
+    from PIL import Image
+
+    if not sequences:
+        return
+    gens = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(len(sequences) * SAMPLE_COLS)]
+    images = pipe(sequences, num_inference_steps=steps, guidance_scale=3.0, generator=gens,
+                  num_images_per_sequence=SAMPLE_COLS).images  # fmt: skip
+    w, h = images[0].size
+    sheet = Image.new("RGB", (SAMPLE_COLS * w, len(sequences) * h), "white")
+    for i, im in enumerate(images):
+        sheet.paste(im, ((i % SAMPLE_COLS) * w, (i // SAMPLE_COLS) * h))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def _write_losses(out: Path, result: TrainResult) -> None:
+    payload = {
+        "train": result.losses,
+        "heldout": result.heldout,
+        "global_step": result.global_step,
+        "total_steps": result.total_steps,
+        "stopped": result.stopped,
+        "seconds": result.seconds,
+        "train_images_per_second": result.images_per_second,
+    }
+    (out / "losses.json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = range(1, len(result.losses) + 1)
+    ax.plot(steps, result.losses, lw=0.5, alpha=0.4, label="train (per step)")
+    k = max(1, len(result.losses) // 50)
+    if len(result.losses) >= k:
+        smooth = torch.tensor(result.losses).unfold(0, k, 1).mean(1).tolist()
+        ax.plot(range(k, len(result.losses) + 1), smooth, lw=1.5, label=f"train (mean of {k})")
+    if result.heldout:
+        ax.plot(
+            [h["step"] for h in result.heldout], [h["loss"] for h in result.heldout], "o-", label="held-out"
+        )
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("diffusion loss")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss_curve.png", dpi=120)
+    plt.close(fig)

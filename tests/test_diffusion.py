@@ -1,0 +1,355 @@
+"""DNA-conditioned latent diffusion with tiny real components: encoders, null condition and dropout,
+pipeline save/load, guidance, schedulers, input checks, exact resume, and the generate command."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file
+
+from phenogen.data.dataset import Record, write_dataset
+from phenogen.diffusion.components import build_noise_scheduler, build_unet, build_vae
+from phenogen.diffusion.conditioning import DNAConditioner, build_conditioner, kmer_profile_tokens
+from phenogen.diffusion.config import GenerateConfig, ImageConfig
+from phenogen.diffusion.pipeline import SCHEDULERS, DNAToImagePipeline, load_pipeline, make_scheduler
+from phenogen.diffusion.train import train_image_model
+from phenogen.errors import CheckpointError, ConfigError, InputError, SequenceError
+
+torch.set_num_threads(2)
+SEQS = ["ACGTACGTTTGACAACGTAGGCT", "ACGGGTACCATTGACAACNTAGG"]
+
+
+def _tiny_dataset(root: Path, n_species: int = 5, seed: int = 0):
+    """Coloured discs on a pale background, one colour per species; the last species is held out."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    base = rng.choice(list("ACGT"), 48)
+    records = []
+    for s in range(n_species):
+        sp = base.copy()
+        sp[rng.choice(48, 10, replace=False)] = rng.choice(list("ACGT"), 10)
+        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+        split = "heldout" if s == n_species - 1 else "train"
+        for i in range(2):
+            seq = sp.copy()
+            seq[rng.integers(48)] = rng.choice(list("ACGT"))
+            rels = []
+            for k in range(2):
+                im = Image.new("RGB", (16, 16), (200, 220, 240))
+                ImageDraw.Draw(im).ellipse([3 + k, 4, 12 + k, 11], fill=colour)
+                rel = f"images/sp{s}_{i}_{k}.png"
+                im.save(root / rel)
+                rels.append(rel)
+            records.append(
+                Record(f"sp{s}_i{i}", f"sp{s}", f"sp{s}_i{i}", split, "living", "".join(seq), tuple(rels))
+            )
+    return write_dataset(root, records, {"source": "test"})
+
+
+def _tiny_cfg(**kw) -> ImageConfig:
+    base = dict(preset="tiny", max_steps=4, batch_size=4, vae_steps=4, vae_batch_size=4, lr_warmup_steps=1,
+                kmer_k=2, kmer_segments=2, sample_steps=2)  # fmt: skip
+    return ImageConfig(**(base | kw))
+
+
+def _tiny_lm_dir(tmp: Path) -> Path:
+    from phenogen.dna.tokenizer import KmerTokenizer
+    from phenogen.lm.model import build_model, save_lm
+
+    lm = build_model(KmerTokenizer(k=3), preset="tiny", n_positions=32, seed=0)
+    return save_lm(lm, tmp / "lm")
+
+
+def _tiny_pipeline(encoder: str = "kmer", null: str = "learned") -> DNAToImagePipeline:
+    torch.manual_seed(0)
+    cond = build_conditioner(encoder, 32, kmer_k=2, kmer_segments=3, onehot_window=8, max_length=24, heads=2,
+                             null_condition=null)  # fmt: skip
+    pipe = DNAToImagePipeline(
+        build_vae("tiny"), build_unet("tiny"), make_scheduler("ddim", build_noise_scheduler().config), cond
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return _tiny_dataset(tmp_path_factory.mktemp("clade"))
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory):
+    return _tiny_lm_dir(tmp_path_factory.mktemp("lm"))
+
+
+# ------------------------------------------------------------------------------------- encoders
+@pytest.mark.parametrize(
+    ("encoder", "tokens", "features"),
+    [("kmer", 4, 16), ("onehot", 3, 32), ("gpt2", 11, 128)],  # gpt2: <bos> + 7 words + 2 tail bases + <eos>
+)
+def test_each_encoder_builds_and_gives_the_right_shapes(encoder, tokens, features, lm_dir):
+    """featurize gives (B, T, F) + mask; the head maps them to (B, T, D)."""
+    cond = build_conditioner(encoder, 32, lm_model=str(lm_dir), kmer_k=2, kmer_segments=3, onehot_window=8,
+                             max_length=24, heads=2)  # fmt: skip
+    feats, mask = cond.featurize(SEQS)
+    assert tuple(feats.shape) == (2, tokens, features)
+    hidden, out_mask = cond.eval()(feats, mask)
+    assert tuple(hidden.shape) == (2, tokens, 32)
+    assert torch.isfinite(hidden).all() and out_mask.dtype == torch.bool
+
+
+def test_gpt2_encoder_is_frozen_and_saved_with_the_conditioner(lm_dir, tmp_path):
+    """The LM's weights travel inside the conditioner; only the head is trainable."""
+    cond = build_conditioner("gpt2", 32, lm_model=str(lm_dir), heads=2)
+    trainable = {id(p) for p in cond.trainable_parameters()}
+    assert all(id(p) not in trainable and not p.requires_grad for p in cond.lm.parameters())
+    cond.save_pretrained(tmp_path / "c")
+    again = DNAConditioner.from_pretrained(tmp_path / "c")
+    a, _ = cond.featurize(SEQS)
+    b, _ = again.featurize(SEQS)
+    assert torch.equal(a, b)
+
+
+def test_gpt2_encoder_without_lm_is_a_config_error():
+    with pytest.raises(ConfigError, match="lm_model"):
+        build_conditioner("gpt2", 32)
+
+
+def test_kmer_profiles_count_words_per_segment():
+    """'AAAA' + 'CCCC' at k=2 with 2 segments: all AA in the first half, all CC in the second."""
+    prof = kmer_profile_tokens("AAAACCCC", k=2, segments=2)  # 7 windows: AA AA AA AC CC CC CC
+    assert prof.shape == (3, 16)
+    assert prof[0, 0] > 0 and prof[0, 5] == 0  # AA (index 0) yes, CC (index 5) no
+    assert prof[1, 5] > 0 and prof[1, 0] == 0
+    assert np.isclose(prof[2].mean(), 1.0)  # frequencies x 4**k have mean 1
+    assert kmer_profile_tokens("NNNN", 2, 2).sum() == 0
+
+
+# ------------------------------------------------------------------------------------- null + dropout
+@pytest.mark.parametrize("null", ["learned", "empty_sequence"])
+def test_condition_dropout_produces_null_conditions_at_the_configured_rate(null):
+    """In training mode ~cond_dropout of the rows become exactly the null condition; none in eval."""
+    cond = build_conditioner(
+        "kmer", 32, kmer_k=2, kmer_segments=3, heads=2, null_condition=null, cond_dropout=0.25
+    )
+    feats, mask = cond.featurize(["ACGTTGCAACGGTACCA"] * 2000)
+    null, _ = cond.null_condition(1, feats.shape[1])
+    with torch.no_grad():
+        cond.train()
+        out, _ = cond(feats, mask, generator=torch.Generator().manual_seed(0))
+        is_null = torch.isclose(out, null.expand_as(out), atol=1e-6).flatten(1).all(1)
+        assert 0.22 < is_null.float().mean().item() < 0.28
+        cond.eval()
+        out_eval, _ = cond(feats, mask)
+        assert not torch.isclose(out_eval, null.expand_as(out_eval), atol=1e-6).flatten(1).all(1).any()
+
+
+def test_empty_sequence_null_is_the_encoding_of_an_empty_barcode(lm_dir):
+    """The thesis' null: the head applied to the LM features of '' (<bos><eos>)."""
+    cond = build_conditioner(
+        "gpt2", 32, lm_model=str(lm_dir), heads=2, null_condition="empty_sequence"
+    ).eval()
+    feats, mask = cond.featurize([""])
+    expected, _ = cond(feats, mask, drop=torch.zeros(1, dtype=torch.bool))
+    null, null_mask = cond.null_condition(1, 12)
+    assert null_mask[0, :2].all() and not null_mask[0, 2:].any()
+    assert torch.allclose(null[:, :2], expected, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------- pipeline
+def test_pipeline_save_load_round_trip_gives_identical_images(tmp_path):
+    pipe = _tiny_pipeline()
+    a = pipe(SEQS, num_inference_steps=3, generator=torch.Generator().manual_seed(1), output_type="np").images
+    pipe.save_pretrained(tmp_path / "p")
+    assert (tmp_path / "p" / "conditioner" / "diffusion_pytorch_model.safetensors").is_file()
+    again = load_pipeline(tmp_path / "p")
+    b = again(
+        SEQS, num_inference_steps=3, generator=torch.Generator().manual_seed(1), output_type="np"
+    ).images
+    assert a.shape == (2, 16, 16, 3)
+    assert np.array_equal(a, b)
+
+
+def test_guidance_scale_one_equals_the_conditional_only_prediction():
+    """CFG at scale 1 is the conditional prediction, and the pipeline then equals a conditional-only loop."""
+    pipe = _tiny_pipeline()
+    cond, _ = pipe.conditioner.eval().encode(SEQS)
+    uncond, umask = pipe.conditioner.null_condition(2, cond.shape[1])
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(500)
+    with torch.no_grad():
+        batched = pipe.guided_prediction(latents, t, cond, None, uncond, None, 1.0 + 1e-9)
+        plain = pipe.unet(latents, t, encoder_hidden_states=cond).sample
+        assert torch.allclose(batched, plain, atol=1e-5)
+        # the whole pipeline at guidance 1 against a hand-written conditional-only DDIM loop
+        images = pipe(SEQS, num_inference_steps=4, guidance_scale=1.0, output_type="pt",
+                      latents=latents.clone()).images  # fmt: skip
+        sched = make_scheduler("ddim", pipe.scheduler.config)
+        sched.set_timesteps(4)
+        x = latents.clone()
+        for step_t in sched.timesteps:
+            x = sched.step(pipe.unet(x, step_t, encoder_hidden_states=cond).sample, step_t, x).prev_sample
+        decoded = pipe.vae.decode(x / pipe.vae.config.scaling_factor).sample
+        assert torch.allclose(images, (decoded / 2 + 0.5).clamp(0, 1), atol=1e-5)
+        # and guidance really does something at 8
+        guided = pipe(
+            SEQS, num_inference_steps=4, guidance_scale=8.0, output_type="pt", latents=latents.clone()
+        ).images
+        assert not torch.allclose(guided, images, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_each_scheduler_runs_and_is_reproducible(name):
+    pipe = _tiny_pipeline()
+    pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
+
+    def run():
+        gen = torch.Generator().manual_seed(2)
+        return pipe(SEQS, num_inference_steps=3, generator=gen, output_type="np").images
+
+    a, b = run(), run()
+    assert a.shape == (2, 16, 16, 3) and np.isfinite(a).all()
+    assert np.array_equal(a, b)
+    assert type(pipe.scheduler).__name__ in {"DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler",
+                                             "EulerAncestralDiscreteScheduler"}  # fmt: skip
+
+
+def test_per_image_generators_make_images_independent_of_the_batch():
+    pipe = _tiny_pipeline()
+    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    both = pipe(SEQS, num_inference_steps=2, generator=gens([5, 6]), output_type="np").images
+    second = pipe(SEQS[1:], num_inference_steps=2, generator=gens([6]), output_type="np").images
+    assert np.allclose(both[1], second[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"sequences": ["ACGTXQ"]}, SequenceError, "#0"),
+        ({"sequences": []}, InputError, "no sequences"),
+        ({"sequences": "ACGT"}, InputError, "not one string"),
+        ({"guidance_scale": -1.0}, InputError, "guidance_scale"),
+        ({"num_inference_steps": 0}, InputError, "num_inference_steps"),
+        ({"num_images_per_sequence": 0}, InputError, "num_images_per_sequence"),
+        ({"generator": [torch.Generator()]}, InputError, "generators"),
+    ],
+)
+def test_check_inputs_raises_clear_errors(kwargs, error, message):
+    pipe = _tiny_pipeline()
+    args = {"sequences": SEQS, "num_inference_steps": 2} | kwargs
+    with pytest.raises(error, match=message):
+        pipe(**args)
+
+
+def test_configs_reject_impossible_values():
+    with pytest.raises(ValueError, match="cond_dropout"):
+        ImageConfig(cond_dropout=1.0)
+    with pytest.raises(ValueError, match="steps"):
+        GenerateConfig(steps=0)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        GenerateConfig(guidance_scale=-2)
+
+
+# ------------------------------------------------------------------------------------- training
+def test_resume_after_interruption_equals_an_uninterrupted_run(dataset, tmp_path):
+    """Stop after step 3 (last checkpoint at step 2), resume, and land on the same weights and losses."""
+    cfg = _tiny_cfg(max_steps=6, checkpoint_every=2, grad_accum=2, hflip=True)
+    full = train_image_model(dataset.root, tmp_path / "full", cfg, progress=False)
+    cut = train_image_model(dataset.root, tmp_path / "cut", cfg, stop_after_steps=3, progress=False)
+    assert cut.stopped == "interrupted" and not (tmp_path / "cut" / "pipeline").exists()
+    resumed = train_image_model(dataset.root, tmp_path / "cut", cfg, resume=True, progress=False)
+    assert resumed.global_step == full.global_step == 6
+    assert resumed.losses == pytest.approx(full.losses, rel=1e-6)
+    a = load_file(tmp_path / "full" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "cut" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert len(list((tmp_path / "cut" / "checkpoints").glob("checkpoint-*"))) == cfg.checkpoints_total_limit
+
+
+def test_training_uses_the_train_split_only_and_writes_its_artifacts(dataset, tmp_path):
+    cfg = _tiny_cfg(max_steps=3)
+    result = train_image_model(dataset.root, tmp_path / "run", cfg, progress=False)
+    n_train_images = sum(len(r.images) for r in dataset.records("train"))
+    cache = load_file(tmp_path / "run" / "cache" / "train_latents.safetensors")
+    assert cache["mean"].shape[0] == n_train_images  # the held-out species never enters the fit
+    losses = json.loads((tmp_path / "run" / "losses.json").read_text())
+    assert len(losses["train"]) == result.global_step == 3 and losses["heldout"]
+    for name in ("loss_curve.png", "samples/step-000003.png", "pipeline/model_index.json", "vae/config.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    vae_cfg = json.loads((tmp_path / "run" / "pipeline" / "vae" / "config.json").read_text())
+    assert vae_cfg["scaling_factor"] != 1.0  # fitted from the latents
+
+
+def test_resume_with_changed_settings_is_refused(dataset, tmp_path):
+    from phenogen.cli import main
+
+    out = tmp_path / "run"
+    base = ["train-image", "--data", str(dataset.root), "--out", str(out), "--no-progress", "--set", "image.preset=tiny",
+            "--set", "image.max_steps=1", "--set", "image.vae_steps=1", "--set", "image.batch_size=4"]  # fmt: skip
+    assert main(base) == 0
+    assert main(base) == 2  # an existing run needs --resume or --force
+    with pytest.raises(CheckpointError, match="encoder"):
+        from phenogen.diffusion.train import check_resumable
+
+        check_resumable(out, _tiny_cfg(encoder="onehot", max_steps=1, vae_steps=1))
+
+
+def test_generate_command_writes_images_table_grid_and_config(dataset, tmp_path):
+    from phenogen.cli import main
+
+    pipe = _tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "model")
+    fasta = tmp_path / "q.fasta"
+    fasta.write_text(">sp4_i0 held out\nACGTACGTTTGACAACGTAGG\n>odd|id\nACGGGTACRATTGACA\n")
+    out = tmp_path / "gen"
+    code = main(["generate", "--model", str(tmp_path / "model"), "--fasta", str(fasta), "--out", str(out), "--n", "2",
+                 "--steps", "2", "--scheduler", "euler-a"])  # fmt: skip
+    assert code == 0
+    with open(out / "generated.tsv") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    assert [(r["record_id"], r["k"]) for r in rows] == [
+        ("sp4_i0", "0"),
+        ("sp4_i0", "1"),
+        ("odd", "0"),
+        ("odd", "1"),
+    ]
+    assert all((out / r["image"]).is_file() for r in rows)
+    assert Image.open(out / "grid.png").height == 2 * 16
+    settings = json.loads((out / "config.json").read_text())
+    assert settings["generate"]["scheduler"] == "euler-a" and settings["generate"]["images_per_sequence"] == 2
+
+
+def test_generate_with_a_missing_model_is_one_clear_error(tmp_path):
+    from phenogen.cli import main
+
+    fasta = tmp_path / "q.fasta"
+    fasta.write_text(">a\nACGT\n")
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(tmp_path / "nope"),
+                "--fasta",
+                str(fasta),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+
+
+def test_a_time_budget_stops_cleanly_and_still_saves(dataset, tmp_path):
+    """max_minutes shortens the planned steps (the cosine still ends) and the pipeline is exported."""
+    cfg = _tiny_cfg(max_steps=100_000, max_minutes=0.08, vae_steps=100_000)
+    result = train_image_model(dataset.root, tmp_path / "run", cfg, progress=False)
+    assert result.stopped in ("budget", "done")
+    assert 0 < result.global_step <= result.total_steps < 100_000
+    assert (tmp_path / "run" / "pipeline" / "model_index.json").is_file()
+    assert len(json.loads((tmp_path / "run" / "vae_losses.json").read_text())) < 100_000
