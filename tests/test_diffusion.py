@@ -350,6 +350,6 @@ def test_a_time_budget_stops_cleanly_and_still_saves(dataset, tmp_path):
     cfg = _tiny_cfg(max_steps=100_000, max_minutes=0.08, vae_steps=100_000)
     result = train_image_model(dataset.root, tmp_path / "run", cfg, progress=False)
     assert result.stopped in ("budget", "done")
-    assert 0 < result.global_step <= result.total_steps < 100_000
+    assert 0 < result.global_step < 100_000
     assert (tmp_path / "run" / "pipeline" / "model_index.json").is_file()
     assert len(json.loads((tmp_path / "run" / "vae_losses.json").read_text())) < 100_000
