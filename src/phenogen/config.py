@@ -127,6 +127,15 @@ def section_from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         raise ConfigError(f"[{where or cls.__name__}] {exc}") from exc
 
 
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
 def load_sections(
     specs: dict[str, type],
     config_file: str | Path | None = None,
@@ -136,12 +145,7 @@ def load_sections(
     raw: dict[str, dict[str, Any]] = {name: {} for name in specs}
     if config_file is not None:
         path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        doc = _read_toml(path)
         for name in specs:
             table = doc.get(name, {})
             if not isinstance(table, dict):
@@ -202,12 +206,7 @@ def merge_to_toml(config_file: str | Path | None, overrides: list[str] | tuple[s
     doc: dict[str, dict[str, Any]] = {}
     if config_file is not None:
         path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        doc = _read_toml(path)
     for text in overrides:
         section, key, value = parse_override(text)
         doc.setdefault(section, {})[key] = value
