@@ -9,6 +9,8 @@ Every request is recorded in ``server.requests`` as ``(path, query_dict)``.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 import urllib.parse
@@ -17,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 FIXTURES = Path(__file__).parent / "data" / "fixtures"
+PASSERINES = FIXTURES / "passerines"
 
 
 @dataclass
@@ -113,3 +116,33 @@ class FixtureServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def bold_v5_routes(srv: FixtureServer, taxon: str, prefix: str = "/bold/api") -> str:
+    """Serve the BOLD v5 portal API's three answers for ``taxon``; returns its documents path.
+
+    The preprocessor and query answers are the ones recorded for *Parus major* with the name
+    swapped; the TSV download holds the rows of ``passerines/bold_v5_documents.tsv`` for ``taxon``.
+    """
+    pre = (PASSERINES / "bold_v5_preprocessor_parus.json").read_text().replace("Parus major", taxon)
+    recorded = json.loads((PASSERINES / "bold_v5_query_parus.json").read_text())["query_id"]
+    query_id = recorded if taxon == "Parus major" else base64.b64encode(taxon.encode()).decode()
+    header, *rows = (PASSERINES / "bold_v5_documents.tsv").read_text().splitlines()
+    col = header.split("\t").index("species")
+    tsv = "\n".join([header] + [r for r in rows if r.split("\t")[col] == taxon]) + "\n"
+    json_type = {"Content-Type": "application/json"}
+    srv.add(f"{prefix}/query/preprocessor", Reply(200, pre.encode(), json_type), query=f"tax:{taxon}")
+    srv.add(
+        f"{prefix}/query",
+        Reply(200, json.dumps({"query_id": query_id}).encode(), json_type),
+        query=f"tax:species:{taxon}",
+        extent="full",
+    )
+    path = f"{prefix}/documents/{urllib.parse.quote(query_id, safe='')}/download"
+    srv.add(path, Reply(200, tsv.encode(), {"Content-Type": "text/tab-separated-values"}), format="tsv")
+    return path
+
+
+def bold_v5_unmatched(srv: FixtureServer, prefix: str = "/bold/api") -> None:
+    """Every name unknown to BOLD: the preprocessor's recorded 'failed_terms' answer."""
+    srv.add(f"{prefix}/query/preprocessor", fixture("passerines/bold_v5_preprocessor_unmatched.json"))

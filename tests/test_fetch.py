@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fixture_server import FIXTURES, FixtureServer, Reply, fixture
+from fixture_server import FIXTURES, FixtureServer, Reply, bold_v5_routes, bold_v5_unmatched, fixture
 
 from phenogen.data.bold import fetch_bold
 from phenogen.data.config import FetchConfig
@@ -37,7 +37,8 @@ GB_RECORDS = [
 def cfg_for(base: str, **kwargs) -> FetchConfig:
     opts = dict(
         ncbi_base=base + "/entrez/eutils/",
-        bold_base=base + "/bold/API_Public/",
+        bold_base=base + "/bold/api/",
+        bold_v4_base=base + "/bold/API_Public/",
         inat_base=base + "/inat/v1/",
         gbif_base=base + "/gbif/v1/",
         email="test@example.org",
@@ -54,6 +55,7 @@ def overrides(cfg: FetchConfig) -> list[str]:
     keys = (
         "ncbi_base",
         "bold_base",
+        "bold_v4_base",
         "inat_base",
         "gbif_base",
         "email",
@@ -85,6 +87,8 @@ def serve_all(srv: FixtureServer, slow_taxon: str | None = None) -> None:
     srv.add("/entrez/eutils/efetch.fcgi", fixture("ncbi_efetch_turdus.gb"))
     srv.add("/bold/API_Public/combined", Reply(200, b"processid\tspecies_name\tmarkercode\tnucleotides\n"))
     srv.add("/bold/API_Public/combined", fixture("bold_combined_parus.tsv"), taxon="Parus major")
+    bold_v5_unmatched(srv)
+    bold_v5_routes(srv, "Parus major")
     srv.add("/inat/v1/observations", Reply(200, b'{"total_results": 0, "results": []}'))
     srv.add("/inat/v1/observations", fixture("inat_observations_turdus.json"), taxon_name="Turdus merula")
     for n, name in ((1, "photo_a.jpg"), (4, "photo_a.jpg"), (5, "photo_b.jpg")):
@@ -135,12 +139,70 @@ def test_ncbi_rate_follows_the_api_key(monkeypatch):
     assert FetchConfig().ncbi_rate() == 10.0
 
 
-def test_bold_keeps_coi_and_says_why_it_filtered(server, tmp_path):
-    """The BOLD TSV gives two COI-5P barcodes; a short one and a CYTB row are filtered with reasons."""
-    barcodes, log = fetch_bold(HttpClient(tmp_path / "c"), cfg_for(server.base), "Parus major")
+def test_bold_v4_keeps_coi_and_says_why_it_filtered(server, tmp_path):
+    """The legacy v4 TSV gives two COI-5P barcodes; a short one and a CYTB row are filtered with reasons."""
+    cfg = cfg_for(server.base, bold_api="v4")
+    barcodes, log = fetch_bold(HttpClient(tmp_path / "c"), cfg, "Parus major")
     assert [b.record_id for b in barcodes] == ["BROM123-09", "BROM124-09"]
     assert log.filtered == {"too short": 1, "marker CYTB": 1}
     assert barcodes[0].taxonomy[:3] == ("Chordata", "Aves", "Passeriformes")
+    assert server.count("/bold/API_Public/combined") == 1 and server.count("/bold/api/query") == 0
+
+
+def test_bold_v5_preprocessor_query_download(server, tmp_path):
+    """v5: the name is resolved, the query started, its id's TSV downloaded; BCDM rows filtered as v4's."""
+    barcodes, log = fetch_bold(HttpClient(tmp_path / "c"), cfg_for(server.base), "Parus major")
+    assert [(b.record_id, b.accession, b.marker) for b in barcodes] == [
+        ("BROM123-09", "KX120000", "COI-5P"),
+        ("BROM124-09", "KX120001", "COI-5P"),
+    ]
+    assert len(barcodes[1].sequence) == 640  # the aligned row's gaps are gone
+    assert barcodes[0].taxonomy == ("Chordata", "Aves", "Passeriformes", "Paridae", "Parus")
+    assert (log.found, log.kept, log.filtered) == (4, 2, {"too short": 1, "marker CYTB": 1})
+    paths = [(p, q) for p, q in server.requests if p.startswith("/bold/")]
+    assert paths[0] == ("/bold/api/query/preprocessor", {"query": "tax:Parus major"})
+    assert paths[1] == ("/bold/api/query", {"query": "tax:species:Parus major", "extent": "full"})
+    assert paths[2] == ("/bold/api/documents/eAErSSwqUchNLCoBABBuA2o%3D/download", {"format": "tsv"})
+
+
+@pytest.mark.parametrize("status", [200, 400])
+def test_bold_v5_unknown_name_is_logged_not_an_error(server, tmp_path, status):
+    """A name BOLD does not know (failed_terms, with 200 or 400) gives no barcodes and a reason, no query."""
+    body = (FIXTURES / "passerines" / "bold_v5_preprocessor_unmatched.json").read_bytes()
+    server.add("/bold/api/query/preprocessor", Reply(status, body), query="tax:Nonexistus fictus")
+    barcodes, log = fetch_bold(HttpClient(tmp_path / "c"), cfg_for(server.base), "Nonexistus fictus")
+    assert barcodes == [] and log.error == ""
+    assert log.filtered == {"name not in BOLD's taxonomy": 1}
+    assert server.count("/bold/api/query") == 0
+
+
+def test_bold_v5_expired_query_id_is_asked_again(server, tmp_path):
+    """A run killed between query and download left a query id that has since expired (404): the rerun
+    starts the query again, replaces the cached id, and a third run sends nothing."""
+    cfg = cfg_for(server.base)
+    query_url = HttpClient.url(cfg.bold_base, "query", {"query": "tax:species:Parus major", "extent": "full"})
+    stale = server.add("/bold/api/query", Reply(200, b'{"query_id": "STALE=="}'))
+    HttpClient(tmp_path / "c").get(query_url)  # what the killed run had cached
+    server.routes.remove(stale)
+    server.add("/bold/api/documents/STALE%3D%3D/download", Reply(404, b"unknown query id"))
+    barcodes, _ = fetch_bold(HttpClient(tmp_path / "c"), cfg, "Parus major")
+    assert [b.record_id for b in barcodes] == ["BROM123-09", "BROM124-09"]
+    assert (
+        server.count("/bold/api/query") == 2 and server.count("/bold/api/documents/STALE%3D%3D/download") == 1
+    )
+    again = HttpClient(tmp_path / "c")
+    assert len(fetch_bold(again, cfg, "Parus major")[0]) == 2 and again.stats.requests == 0
+
+
+def test_bold_v5_truncated_download_is_fetched_again(server, tmp_path):
+    """A TSV cut mid-row (no final newline) is not cached; the retry gets the whole download."""
+    path = bold_v5_routes(server, "Cyanistes caeruleus")
+    whole = server.routes[0].replies[0].body
+    server.add(path, Reply(200, whole[: len(whole) // 2]), Reply(200, whole), format="tsv")
+    client = HttpClient(tmp_path / "c", retries=2, backoff_s=0.0)
+    barcodes, _ = fetch_bold(client, cfg_for(server.base), "Cyanistes caeruleus")
+    assert [b.record_id for b in barcodes] == ["GBIR201-12", "GBIR202-12"]
+    assert client.stats.retries == 1 and server.count(path) == 2
 
 
 def test_inaturalist_images_free_licences_deduplicated_resized(server, tmp_path):
@@ -236,6 +298,22 @@ def test_one_command_each_barcodes_images_dataset(server, tmp_path):
     assert load_dataset(out2).species("train") == ["Turdus merula"]
 
 
+def test_split_skips_species_that_have_no_photos():
+    """A species dropped for want of photos never takes the held-out slot (which would leave heldout empty)."""
+    from phenogen.data.barcodes import Barcode
+    from phenogen.data.build import barcodes_to_records
+    from phenogen.data.config import BuildConfig
+
+    names = ["Parus major", "Turdus merula", "Passer domesticus"]
+    barcodes = [
+        Barcode(f"r{i}", s, s, "bold", f"A{i}", "COI-5P", (), "ACGT" * 120) for i, s in enumerate(names)
+    ]
+    photos = {"Parus major": ["images/p.jpg"], "Turdus merula": ["images/t.jpg"]}
+    for seed in range(10):
+        records = barcodes_to_records(barcodes, photos, BuildConfig(heldout_fraction=0.3, seed=seed))
+        assert sorted(r.split for r in records) == ["heldout", "train"], seed
+
+
 def test_failed_taxon_is_logged_and_rerun_resumes_from_cache(server, tmp_path):
     """A taxon that keeps failing is logged (exit 1); the rerun fetches only that taxon, nothing duplicated."""
     taxa = tmp_path / "taxa.txt"
@@ -251,7 +329,8 @@ def test_failed_taxon_is_logged_and_rerun_resumes_from_cache(server, tmp_path):
         'fetch.sources=["ncbi","bold"]',
     ]
     argv += [x for o in overrides(cfg) for x in ("--set", o)] + ["--set", 'fetch.api_key="SECRETKEY"']
-    broken = server.add("/bold/API_Public/combined", Reply(500, b"down"), taxon="Parus major")
+    download = "/bold/api/documents/eAErSSwqUchNLCoBABBuA2o%3D/download"
+    broken = server.add(download, Reply(500, b"down"), format="tsv")
     assert run_command("phenogen.data.command_fetch", *argv) == 1
     assert "gave up" in (tmp_path / "o" / "log.tsv").read_text()
     assert "SECRETKEY" not in (tmp_path / "o" / "config.json").read_text()

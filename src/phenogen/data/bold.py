@@ -1,30 +1,59 @@
-"""BOLD Systems barcodes: the public API (``combined`` TSV) and TSV exports read from disk.
+"""BOLD Systems barcodes: the v5 portal API (the default), the legacy v4 API, and TSV exports on disk.
 
-Both speak the same tab-separated format, one row per sequence. Two column dialects are
-understood: the v4 public API / v4 downloads (``processid species_name order_name markercode
-nucleotides genbank_accession``) and the BOLD v5 portal's data packages (``processid species order
-marker_code nuc insdc_acs``). Only COI markers (``COI-5P``, ``COI-3P``) are kept.
+All three speak tab-separated text, one row per sequence. Two column dialects are understood: the
+v4 public API / v4 downloads (``processid species_name order_name markercode nucleotides
+genbank_accession``) and the Barcode Core Data Model (BCDM) of BOLD v5 — its portal API and data
+packages (``processid species order marker_code nuc insdc_acs``). Only COI markers (``COI-5P``,
+``COI-3P``) are kept; alignment gaps in ``nuc`` are removed.
 
-Official endpoint: ``https://v4.boldsystems.org/index.php/API_Public/combined?taxon=NAME&format=tsv``.
+**v5 portal API** (``fetch.bold_api = "v5"``, base ``https://portal.boldsystems.org/api/``; described at
+https://boldsystems.org/data/api and https://portal.boldsystems.org/api/docs) — three requests per taxon:
+
+1. ``query/preprocessor?query=tax:NAME`` resolves the name against BOLD's taxonomy
+   (``successful_terms[].matched``, e.g. ``tax:species:Parus major``; an unknown name comes back in
+   ``failed_terms``, possibly with HTTP 400);
+2. ``query?query=TERMS&extent=full`` starts the query and answers its ``query_id`` (valid 24 h);
+3. ``documents/QUERY_ID/download?format=tsv`` streams every matching record as BCDM TSV.
+
+The query id is cached like every answer; when a rerun finds that it expired (the download answers
+a 4xx), the query is sent again and the cache entry replaced. The download holds every public record
+of the taxon (``max_per_taxon`` is applied after it), so ask for species or genera, not whole orders.
+
+**v4 API** (``fetch.bold_api = "v4"``): ``https://v4.boldsystems.org/index.php/API_Public/combined?taxon=NAME&format=tsv``.
 
 >>> rows = list(parse_bold_tsv(["processid\\tspecies_name\\tmarkercode\\tnucleotides", "AB1\\tTurdus merula\\tCOI-5P\\tACGT"]))
 >>> rows[0]["species"], rows[0]["marker"], rows[0]["sequence"]
 ('Turdus merula', 'COI-5P', 'ACGT')
+>>> v5_terms({"successful_terms": [{"submitted": "tax:Parus major", "matched": "tax:species:Parus major"}]})
+'tax:species:Parus major'
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+import json
+import re
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from phenogen.data.barcodes import Barcode, check_barcode, safe_id
 from phenogen.data.config import FetchConfig
-from phenogen.data.http import HttpClient
+from phenogen.data.http import HttpClient, HttpStatusError
 from phenogen.data.ncbi import TaxonLog
 from phenogen.errors import InputError
 
-__all__ = ["RANKS", "parse_bold_tsv", "bold_barcodes", "fetch_bold", "read_bold_file"]
+__all__ = [
+    "RANKS",
+    "parse_bold_tsv",
+    "bold_barcodes",
+    "v5_terms",
+    "fetch_bold",
+    "fetch_bold_v5",
+    "fetch_bold_v4",
+    "read_bold_file",
+]
 
 RANKS: tuple[str, ...] = ("phylum", "class", "order", "family", "subfamily", "genus")
 # our name -> accepted column names (v4 API first, then v5 data packages)
@@ -112,17 +141,93 @@ def _check_tsv(body: bytes) -> None:
         raise ValueError("BOLD TSV does not end with a newline (truncated)")
 
 
-def fetch_bold(client: HttpClient, cfg: FetchConfig, taxon: str) -> tuple[list[Barcode], TaxonLog]:
-    """COI barcodes of ``taxon`` from the BOLD public API (``combined`` endpoint, TSV)."""
-    log = TaxonLog(taxon, "bold")
-    url = client.url(cfg.bold_base, "combined", {"taxon": taxon, "format": "tsv"})
-    body = client.get(url, validate=_check_tsv)
+def _decode(body: bytes) -> str:
     try:
-        text = body.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError:
-        text = body.decode("latin-1")  # the v4 API answers in Latin-1 for some records
+        return body.decode("latin-1")  # the v4 API answers in Latin-1 for some records
+
+
+def fetch_bold_v4(client: HttpClient, cfg: FetchConfig, taxon: str) -> tuple[list[Barcode], TaxonLog]:
+    """COI barcodes of ``taxon`` from the legacy BOLD v4 public API (``combined`` endpoint, TSV)."""
+    log = TaxonLog(taxon, "bold")
+    url = client.url(cfg.bold_v4_base, "combined", {"taxon": taxon, "format": "tsv"})
+    text = _decode(client.get(url, validate=_check_tsv))
     barcodes = bold_barcodes(parse_bold_tsv(text.splitlines(), f"BOLD {taxon}"), taxon, cfg, log)
     return barcodes, log
+
+
+def v5_terms(doc: dict[str, Any]) -> str:
+    """The taxonomy terms of a v5 ``query/preprocessor`` answer, ``;``-joined ('' when none matched).
+
+    Each submitted term keeps its first ``tax:`` match (a name can match several ranks).
+    """
+    terms: list[str] = []
+    for term in doc.get("successful_terms") or []:
+        matches = [m.strip() for m in re.split(r"[;,]", str(term.get("matched") or "")) if m.strip()]
+        tax = [m for m in matches if m.startswith("tax:")]
+        if tax and tax[0] not in terms:
+            terms.append(tax[0])
+    return ";".join(terms)
+
+
+def _check_json_key(key: str) -> Callable[[bytes], None]:
+    """A ``validate`` function for :meth:`HttpClient.get`: the body is a JSON object holding ``key``."""
+
+    def check(body: bytes) -> None:
+        doc = json.loads(body)
+        if not isinstance(doc, dict) or key not in doc:
+            raise ValueError(f"JSON answer has no {key!r}")
+
+    return check
+
+
+def fetch_bold_v5(client: HttpClient, cfg: FetchConfig, taxon: str) -> tuple[list[Barcode], TaxonLog]:
+    """COI barcodes of ``taxon`` from the BOLD v5 portal API: preprocessor, query, TSV download."""
+    log = TaxonLog(taxon, "bold")
+    if cfg.rate_per_s:
+        client.set_rate(cfg.bold_base, cfg.rate_per_s)
+    # 1. resolve the name against BOLD's taxonomy
+    pre_url = client.url(cfg.bold_base, "query/preprocessor", {"query": f"tax:{taxon}"})
+    try:
+        pre = json.loads(client.get(pre_url, validate=json.loads))
+    except HttpStatusError as exc:
+        if exc.status not in (400, 422):  # BOLD may answer an unknown name with 400 + failed_terms
+            raise
+        pre = {}
+    terms = v5_terms(pre if isinstance(pre, dict) else {})
+    if not terms:
+        log.drop("name not in BOLD's taxonomy")
+        return [], log
+    # 2. start the query; its id stays valid for 24 h
+    query_url = client.url(cfg.bold_base, "query", {"query": terms, "extent": "full"})
+    validate_query = _check_json_key("query_id")
+
+    def download(refresh: bool) -> bytes:
+        query_id = str(
+            json.loads(client.get(query_url, validate=validate_query, refresh=refresh))["query_id"]
+        )
+        path = f"documents/{urllib.parse.quote(query_id, safe='')}/download"
+        return client.get(client.url(cfg.bold_base, path, {"format": "tsv"}), validate=_check_tsv)
+
+    # 3. download every record as BCDM TSV
+    id_from_cache = client.cached(query_url) is not None
+    try:
+        body = download(refresh=False)
+    except HttpStatusError as exc:
+        if not (id_from_cache and 400 <= exc.status < 500):
+            raise
+        body = download(refresh=True)  # the cached query id expired: start the query again
+    text = _decode(body)
+    barcodes = bold_barcodes(parse_bold_tsv(text.splitlines(), f"BOLD {taxon}"), taxon, cfg, log)
+    return barcodes, log
+
+
+def fetch_bold(client: HttpClient, cfg: FetchConfig, taxon: str) -> tuple[list[Barcode], TaxonLog]:
+    """COI barcodes of ``taxon`` from BOLD through the API chosen by ``cfg.bold_api`` (v5 or v4)."""
+    if cfg.bold_api == "v4":
+        return fetch_bold_v4(client, cfg, taxon)
+    return fetch_bold_v5(client, cfg, taxon)
 
 
 def read_bold_file(path: str | Path, cfg: FetchConfig) -> tuple[list[Barcode], TaxonLog]:

@@ -73,8 +73,12 @@ def place_image(src: Path, root: Path, rel: str, mode: str = "copy") -> str:
 def barcodes_to_records(
     barcodes: Sequence[Barcode], images: Mapping[str, Sequence[str]], cfg: BuildConfig
 ) -> list[Record]:
-    """Records of ``barcodes`` (species -> image paths in ``images``), split by :func:`assign_splits`."""
-    lineages = {b.species: b.taxonomy for b in barcodes}
+    """Records of ``barcodes`` (species -> image paths in ``images``), split by :func:`assign_splits`.
+
+    Only species that enter the dataset are split (with ``require_images``, those with photos): a
+    held-out slot given to a species later dropped for want of photos would leave ``heldout`` empty.
+    """
+    lineages = {b.species: b.taxonomy for b in barcodes if images.get(b.species) or not cfg.require_images}
     splits = assign_splits(lineages, cfg)
     records: list[Record] = []
     seen: set[str] = set()

@@ -54,4 +54,18 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{len(ds):,} records of {len(ds.species()):,} species ({len(ds.species('train')):,} in train) -> {out}"
     )
+    left_out = sorted({b.species for b in barcodes} - set(ds.species()))
+    if left_out:
+        print(
+            f"{len(left_out)} species left out for want of photos (build.require_images=false keeps them): "
+            + ", ".join(left_out[:10])
+            + (" ..." if len(left_out) > 10 else "")
+        )
+    lengths = [len(r.sequence) for r in ds.records()]
+    # the k-mer tokenizer: full 6-mers, one token per leftover base, <bos> and <eos>
+    tokens = max(n // 6 + n % 6 + 2 for n in lengths)
+    print(
+        f"barcodes {min(lengths)}-{max(lengths)} bp: train-lm (k=6) needs lm.n_positions >= {tokens} "
+        "(the tiny preset has 256; full-length COX1 genes from mitogenomes are ~1550 bp)"
+    )
     return 0

@@ -43,9 +43,20 @@ class FetchConfig:
         default="https://eutils.ncbi.nlm.nih.gov/entrez/eutils/",
         metadata={"help": "NCBI E-utilities base URL"},
     )
+    bold_api: Literal["v5", "v4"] = field(
+        default="v5",
+        metadata={
+            "help": "BOLD API: v5 = the BOLD portal API (query -> query id -> TSV download, BCDM columns); "
+            "v4 = the legacy API_Public/combined TSV"
+        },
+    )
     bold_base: str = field(
+        default="https://portal.boldsystems.org/api/",
+        metadata={"help": "BOLD v5 portal API base URL (bold_api = v5)"},
+    )
+    bold_v4_base: str = field(
         default="https://v4.boldsystems.org/index.php/API_Public/",
-        metadata={"help": "BOLD public API base URL"},
+        metadata={"help": "BOLD v4 public API base URL (bold_api = v4)"},
     )
     inat_base: str = field(
         default="https://api.inaturalist.org/v1/", metadata={"help": "iNaturalist API base URL"}
@@ -107,6 +118,8 @@ class FetchConfig:
         bad = sorted(set(self.sources) - {"ncbi", "bold"})
         if bad or not self.sources:
             raise ValueError(f"sources must be a non-empty subset of ncbi, bold; got {self.sources}")
+        if self.bold_api not in ("v5", "v4"):
+            raise ValueError(f"bold_api must be v5 or v4, got {self.bold_api!r}")
         bad = sorted(set(self.image_sources) - {"inaturalist", "gbif"})
         if bad or not self.image_sources:
             raise ValueError(

@@ -256,13 +256,15 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         validate: Callable[[bytes], object] | None = None,
         use_cache: bool = True,
+        refresh: bool = False,
     ) -> bytes:
         """Body of ``GET url``, from the cache when present, else fetched with retries and cached.
 
         ``validate(body)`` may raise ``ValueError`` (or any exception) for a malformed body, which
         counts as a truncated transfer and is retried; only validated bodies are cached.
+        ``refresh=True`` ignores a cached answer and replaces it (e.g. a server token that expired).
         """
-        if use_cache:
+        if use_cache and not refresh:
             body = self.cached(url)
             if body is not None:
                 self.stats.cache_hits += 1
