@@ -269,7 +269,7 @@ def test_command_aligned_flag_with_unaligned_fasta(tmp_path, clade):
 
 
 def test_command_on_a_dataset_with_given_tree_scores_against_truth(tmp_path, clade):
-    """Dataset mode with the true tree: metrics.json holds TreeTime vs the closest living barcode."""
+    """Dataset mode with the true tree: metrics.json holds TreeTime vs the closest living barcode and LM samples."""
     tree, seqs, tips = clade
     recs = [Record(f"{t}_1", t, f"{t}_1", "train", "living", s) for t, s in tips.items()]
     recs += [
@@ -278,6 +278,7 @@ def test_command_on_a_dataset_with_given_tree_scores_against_truth(tmp_path, cla
     ds = write_dataset(tmp_path / "ds", recs, {"source": "test"}, tree_newick=TRUE_NEWICK)
     living_tree = tmp_path / "living.nwk"
     living_tree.write_text(TRUE_NEWICK)
+    samples = write_fasta(tmp_path / "lm.fasta", [("s1", seqs["A"]), ("s2", seqs["n1"]), ("s3", seqs["E"])])
     out = tmp_path / "out"
     args = [
         "--dataset",
@@ -286,6 +287,8 @@ def test_command_on_a_dataset_with_given_tree_scores_against_truth(tmp_path, cla
         str(living_tree),
         "--out",
         str(out),
+        "--lm-samples",
+        str(samples),
         "--set",
         "ancestors.iqtree_peer=false",
     ]
@@ -293,6 +296,11 @@ def test_command_on_a_dataset_with_given_tree_scores_against_truth(tmp_path, cla
     metrics = json.loads((out / "metrics.json").read_text())["ancestors"]
     assert metrics["n_identifiable"] == 7 and metrics["clade_match_fraction"] == 1.0
     assert metrics["summary"]["treetime"]["mean"] > metrics["summary"]["closest_living"]["mean"]
+    # LM samples: the nearest sample per true ancestor; one sample IS ancestor n1
+    n1 = next(r for r in metrics["nodes"] if r["node"] == "n1")
+    assert n1["lm_samples"] == 1.0 and metrics["summary"]["lm_samples"]["n"] == 7
+    assert all("lm_samples" in b for b in metrics["by_depth"])
+    assert json.loads((out / "summary.json").read_text())["truth"]["lm_samples"] < 1.0
     assert (out / "identity_vs_depth.png").stat().st_size > 1000
 
 
@@ -328,3 +336,60 @@ def test_model_without_a_node_choice_is_refused(tmp_path, clade):
     fasta = write_fasta(tmp_path / "in.fasta", list(tips.items()))
     with pytest.raises(InputError, match="choose them with --node"):
         run_command(["--fasta", str(fasta), "--model", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+def _tiny_pipeline_dir(path):
+    """A tiny real DNA-to-image pipeline (16 px, kmer encoder), saved with save_pretrained."""
+    import torch
+
+    from phenogen.diffusion.components import build_noise_scheduler, build_unet, build_vae
+    from phenogen.diffusion.conditioning import build_conditioner
+    from phenogen.diffusion.pipeline import DNAToImagePipeline, make_scheduler
+
+    torch.manual_seed(0)
+    cond = build_conditioner("kmer", 32, kmer_k=2, kmer_segments=3, max_length=24, heads=2)
+    scheduler = make_scheduler("ddim", build_noise_scheduler().config)
+    DNAToImagePipeline(build_vae("tiny"), build_unet("tiny"), scheduler, cond).save_pretrained(path)
+    return path
+
+
+def test_portraits_through_a_saved_pipeline(tmp_path, clade):
+    """--model paints images_per_node 16-px PNGs per chosen node (MRCA and a tip) and the tree figure."""
+    from PIL import Image
+
+    _, _, tips = clade
+    fasta = write_fasta(tmp_path / "in.fasta", list(tips.items()))
+    nwk = tmp_path / "t.nwk"
+    nwk.write_text(TRUE_NEWICK)
+    model = _tiny_pipeline_dir(tmp_path / "pipeline")
+    out = tmp_path / "out"
+    argv = ["--fasta", str(fasta), "--aligned", "--tree", str(nwk), "--out", str(out), "--model", str(model),
+            "--mrca", "A", "B", "--node", "E", "--set", "ancestors.images_per_node=2",
+            "--set", "ancestors.num_inference_steps=2"]  # fmt: skip
+    assert run_command(argv) == 0
+    portraits = out / "portraits"
+    pngs = sorted(p.name for p in portraits.glob("*.png"))
+    assert pngs == ["E_0.png", "E_1.png", "n2_0.png", "n2_1.png", "tree_portraits.png"]
+    for name in pngs[:-1]:
+        with Image.open(portraits / name) as im:
+            assert im.size == (16, 16) and im.mode == "RGB"
+    with Image.open(portraits / "tree_portraits.png") as im:
+        assert im.width >= 400 and im.height >= 200
+    summary = json.loads((out / "summary.json").read_text())["portraits"]
+    assert summary["images"] == {"n2": ["n2_0.png", "n2_1.png"], "E": ["E_0.png", "E_1.png"]}
+    assert summary["settings"]["num_inference_steps"] == 2
+
+
+def test_portraits_with_a_directory_that_is_no_pipeline(tmp_path, clade):
+    """--model pointing at a directory without model_index.json is one CheckpointError naming it."""
+    from phenogen.errors import CheckpointError
+
+    _, _, tips = clade
+    fasta = write_fasta(tmp_path / "in.fasta", list(tips.items()))
+    nwk = tmp_path / "t.nwk"
+    nwk.write_text(TRUE_NEWICK)
+    (tmp_path / "empty").mkdir()
+    argv = ["--fasta", str(fasta), "--tree", str(nwk), "--out", str(tmp_path / "o"),
+            "--model", str(tmp_path / "empty"), "--node", "n1"]  # fmt: skip
+    with pytest.raises(CheckpointError, match="no model_index.json"):
+        run_command(argv)

@@ -1,8 +1,9 @@
 """``phenogen demo``: the whole pipeline on the embedded synthetic clade, end to end.
 
-simulate → train the DNA language model → score it and pick a checkpoint → train the image model →
-generate portraits of held-out living species, extinct species and ancestors → guidance/steps
-sweeps → evaluate against the ground truth and baselines → HTML report.
+simulate → train the DNA language model → score it and pick a checkpoint → reconstruct the
+ancestors from the barcodes (TreeTime on a FastTree tree) → train the image model → generate
+portraits of held-out living species, extinct species and ancestors → guidance/steps sweeps →
+evaluate against the ground truth and baselines → HTML report.
 
 Each stage is the same subcommand a user would run by hand (``phenogen simulate`` …), called
 in-process with the demo's configuration (``configs/demo.toml`` inside the package, overridable with
@@ -11,8 +12,14 @@ in-process with the demo's configuration (``configs/demo.toml`` inside the packa
     RUN/data        the synthetic clade (dataset format; ground truth under data/truth)
     RUN/lm          DNA language model (checkpoints, losses, model/)
     RUN/lm_eval     its evaluation: bits/base, samples, checkpoint pick (identity by epoch)
+    RUN/ancestors   `phenogen ancestors` on the barcodes a user would have (living species + extinct
+                    ones as fossils with DNA): reconstructed ancestors scored against the truth
+                    (metrics.json, identity_vs_depth.png) and targets.json (the ancestor targets)
     RUN/image       diffusion model (pipeline/, losses, sample grids)
-    RUN/targets.fasta   one barcode per target: held-out living, extinct, ancestors (true sequences)
+    RUN/targets.fasta   one barcode per target: held-out living, extinct (their barcodes), ancestors
+                    (the RECONSTRUCTED sequence under the true ancestor's record id, so `evaluate`
+                    scores it against the true ancestral traits; [demo] ancestor_sequences = "true"
+                    uses the true ancestral sequences instead, an upper bound)
     RUN/generated   portraits (generated.tsv + PNGs)
     RUN/sweeps      guidance-scale and steps sweeps
     RUN/eval        metrics.json + plots
@@ -29,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any, Literal
 
 from phenogen.errors import InputError
 
@@ -48,10 +56,21 @@ class DemoConfig:
         default=(10, 25, 50), metadata={"help": "denoising steps for the sweep"}
     )
     sweep_sequences: int = field(default=3, metadata={"help": "held-out sequences shown in the sweeps"})
+    ancestor_sequences: Literal["reconstructed", "true"] = field(
+        default="reconstructed",
+        metadata={
+            "help": "barcodes painted for the ancestor targets: 'reconstructed' (TreeTime, from the living "
+            "and fossil barcodes; what a user would have) or 'true' (the simulator's, an upper bound)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.images_per_target < 1:
             raise ValueError("images_per_target must be >= 1")
+        if self.ancestor_sequences not in ("reconstructed", "true"):
+            raise ValueError(
+                f"ancestor_sequences must be 'reconstructed' or 'true', got {self.ancestor_sequences!r}"
+            )
         if self.sweep_sequences < 0 or self.max_targets_per_split < 0:
             raise ValueError("sweep_sequences and max_targets_per_split must be >= 0")
 
@@ -100,20 +119,88 @@ class _Stages:
             raise InputError(f"demo step {name!r} failed; see the message above")
 
 
-def _write_targets(data_dir: Path, out: Path, cap: int) -> dict[str, int]:
-    """One true barcode per target (first individual of each species / each ancestral node)."""
+def _ancestors_argv(data: Path, anc_dir: Path, lm_samples: Path, resolved: Path) -> list[str]:
+    """``phenogen ancestors`` on the dataset, with extinct species as fossils with DNA (unless the config
+    sets ``ancestors.with_extinct``) and the DNA model's samples scored beside it when they exist."""
+    import tomllib
+
+    argv = ["ancestors", "--dataset", str(data), "--out", str(anc_dir), "--config", str(resolved)]
+    if lm_samples.is_file():
+        argv += ["--lm-samples", str(lm_samples)]
+    with open(resolved, "rb") as fh:
+        if "with_extinct" not in tomllib.load(fh).get("ancestors", {}):
+            argv += ["--set", "ancestors.with_extinct=true"]
+    return argv
+
+
+def _write_targets(
+    data_dir: Path,
+    out: Path,
+    cap: int,
+    reconstructed: dict[str, dict[str, Any]] | None = None,
+) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """One barcode per target (first individual of each species / each ancestral node).
+
+    With ``reconstructed`` (true node -> counterpart, from
+    :func:`phenogen.phylo.truth.reconstructed_counterparts`) an ancestor target carries the
+    reconstructed sequence under the true ancestor's record id, and ancestors the data cannot
+    identify are left out. Returns the counts per split and one row per ancestor target.
+    """
     from phenogen.data.dataset import load_dataset
 
     ds = load_dataset(data_dir)
-    counts = {}
+    counts, rows = {}, []
     with open(out, "w", encoding="utf-8") as fh:
         for split in ("heldout", "extinct", "ancestor"):
             seen: dict[str, str] = {}
             for rec in ds.records(split):
-                if rec.species not in seen and (cap == 0 or len(seen) < cap):
-                    seen[rec.species] = rec.record_id
-                    fh.write(f">{rec.record_id} split={split}\n{rec.sequence}\n")
+                if rec.species in seen or (cap and len(seen) >= cap):
+                    continue
+                seq, note = rec.sequence, ""
+                if split == "ancestor" and reconstructed is not None:
+                    match = reconstructed.get(rec.species)
+                    if match is None:
+                        continue  # not identifiable from the barcodes: no reconstructed counterpart
+                    seq, note = match["sequence"], f" reconstructed={match['recon_node']}"
+                    rows.append(
+                        {"record_id": rec.record_id, "node": rec.species}
+                        | {k: match[k] for k in ("recon_node", "clade_match", "depth", "identity")}
+                    )
+                seen[rec.species] = rec.record_id
+                fh.write(f">{rec.record_id} split={split}{note}\n{seq}\n")
             counts[split] = len(seen)
+    return counts, rows
+
+
+def _ancestor_targets(out: Path, cfg: DemoConfig) -> dict[str, int]:
+    """Write RUN/targets.fasta (reconstructed or true ancestors) and RUN/ancestors/targets.json."""
+    from phenogen.phylo.truth import reconstructed_counterparts
+
+    anc_dir = out / "ancestors"
+    matched = reconstructed_counterparts(anc_dir)
+    use = matched if cfg.ancestor_sequences == "reconstructed" else None
+    counts, rows = _write_targets(out / "data", out / "targets.fasta", cfg.max_targets_per_split, use)
+    scored = json.loads((anc_dir / "metrics.json").read_text(encoding="utf-8"))["ancestors"]
+    idents = [r["identity"] for r in rows if r["identity"] is not None]
+    record = {
+        "ancestor_sequences": cfg.ancestor_sequences,
+        "method": "treetime",
+        "targets": rows,
+        "targets_mean_identity": sum(idents) / len(idents) if idents else None,
+        "all_nodes_mean_identity": {m: v["mean"] for m, v in scored["summary"].items()},
+        "n_identifiable": scored["n_identifiable"],
+        "n_true_internal": scored["n_true_internal"],
+        "clade_match_fraction": scored["clade_match_fraction"],
+    }
+    (anc_dir / "targets.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    if use is not None:
+        mean = record["targets_mean_identity"]
+        print(
+            f"[demo] ancestor targets: {len(rows)} reconstructed sequences, identity with the true "
+            f"ancestors {mean:.4f} (all {scored['n_identifiable']} nodes: "
+            f"{record['all_nodes_mean_identity']['treetime']:.4f})",
+            file=sys.stderr,
+        )
     return counts
 
 
@@ -149,7 +236,7 @@ def run_demo(out: Path, config_file: Path | None, overrides: list[str], skip_rep
     cfg = load_sections({"demo": DemoConfig}, resolved)["demo"]
     common = ["--config", str(resolved)]
     save_resolved({"demo": cfg}, out, name="demo_config.json", overrides=overrides)
-    stage = _Stages(total=7 if not skip_report else 6)
+    stage = _Stages(total=8 if not skip_report else 7)
     data, lm, image, gen = out / "data", out / "lm", out / "image", out / "generated"
 
     stage("simulate", ["simulate", "--out", str(data), "--force", *common])
@@ -168,6 +255,7 @@ def run_demo(out: Path, config_file: Path | None, overrides: list[str], skip_rep
             *common,
         ],
     )
+    stage("ancestors", _ancestors_argv(data, out / "ancestors", out / "lm_eval" / "samples.fasta", resolved))
     stage(
         "train-image",
         [
@@ -181,7 +269,7 @@ def run_demo(out: Path, config_file: Path | None, overrides: list[str], skip_rep
             f"image.lm_model={json.dumps(str(lm / 'model'))}",
         ],
     )
-    counts = _write_targets(data, out / "targets.fasta", cfg.max_targets_per_split)
+    counts = _ancestor_targets(out, cfg)
     print(f"[demo] targets: {counts}", file=sys.stderr)
     pipeline = image / "pipeline"
     stage(
@@ -257,6 +345,12 @@ def _print_headline(out: Path, metrics: dict, summary: dict) -> None:
             print(
                 f"  retrieval [{split}]: top-1 {gen['top1']:.2f}  top-5 {gen['top5']:.2f}  (chance top-5 {gen.get('chance_top5', float('nan')):.2f})"
             )
+    anc = out / "ancestors" / "targets.json"
+    if anc.is_file():
+        rec = json.loads(anc.read_text(encoding="utf-8"))
+        row = "  ".join(f"{m}={v:.4f}" for m, v in rec["all_nodes_mean_identity"].items() if v is not None)
+        print(f"  ancestral sequences, identity with the truth ({rec['n_identifiable']} nodes): {row}")
+        print(f"  ancestor targets painted from: {rec['ancestor_sequences']} sequences")
     report = out / "report.html"
     print(f"  metrics: {out / 'eval' / 'metrics.json'}")
     if report.exists():

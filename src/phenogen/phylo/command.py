@@ -76,7 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--all-internal", action="store_true", help="choose every internal node")
     parser.add_argument(
-        "--model", metavar="DIR", help="image model directory: paint portraits of the chosen nodes"
+        "--model",
+        metavar="DIR",
+        help="saved image pipeline (train-image's OUT/pipeline): paint portraits of the chosen nodes",
     )
     parser.add_argument(
         "--lm-samples",

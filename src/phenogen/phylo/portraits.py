@@ -1,9 +1,8 @@
 """Portraits of reconstructed ancestors: paint chosen nodes with the image model, draw them on the tree.
 
 :func:`paint_portraits` feeds each chosen node's ungapped reconstructed barcode (tips: their own
-barcode) to the DNA-to-image pipeline of :mod:`phenogen.diffusion.pipeline` and saves
-``portraits/NODE_k.png``; when that module is not installed yet it logs why and returns
-``{"skipped": reason}`` so the rest of ``phenogen ancestors`` still completes.
+barcode) to a saved :class:`~phenogen.diffusion.pipeline.DNAToImagePipeline` (``train-image``'s
+``OUT/pipeline``) and saves ``portraits/NODE_k.png``, one seeded generator for the whole batch.
 :func:`tree_figure` draws the rooted tree (x = distance from the root) with a portrait beside each
 chosen node — the figure the HTML report shows.
 """
@@ -11,7 +10,6 @@ chosen node — the figure the HTML report shows.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,6 @@ from typing import Any
 from phenogen.errors import CheckpointError
 
 __all__ = ["paint_portraits", "tree_figure", "tree_layout"]
-
-log = logging.getLogger(__name__)
 
 
 def tree_layout(tree) -> dict[str, tuple[float, float]]:
@@ -78,21 +74,6 @@ def tree_figure(tree, portraits: Mapping[str, str | Path], path: str | Path, *, 
     return path
 
 
-def _to_pil(images: Any) -> list[Any]:
-    """Flatten what a pipeline returns (``.images``, list of PIL, or a (N, C, H, W) tensor in [0, 1])."""
-    import numpy as np
-    from PIL import Image
-
-    images = getattr(images, "images", images)
-    if hasattr(images, "detach"):  # torch tensor
-        arr = images.detach().float().clamp(0, 1).cpu().numpy()
-        return [Image.fromarray((np.moveaxis(a, 0, -1) * 255).round().astype("uint8")) for a in arr]
-    out: list[Any] = []
-    for im in images:
-        out.extend(_to_pil(im) if isinstance(im, list | tuple) else [im])
-    return out
-
-
 def paint_portraits(
     tree,
     result,
@@ -102,15 +83,23 @@ def paint_portraits(
     out_dir: str | Path,
     tip_sequences: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Paint ``cfg.images_per_node`` portraits per chosen node; draw the tree figure; return a summary."""
-    try:
-        import torch
+    """Paint ``cfg.images_per_node`` portraits per chosen node; draw the tree figure; return a summary.
 
-        from phenogen.diffusion.pipeline import DNAToImagePipeline  # type: ignore[import-not-found]
-    except ImportError as exc:
-        reason = f"image pipeline not available ({exc}); portraits skipped"
-        log.warning(reason)
-        return {"skipped": reason}
+    ``model_dir`` is a saved :class:`~phenogen.diffusion.pipeline.DNAToImagePipeline` (``train-image``'s
+    ``OUT/pipeline``, or ``OUT``). Chosen internal nodes are painted from their ungapped reconstructed
+    sequence, chosen tips from their own barcode. Files: ``NODE_k.png`` (k = 0 … images_per_node - 1),
+    ``tree_portraits.png`` (the tree with portrait 0 of each chosen node) and ``portraits.json``.
+
+    Raises
+    ------
+    CheckpointError
+        ``model_dir`` is not a saved pipeline, or a chosen node has no sequence.
+    """
+    import torch
+
+    from phenogen.diffusion.pipeline import load_pipeline
+    from phenogen.phylo.align import ungap
+
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise CheckpointError(
@@ -122,18 +111,16 @@ def paint_portraits(
         raise CheckpointError(f"no sequence for chosen node(s) {', '.join(missing)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = DNAToImagePipeline.from_pretrained(model_dir)
+    pipe = load_pipeline(model_dir)
     generator = torch.Generator().manual_seed(cfg.seed)
-    barcodes = [seqs[n].replace("-", "") for n in selected]
-    images = _to_pil(
-        pipe(
-            barcodes,
-            num_inference_steps=cfg.num_inference_steps,
-            guidance_scale=cfg.guidance_scale,
-            generator=generator,
-            num_images_per_sequence=cfg.images_per_node,
-        )
-    )
+    images = pipe(
+        [ungap(seqs[n]) for n in selected],
+        num_inference_steps=cfg.num_inference_steps,
+        guidance_scale=cfg.guidance_scale,
+        generator=generator,
+        num_images_per_sequence=cfg.images_per_node,
+        output_type="pil",
+    ).images  # images of node i are [i * k, (i + 1) * k)
     k = cfg.images_per_node
     files: dict[str, list[str]] = {}
     for i, name in enumerate(selected):
@@ -143,6 +130,16 @@ def paint_portraits(
             im.save(p)
             files[name].append(p.name)
     figure = tree_figure(tree, {n: out / fs[0] for n, fs in files.items() if fs}, out / "tree_portraits.png")
-    summary = {"model": str(model_dir), "images": files, "figure": figure.name}
+    summary = {
+        "model": str(model_dir),
+        "images": files,
+        "figure": figure.name,
+        "settings": {
+            "images_per_node": k,
+            "num_inference_steps": cfg.num_inference_steps,
+            "guidance_scale": cfg.guidance_scale,
+            "seed": cfg.seed,
+        },
+    }
     (out / "portraits.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return summary

@@ -20,10 +20,15 @@ where both hold A/C/G/T; Hamming when lengths agree, else a global pairwise alig
 
 Depth is the true node's time from the root as a fraction of the tree height (0 = root,
 1 = present); results are also summarised in four depth bins.
+
+:func:`reconstructed_counterparts` reads a finished ``phenogen ancestors --dataset`` directory back
+as "true ancestor -> its reconstructed sequence": what the demo paints in place of the true
+ancestral barcode.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +37,13 @@ import numpy as np
 
 from phenogen.errors import DataError
 
-__all__ = ["sequence_identity", "match_nodes", "compare_to_truth", "plot_identity_vs_depth"]
+__all__ = [
+    "sequence_identity",
+    "match_nodes",
+    "compare_to_truth",
+    "plot_identity_vs_depth",
+    "reconstructed_counterparts",
+]
 
 
 def sequence_identity(truth: str, seq: str) -> float:
@@ -177,3 +188,49 @@ def plot_identity_vs_depth(result: Mapping[str, Any], path: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def reconstructed_counterparts(
+    ancestors_dir: str | Path, method: str = "treetime"
+) -> dict[str, dict[str, Any]]:
+    """True ancestor name -> its reconstructed counterpart, from a ``phenogen ancestors --dataset`` output.
+
+    Reads ``metrics.json`` (which true node maps to which reconstructed node, see :func:`match_nodes`)
+    and ``ancestors.fasta``. Only identifiable true nodes appear. Each value holds ``recon_node``,
+    ``clade_match``, ``depth``, ``identity`` (of ``method``'s sequence with the truth) and ``sequence``
+    (the reconstructed sequence without alignment gaps, ready for the image model).
+
+    Raises
+    ------
+    DataError
+        the directory holds no truth comparison (the input had no known ancestors), or a matched node
+        is missing from ``ancestors.fasta``.
+    """
+    from phenogen.dna.seqio import read_fasta
+    from phenogen.phylo.align import ungap
+
+    root = Path(ancestors_dir)
+    metrics_path, fasta = root / "metrics.json", root / "ancestors.fasta"
+    if not metrics_path.is_file() or not fasta.is_file():
+        raise DataError(
+            f"{root}: no metrics.json / ancestors.fasta; run `phenogen ancestors --dataset DIR` first"
+        )
+    scored = json.loads(metrics_path.read_text(encoding="utf-8")).get("ancestors")
+    if not scored or "nodes" not in scored:
+        raise DataError(f"{metrics_path}: no ancestors comparison (the input had no known true ancestors)")
+    sequences = {r.id: r.sequence for r in read_fasta(fasta, policy="mask", allow_gaps=True).records}
+    out: dict[str, dict[str, Any]] = {}
+    for row in scored["nodes"]:
+        seq = sequences.get(row["recon_node"])
+        if seq is None:
+            raise DataError(
+                f"{fasta}: no sequence for reconstructed node {row['recon_node']} (true {row['node']})"
+            )
+        out[row["node"]] = {
+            "recon_node": row["recon_node"],
+            "clade_match": bool(row["clade_match"]),
+            "depth": float(row["depth"]),
+            "identity": row.get(method),
+            "sequence": ungap(seq),
+        }
+    return out

@@ -10,6 +10,7 @@ The run directory the report reads (every part optional — a missing part is sh
     RUN/generated/      phenogen generate output: generated.tsv, images/, grid.png
     RUN/eval/           phenogen evaluate output: metrics.json, targets.tsv, trait_rmse.png, probe_r2.png
     RUN/sweeps/         guidance.png, steps.png (guidance-scale and sampling-steps grids), other PNGs
+    RUN/ancestors/      phenogen ancestors output: targets.json, identity_vs_depth.png (shown when present)
     RUN/report.html     this report
 
 Sections: headline numbers; metric table with baselines; truth vs generated side by side per split;
@@ -298,6 +299,29 @@ def _sweeps(run: Path) -> str:
     return "".join(out)
 
 
+def _ancestors(run: Path) -> str:
+    """Ancestral sequences vs the truth (``phenogen ancestors`` in the demo); empty when not run."""
+    d = run / "ancestors"
+    if not (d / "targets.json").is_file():
+        return ""
+    rec = json.loads((d / "targets.json").read_text(encoding="utf-8"))
+    means = rec["all_nodes_mean_identity"]
+    out = [
+        f"<p>Identity with the true ancestral sequences, mean over {rec['n_identifiable']} identifiable "
+        f"nodes of {rec['n_true_internal']} (nearest-of-pool rows pick with hindsight). Ancestor targets "
+        f"are painted from the <b>{html.escape(rec['ancestor_sequences'])}</b> sequences.</p><table>"
+        '<tr><th class="l">method</th><th>identity</th></tr>'
+    ]
+    out += [
+        f'<tr><td class="l">{html.escape(m)}</td><td>{_fmt(v, digits=4)}</td></tr>' for m, v in means.items()
+    ]
+    out.append("</table>")
+    fig = d / "identity_vs_depth.png"
+    if fig.is_file():
+        out.append(_img(fig, cls="fig", title=fig.name))
+    return "".join(out)
+
+
 def _flat_numbers(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     if isinstance(obj, dict) and depth < 2:
@@ -377,6 +401,9 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None, *, max
     sections.append(("Training", _training(run)))
     sections.append(("Sweeps", _sweeps(run)))
     sections.append(("Sequence side (DNA model)", _sequence(run, metrics)))
+    ancestors = _ancestors(run)
+    if ancestors:
+        sections.append(("Ancestral sequences vs the truth", ancestors))
     if ds is not None and (ds.root / "contact_sheet.png").is_file():
         sections.append(
             ("The clade (contact sheet of true renders)", _img(ds.root / "contact_sheet.png", cls="fig"))

@@ -1,0 +1,114 @@
+"""The demo's ancestors stage: reconstruct from the barcodes, paint reconstructed sequences under true ids."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from toy_clade import make_clade
+
+from phenogen.cli import main
+from phenogen.config import load_sections
+from phenogen.data.dataset import load_dataset
+from phenogen.demo import DemoConfig, _ancestor_targets, _ancestors_argv
+from phenogen.dna.seqio import read_fasta, write_fasta
+from phenogen.errors import DataError
+from phenogen.phylo.truth import reconstructed_counterparts, sequence_identity
+
+needs_fasttree = pytest.mark.skipif(
+    shutil.which("fasttree") is None and shutil.which("FastTree") is None,
+    reason="Debian package fasttree not installed",
+)
+
+
+def _targets(path) -> dict[str, tuple[str, str]]:
+    """record id -> (description, sequence) of a targets FASTA."""
+    return {r.id: (r.description, r.sequence) for r in read_fasta(path, policy="reject").records}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A demo run directory after the ancestors stage: toy clade, LM samples, resolved config."""
+    run = tmp_path_factory.mktemp("run")
+    ds = make_clade(run / "data", n_tips=14, n_extinct=3, seq_len=240)
+    living = list(ds.records(("train",)))
+    write_fasta(run / "lm_eval" / "samples.fasta", [(f"s{i}", r.sequence) for i, r in enumerate(living[:6])])
+    (run / "config.toml").write_text(
+        "[demo]\nmax_targets_per_split = 5\n\n[ancestors]\niqtree_peer = false\n"
+    )
+    argv = _ancestors_argv(
+        run / "data", run / "ancestors", run / "lm_eval" / "samples.fasta", run / "config.toml"
+    )
+    assert "ancestors.with_extinct=true" in argv and "--lm-samples" in argv
+    if shutil.which("fasttree") or shutil.which("FastTree"):
+        assert main(argv) == 0
+    return run
+
+
+def _cfg(run, **overrides) -> DemoConfig:
+    cfg = load_sections({"demo": DemoConfig}, run / "config.toml")["demo"]
+    return DemoConfig(**(vars(cfg) | overrides))
+
+
+@needs_fasttree
+def test_reconstructed_targets_carry_true_ids_and_reconstructed_sequences(run_dir):
+    """Ancestor targets: the dataset's record ids, the reconstructed (ungapped) sequence of the matched node."""
+    counts = _ancestor_targets(run_dir, _cfg(run_dir))
+    ds = load_dataset(run_dir / "data")
+    targets = _targets(run_dir / "targets.fasta")
+    record = json.loads((run_dir / "ancestors" / "targets.json").read_text())
+    ancestors = {r.record_id: r for r in ds.records("ancestor")}
+    rows = record["targets"]
+    assert counts["ancestor"] == len(rows) == 5 and record["ancestor_sequences"] == "reconstructed"
+    recon = {r.id: r.sequence for r in read_fasta(run_dir / "ancestors" / "ancestors.fasta",
+                                                   policy="mask", allow_gaps=True).records}  # fmt: skip
+    for row in rows:
+        desc, seq = targets[row["record_id"]]
+        true = ancestors[row["record_id"]]
+        assert true.species == row["node"] and "split=ancestor" in desc
+        assert seq == recon[row["recon_node"]].replace("-", "")
+        assert row["identity"] == pytest.approx(sequence_identity(true.sequence, recon[row["recon_node"]]))
+    assert any(targets[r["record_id"]][1] != ancestors[r["record_id"]].sequence for r in rows)
+    # living and extinct targets keep their own barcodes
+    for split in ("heldout", "extinct"):
+        first = {}
+        for r in ds.records(split):
+            first.setdefault(r.species, r)
+        for r in list(first.values())[:5]:
+            assert targets[r.record_id][1] == r.sequence
+    # with fossils every true internal node is identifiable; the stage scored the LM samples too
+    assert record["n_identifiable"] == record["n_true_internal"]
+    assert {"treetime", "closest_living", "lm_samples"} <= set(record["all_nodes_mean_identity"])
+    assert 0.8 < record["targets_mean_identity"] <= 1.0
+
+
+@needs_fasttree
+def test_true_mode_writes_the_true_ancestral_sequences(run_dir):
+    """[demo] ancestor_sequences = "true": the simulator's sequences, still recorded in targets.json."""
+    _ancestor_targets(run_dir, _cfg(run_dir, ancestor_sequences="true"))
+    ds = load_dataset(run_dir / "data")
+    targets = _targets(run_dir / "targets.fasta")
+    anc = list(ds.records("ancestor"))[:5]
+    assert all(targets[r.record_id][1] == r.sequence for r in anc)
+    assert json.loads((run_dir / "ancestors" / "targets.json").read_text())["ancestor_sequences"] == "true"
+
+
+def test_counterparts_need_a_truth_comparison(tmp_path):
+    """Reading counterparts from a directory without metrics.json is one DataError saying what to run."""
+    with pytest.raises(DataError, match="phenogen ancestors --dataset"):
+        reconstructed_counterparts(tmp_path)
+
+
+def test_demo_config_rejects_unknown_ancestor_sequences():
+    """ancestor_sequences must be 'reconstructed' or 'true'."""
+    with pytest.raises(ValueError, match="ancestor_sequences"):
+        DemoConfig(ancestor_sequences="sampled")
+
+
+def test_an_explicit_with_extinct_setting_is_respected(tmp_path):
+    """The demo adds fossils by default, but not over a config that says with_extinct = false."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[ancestors]\nwith_extinct = false\n")
+    argv = _ancestors_argv(tmp_path / "d", tmp_path / "a", tmp_path / "missing.fasta", cfg)
+    assert "ancestors.with_extinct=true" not in argv and "--lm-samples" not in argv
