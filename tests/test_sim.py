@@ -122,6 +122,16 @@ def test_heldout_clades_are_whole_disjoint_subtrees():
     assert len({labels[i] for i in tree.living()}) == 5
 
 
+def test_heldout_species_are_scattered_single_tips():
+    """unit='species' holds out single living tips (8 of 40), deterministic per seed, spread over clades."""
+    tree = simulate_tree(40, 1.0, 0.25, 1.0, np.random.default_rng(2))
+    roots = choose_heldout_clades(tree, 0.2, np.random.default_rng(0), unit="species")
+    assert roots == choose_heldout_clades(tree, 0.2, np.random.default_rng(0), unit="species")
+    assert len(set(roots)) == 8 and set(roots) <= set(tree.living())
+    labels = cut_labels(tree, 5, "clade_")
+    assert len({labels[i] for i in roots}) >= 3  # not one clade
+
+
 # --- barcodes -----------------------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@
       tree.nwk                   the full true tree: extinct tips, internal names, time units
       contact_sheet.png          one canonical render per living and extinct species, in tree order
       images/train/SPECIES/SPECIES_iK_pJ.png      photos of training individuals
-      images/heldout/SPECIES/...                  photos of held-out living individuals (whole clades)
+      images/heldout/SPECIES/...                  photos of held-out living individuals
       truth/                     NEVER for training: what a model must predict
         tree_living.nwk          the true tree pruned to living species
         species.fasta            the true barcode of every living and extinct species (tip of the tree)
@@ -124,7 +124,7 @@ def build_truth(cfg: SimConfig) -> CladeTruth:
     )
 
     heldout_roots = choose_heldout_clades(
-        tree, cfg.heldout_fraction, np.random.default_rng([cfg.seed, _SPLITS])
+        tree, cfg.heldout_fraction, np.random.default_rng([cfg.seed, _SPLITS]), unit=cfg.heldout_unit
     )
     heldout = frozenset(tree.nodes[i].name for r in heldout_roots for i in tree.living_descendants(r))
 

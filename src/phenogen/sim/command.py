@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     between, within = ident["between_living_species"], ident.get("within_species", {})
     print(f"simulated clade in {out} ({elapsed:.1f} s, seed {cfg.seed})")
     print(
-        f"  species: {species['train']} train, {species['heldout']} held out (whole clades), "
+        f"  species: {species['train']} train, {species['heldout']} held out ({cfg.heldout_unit}), "
         f"{species['extinct']} extinct; {species['internal_nodes']} ancestors"
     )
     print(

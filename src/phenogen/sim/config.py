@@ -50,7 +50,15 @@ class SimConfig:
     n_clades: int = field(default=6, metadata=_help("taxonomy: living species fall into this many clades"))
     n_genera: int = field(default=16, metadata=_help("taxonomy: living species fall into this many genera"))
     heldout_fraction: float = field(
-        default=0.2, metadata=_help("fraction of living species held out, chosen as whole clades")
+        default=0.2, metadata=_help("fraction of living species held out of training (the test species)")
+    )
+    heldout_unit: str = field(
+        default="species",
+        metadata=_help(
+            "what is held out: 'species' (single species at random across the tree; their relatives "
+            "stay in training, like unseen species of known genera) or 'clades' (whole clades, like "
+            "holding out bird orders: a harder test where even the closest relative is distant)"
+        ),
     )
     # --- barcodes ---------------------------------------------------------------------------------
     seq_length: int = field(
@@ -133,6 +141,8 @@ class SimConfig:
             )
         if not 0 <= self.heldout_fraction <= 0.5:
             raise ValueError(f"heldout_fraction must be in [0, 0.5], got {self.heldout_fraction}")
+        if self.heldout_unit not in ("species", "clades"):
+            raise ValueError(f"heldout_unit must be 'species' or 'clades', got {self.heldout_unit!r}")
         if self.seq_length < 30 or self.seq_length % 3:
             raise ValueError(
                 f"seq_length must be a multiple of 3 (a whole reading frame), got {self.seq_length}; "

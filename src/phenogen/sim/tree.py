@@ -328,8 +328,13 @@ def cut_labels(tree: SimTree, n_groups: int, prefix: str, numbered: bool = False
     return {i: name[r] for i, r in group_root.items()}
 
 
-def choose_heldout_clades(tree: SimTree, fraction: float, rng: np.random.Generator) -> list[int]:
+def choose_heldout_clades(
+    tree: SimTree, fraction: float, rng: np.random.Generator, unit: str = "clades"
+) -> list[int]:
     """Pick whole clades of living species to hold out, about ``fraction`` of the living species.
+
+    ``unit="species"`` picks single living species uniformly at random instead (clades of one), so
+    held-out species keep their relatives in training.
 
     Each chosen node's living descendants form a clade of the living tree; the clades do not overlap.
     Clades of at least two species are preferred (like holding out whole bird orders); larger ones
@@ -342,6 +347,9 @@ def choose_heldout_clades(tree: SimTree, fraction: float, rng: np.random.Generat
     """
     n_living = len(tree.living())
     remaining = int(round(fraction * n_living))
+    if unit == "species":
+        living = sorted(tree.living())
+        return sorted(int(i) for i in rng.choice(living, size=remaining, replace=False))
     candidates: dict[frozenset[int], int] = {}
     for node in tree.nodes:
         members = frozenset(tree.living_descendants(node.index))
