@@ -353,3 +353,84 @@ def test_a_time_budget_stops_cleanly_and_still_saves(dataset, tmp_path):
     assert 0 < result.global_step < 100_000
     assert (tmp_path / "run" / "pipeline" / "model_index.json").is_file()
     assert len(json.loads((tmp_path / "run" / "vae_losses.json").read_text())) < 100_000
+
+
+# --- the pretrained bird prior ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory):
+    from phenogen.cli import main
+
+    out = tmp_path_factory.mktemp("prior") / "prior"
+    sets = ["prior.preset=tiny", "prior.n_images=32", "prior.vae_steps=4", "prior.unet_steps=6", "prior.batch_size=8",
+            "prior.vae_minutes=1", "prior.unet_minutes=1", "prior.decoder_minutes=0.02"]  # fmt: skip
+    assert (
+        main(["pretrain-image", "--out", str(out), "--no-progress", *[a for s in sets for a in ("--set", s)]])
+        == 0
+    )
+    return out
+
+
+def test_pretrained_prior_saves_vae_unet_and_a_zero_cross_attention(tiny_prior):
+    """The prior is two diffusers directories + prior.json; cross-attention outputs are exactly zero, so
+    the UNet's prediction does not depend on the context it is given (the DNA enters as a no-op)."""
+    from phenogen.diffusion.prior import load_prior_unet
+
+    record = json.loads((tiny_prior / "prior.json").read_text())
+    assert (
+        record["unet_steps"] == 6 and record["vae_steps"] == 4 and record["cross_attention_layers_zeroed"] > 0
+    )
+    assert (tiny_prior / "samples.png").is_file() and (tiny_prior / "vae_recon.png").is_file()
+    unet = load_prior_unet(tiny_prior, cross_attention_dim=32, sample_size=8)
+    assert unet.dtype == torch.float32  # stored fp16, loaded for training in fp32
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 500])
+    with torch.no_grad():
+        a = unet(x, t, encoder_hidden_states=torch.randn(2, 3, 32)).sample
+        b = unet(x, t, encoder_hidden_states=torch.zeros(2, 1, 32)).sample
+    assert torch.equal(a, b)
+
+
+def test_decoder_fine_tuning_keeps_the_latent_space():
+    """Only the decoder trains: the encoder's latents are bit-identical, reconstructions improve."""
+    from phenogen.diffusion.vae import encode_latent_dist, finetune_decoder, to_model_range
+
+    torch.manual_seed(0)
+    vae = build_vae("tiny")
+    images = torch.zeros(8, 3, 16, 16, dtype=torch.uint8)
+    images[:, 0, 4:12, 4:12] = 220  # red squares on black
+    before, _ = encode_latent_dist(vae, images)
+    with torch.no_grad():
+        err0 = (vae.decode(before).sample - to_model_range(images)).pow(2).mean()
+    losses = finetune_decoder(vae, images, max_seconds=60, steps=30, batch_size=4, crop=8)
+    after, _ = encode_latent_dist(vae, images)
+    with torch.no_grad():
+        err1 = (vae.decode(after).sample - to_model_range(images)).pow(2).mean()
+    assert len(losses) == 30 and torch.equal(before, after) and err1 < 0.5 * err0
+
+
+def test_train_image_fine_tunes_the_prior(dataset, tmp_path, tiny_prior):
+    """init=DIR starts from the prior's UNet and VAE (not a fresh one) and trains the DNA condition in."""
+    from phenogen.diffusion.prior import load_prior_unet
+
+    result = train_image_model(
+        dataset.root, tmp_path / "run", _tiny_cfg(init=str(tiny_prior), max_steps=3), progress=False
+    )
+    pipe = DNAToImagePipeline.from_pretrained(result.pipeline_dir)
+    prior = load_prior_unet(tiny_prior, 32, 8)
+    fresh = build_unet("tiny", cross_attention_dim=32)
+    tuned = pipe.unet.conv_in.weight.detach()
+    assert (tuned - prior.conv_in.weight).abs().max() < (tuned - fresh.conv_in.weight).abs().max() / 5
+    prior_vae = load_file(tiny_prior / "vae" / "diffusion_pytorch_model.safetensors")
+    assert torch.allclose(pipe.vae.encoder.conv_in.weight, prior_vae["encoder.conv_in.weight"].float())
+    attn2 = [m for n, m in pipe.unet.named_modules() if n.endswith("attn2")]
+    assert any(m.to_out[0].weight.abs().sum() > 0 for m in attn2)  # the condition has started to enter
+
+
+def test_prior_errors_are_specific(tmp_path, tiny_prior):
+    from phenogen.diffusion.prior import load_prior_unet, resolve_init
+
+    with pytest.raises(ConfigError, match="pretrain-image"):
+        resolve_init(str(tmp_path), "tiny")
+    with pytest.raises(CheckpointError, match="cross_attention_dim=32"):
+        load_prior_unet(tiny_prior, cross_attention_dim=64, sample_size=8)
+    with pytest.raises(ValueError, match="init brings its own VAE"):
+        ImageConfig(preset="tiny", init=str(tiny_prior), vae=str(tmp_path))

@@ -19,7 +19,7 @@ from phenogen.evaluate.config import METHODS, EvaluateConfig
 from phenogen.evaluate.metrics import ROW_KEYS, SCHEMA_VERSION, evaluate
 from phenogen.evaluate.probe import ProbeSpec, TraitProbe, load_probe, predict, save_probe
 from phenogen.evaluate.retrieval import kmer_profile, rank_species, success_rates
-from phenogen.evaluate.targets import read_generated
+from phenogen.evaluate.targets import match_targets, read_generated, read_painted
 
 torch.set_num_threads(2)
 SCHEMA_DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics_schema.md"
@@ -223,6 +223,22 @@ def test_read_generated_errors(tmp_path, clade):
     (tmp_path / "generated.tsv").write_text("record_id\tk\timage\nnot_a_record\t0\tx.png\n")
     with pytest.raises(DataError, match="not_a_record"):
         evaluate(clade["ds"].root, tmp_path, tmp_path / "out", EvaluateConfig(**FAST), progress=None)
+
+
+def test_painted_barcodes_replace_the_records_own_for_barcode_baselines(clade, tmp_path):
+    """sequences.fasta beside generated.tsv (a reconstructed ancestor) becomes the target's barcode."""
+    ds = clade["ds"]
+    anc = ds.records("ancestor")[0]
+    img = next((clade["root"] / "gen_truth" / "images").glob("*.png"))
+    (tmp_path / "a.png").write_bytes(img.read_bytes())
+    (tmp_path / "generated.tsv").write_text(f"record_id\tk\timage\n{anc.record_id}\t0\ta.png\n")
+    assert read_painted(tmp_path) == {}
+    other = anc.sequence[::-1]
+    (tmp_path / "sequences.fasta").write_text(f">{anc.record_id}\n{other}\n")
+    targets = match_targets(ds, read_generated(tmp_path), ("ancestor",), read_painted(tmp_path))
+    assert targets["ancestor"][0].painted == other != anc.sequence
+    plain = match_targets(ds, read_generated(tmp_path), ("ancestor",))
+    assert plain["ancestor"][0].painted == anc.sequence
 
 
 def test_evaluate_command_writes_metrics_and_config(clade, tmp_path, capsys):

@@ -39,6 +39,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("train-lm", "phenogen.lm.command_train", "train the GPT-2 DNA language model"),
     Command("sample-dna", "phenogen.lm.command_sample", "sample new barcodes from a DNA language model"),
     Command("evaluate-dna", "phenogen.lm.command_evaluate", "score a DNA model: bits/base, novelty, identity"),
+    Command(
+        "pretrain-image", "phenogen.diffusion.command_prior", "pretrain the bird prior (VAE + UNet) on random renders"
+    ),
     Command("train-image", "phenogen.diffusion.command_train", "train the DNA-conditioned diffusion model"),
     Command("generate", "phenogen.diffusion.command_generate", "paint images for the sequences of a FASTA"),
     Command("ancestors", "phenogen.phylo.command", "reconstruct ancestors: alignment, tree, ancestral sequences, portraits"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 from phenogen.errors import CheckpointError, ConfigError
@@ -55,9 +56,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(16, (8, 16), 4, 20, 8, 0, (16, 32), (True, True), 1, 8, 2, 32, 2),
-    "cpu": Preset(
-        64, (32, 64), 16, 1000, 8, 32, (32, 64, 128, 128), (False, False, True, True), 1, 32, 4, 128, 4
-    ),
+    "cpu": Preset(64, (32, 64, 128), 16, 1000, 8, 32, (32, 64, 128), (False, True, True), 1, 32, 4, 128, 4),
     "gpu": Preset(
         128,
         (64, 128, 256),
@@ -116,7 +115,7 @@ def load_vae(path: str | Path) -> AutoencoderKL:
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: not a VAE directory (no config.json); give a local AutoencoderKL dir")
     try:
-        return AutoencoderKL.from_pretrained(path, local_files_only=True)
+        return AutoencoderKL.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32)
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: cannot load as AutoencoderKL ({exc})") from exc
 

@@ -118,6 +118,13 @@ class ImageConfig:
         },
     )
     hflip: bool = field(default=False, metadata={"help": "random horizontal flips (both versions cached)"})
+    init: str = field(
+        default="",
+        metadata={
+            "help": "start from a pretrained bird prior (VAE + unconditional UNet, `phenogen pretrain-image`): "
+            "a directory, or 'builtin' for the one shipped with the package; '' = train from scratch"
+        },
+    )
     vae: str = field(
         default="train",
         metadata={
@@ -163,6 +170,8 @@ class ImageConfig:
         for name in ("vae_steps", "vae_crop"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.init and self.vae != "train":
+            raise ValueError("image.init brings its own VAE; leave image.vae = 'train' when init is set")
         if self.vae_batch_size is not None and self.vae_batch_size < 1:
             raise ValueError(f"vae_batch_size must be >= 1, got {self.vae_batch_size}")
         if not 0.0 <= self.cond_dropout < 1.0:

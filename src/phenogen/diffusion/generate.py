@@ -119,6 +119,8 @@ def generate_images(
         )
         writer.writeheader()
         writer.writerows(rows)
+    with open(out / "sequences.fasta", "w", encoding="utf-8") as fh:  # the barcodes actually painted
+        fh.writelines(f">{rid}\n{seq}\n" for rid, seq in records)
     # grid: a label column, then one column per image
     w, h = all_images[0].size
     label_w = 8 + 6 * min(24, max(len(r) for r in ids))

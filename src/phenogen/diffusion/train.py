@@ -42,7 +42,7 @@ EVAL_IMAGES = 64
 # settings a resumed run must share with the checkpoint it continues
 SHAPE_KEYS = ("preset", "resolution", "encoder", "lm_model", "lm_layer", "kmer_k", "kmer_segments", "onehot_window",
               "cond_depth", "null_condition", "prediction_type", "beta_schedule", "vae", "seed", "batch_size",
-              "grad_accum", "hflip")  # fmt: skip
+              "grad_accum", "hflip", "init")  # fmt: skip
 
 
 @dataclass
@@ -246,6 +246,7 @@ def train_image_model(
     from phenogen.diffusion import components
     from phenogen.diffusion.conditioning import build_conditioner
     from phenogen.diffusion.pipeline import DNAToImagePipeline, make_scheduler
+    from phenogen.diffusion.prior import load_prior_unet, resolve_init
     from phenogen.diffusion.vae import (
         encode_latent_dist,
         fit_latent_scaling,
@@ -273,7 +274,8 @@ def train_image_model(
     # 1. data: (image, barcode) pairs of the training split only; held-out pairs for a held-out loss
     t0 = time.perf_counter()
     ds = load_dataset(data_dir)
-    external_vae = cfg.vae != "train"
+    prior_dir = resolve_init(cfg.init, cfg.preset)
+    external_vae = cfg.vae != "train" or prior_dir is not None
     resolution = cfg.resolution or preset.resolution
     train = _pairs(ds, "train", resolution)
     if len(train.images) == 0:
@@ -287,7 +289,7 @@ def train_image_model(
     t0 = time.perf_counter()
     vae_dir = out / "vae"
     if external_vae:
-        vae = components.load_vae(cfg.vae)
+        vae = components.load_vae(prior_dir / "vae" if prior_dir is not None else cfg.vae)
     elif resume and (vae_dir / "config.json").is_file():
         vae = components.load_vae(vae_dir)
     else:
@@ -359,8 +361,11 @@ def train_image_model(
 
     # 4. model, optimizer, schedule, EMA
     set_seed(cfg.seed)
-    unet = components.build_unet(cfg.preset, preset.cross_attention_dim, sample_size=resolution // scale,
-                                 latent_channels=vae.config.latent_channels)  # fmt: skip
+    if prior_dir is not None:  # fine-tune the pretrained prior (its cross-attention starts as a no-op)
+        unet = load_prior_unet(prior_dir, preset.cross_attention_dim, resolution // scale)
+    else:
+        unet = components.build_unet(cfg.preset, preset.cross_attention_dim, sample_size=resolution // scale,
+                                     latent_channels=vae.config.latent_channels)  # fmt: skip
     noise_scheduler = components.build_noise_scheduler(cfg.prediction_type, cfg.beta_schedule)
     params = list(unet.parameters()) + conditioner.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -37,7 +37,7 @@ from phenogen.data.dataset import load_dataset
 from phenogen.errors import InputError
 from phenogen.evaluate.config import METHODS, EvaluateConfig
 from phenogen.evaluate.steps import ROW_KEYS, Evaluation, score_predictions
-from phenogen.evaluate.targets import match_targets, read_generated
+from phenogen.evaluate.targets import match_targets, read_generated, read_painted
 
 __all__ = ["SCHEMA_VERSION", "ROW_KEYS", "evaluate", "score_predictions"]
 
@@ -159,7 +159,12 @@ def evaluate(
     t0 = time.perf_counter()
     # 1. inputs
     ds = load_dataset(dataset_dir)
-    run = Evaluation(ds, match_targets(ds, read_generated(generated_dir), cfg.splits), cfg, log)
+    run = Evaluation(
+        ds,
+        match_targets(ds, read_generated(generated_dir), cfg.splits, read_painted(generated_dir)),
+        cfg,
+        log,
+    )
     # 2. probe
     probe_block = run.fit_probe(out)
     timing["probe"] = time.perf_counter() - t0

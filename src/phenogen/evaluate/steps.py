@@ -222,7 +222,7 @@ class Evaluation:
         cfg, ds = self.cfg, self.ds
         every = [t for ts in self.targets.values() for t in ts]
         near = baselines.nearest_by_barcode(
-            [t.record.sequence for t in every],
+            [t.painted for t in every],  # the barcode the generator was given (e.g. reconstructed)
             [r.sequence for r in self.train],
             mode=cfg.nearest_mode,
             max_align=cfg.nearest_max_align,

@@ -21,7 +21,7 @@ import numpy as np
 from phenogen.data.dataset import SPLITS, Dataset, Record
 from phenogen.errors import DataError, InputError
 
-__all__ = ["Target", "read_generated", "match_targets", "trait_matrix", "ImageBank"]
+__all__ = ["Target", "read_generated", "read_painted", "match_targets", "trait_matrix", "ImageBank"]
 
 
 @dataclass
@@ -30,6 +30,12 @@ class Target:
 
     record: Record
     generated: list[Path]
+    sequence: str = ""  # the barcode the images were painted from ("" = the record's own)
+
+    @property
+    def painted(self) -> str:
+        """The barcode behind the images: e.g. a reconstructed ancestor, not the true one."""
+        return self.sequence or self.record.sequence
 
 
 def read_generated(generated_dir: str | Path) -> dict[str, list[Path]]:
@@ -58,10 +64,28 @@ def read_generated(generated_dir: str | Path) -> dict[str, list[Path]]:
     return {rid: [p for _, p in sorted(items)] for rid, items in rows.items()}
 
 
+def read_painted(generated_dir: str | Path) -> dict[str, str]:
+    """record_id → the barcode painted, from ``sequences.fasta`` beside ``generated.tsv`` (empty if absent)."""
+    path = Path(generated_dir) / "sequences.fasta"
+    if not path.is_file():
+        return {}
+    from phenogen.dna.seqio import read_fasta
+
+    return {r.id: r.sequence for r in read_fasta(path, policy="mask", allow_gaps=True).records}
+
+
 def match_targets(
-    ds: Dataset, generated: dict[str, list[Path]], splits: Sequence[str]
+    ds: Dataset,
+    generated: dict[str, list[Path]],
+    splits: Sequence[str],
+    painted: dict[str, str] | None = None,
 ) -> dict[str, list[Target]]:
-    """Split → targets, in dataset order; records of splits not in ``splits`` are left out."""
+    """Split → targets, in dataset order; records of splits not in ``splits`` are left out.
+
+    ``painted`` (record_id → barcode) records which barcode each target's images were made from when
+    it is not the record's own (reconstructed ancestors); baselines that read a barcode use it.
+    """
+    painted = painted or {}
     by_id = {r.record_id: r for r in ds.records()}
     unknown = [rid for rid in generated if rid not in by_id]
     if unknown:
@@ -71,7 +95,11 @@ def match_targets(
         )
     targets: dict[str, list[Target]] = {}
     for split in (s for s in SPLITS if s in splits):
-        chosen = [Target(r, generated[r.record_id]) for r in ds.records(split) if r.record_id in generated]
+        chosen = [
+            Target(r, generated[r.record_id], painted.get(r.record_id, ""))
+            for r in ds.records(split)
+            if r.record_id in generated
+        ]
         if chosen:
             targets[split] = chosen
     if not targets:

@@ -171,7 +171,14 @@ def _metric_tables(metrics: dict[str, Any] | None, eval_dir: Path) -> str:
         out.extend(rows)
     probe = metrics["probe"]
     r2 = ", ".join(f"{s}: {_fmt(v)}" for s, v in probe["r2_mean"].items())
-    out.append(f"<p><b>Trait probe</b> (trained on renders of training species only): mean R² {r2}.</p>")
+    prior = probe.get("prior_renders") or 0
+    seen = "renders of the training species" + (
+        f" plus {prior:,} renders of random birds drawn from the trait prior (no held-out, extinct or "
+        "ancestral bird among them)"
+        if prior
+        else " only"
+    )
+    out.append(f"<p><b>Trait probe</b> (trained on {seen}): mean R² {r2}.</p>")
     for name in ("trait_rmse.png", "probe_r2.png"):
         if (eval_dir / name).is_file():
             out.append(_img(eval_dir / name, cls="fig", title=name))

@@ -1,0 +1,293 @@
+"""A pretrained bird prior: the VAE and an unconditional UNet, trained on renders of random birds.
+
+The thesis fine-tuned a *pretrained* Stable Diffusion on (photo, barcode) pairs; nothing in it learned
+to paint from its few hundred photos alone. phenogen's synthetic world has no Stable Diffusion, so
+``phenogen pretrain-image`` builds the equivalent: the preset's ``AutoencoderKL`` and
+``UNet2DConditionModel`` trained on thousands of renders of *random* birds (every trait drawn from the
+prior, N(0, 1.2²) on the z-scored scale, random pose, light and background). No clade, tree, barcode
+or species is involved, so the prior carries no information about any species' traits — only what a
+bird photo looks like. ``train-image`` with ``[image] init = DIR`` (or ``"builtin"``, the prior shipped
+in the package) then starts from it and fine-tunes the UNet with the DNA conditioner, as the thesis did.
+
+During pretraining the UNet's cross-attention sees an all-zero context (one token), and the output
+projections of its cross-attention layers start at zero and stay there (their input is zero), so at
+fine-tuning time the new DNA condition enters as an exact no-op and grows from there (ControlNet's
+zero-convolution idea).
+
+Outputs of :func:`pretrain_prior` (``OUT``)::
+
+    vae/   unet/          diffusers ``save_pretrained`` directories (safetensors + JSON config); the
+                         VAE's decoder is fine-tuned last with the encoder frozen (sharper colours,
+                         same latent space)
+    prior.json           settings, seconds, losses, VAE reconstruction error on fresh renders
+    samples.png          unconditional samples of the EMA UNet (DDIM)
+    vae_recon.png        fresh renders (top) and their VAE reconstructions (bottom)
+
+>>> PriorConfig(n_images=64, vae_minutes=0.1).preset
+'cpu'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from phenogen.errors import CheckpointError, ConfigError
+
+__all__ = ["PriorConfig", "pretrain_prior", "resolve_init", "load_prior_unet", "zero_cross_attention_out"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PriorConfig:
+    """The ``[prior]`` section of ``phenogen pretrain-image``."""
+
+    preset: str = field(default="cpu", metadata={"help": "model preset (see phenogen.diffusion.components)"})
+    n_images: int = field(default=6000, metadata={"help": "renders of random birds to train on"})
+    trait_sd: float = field(default=1.2, metadata={"help": "sd of the random z-scored traits"})
+    vae_minutes: float = field(default=10.0, metadata={"help": "wall-clock budget of the VAE"})
+    vae_steps: int = field(default=6000, metadata={"help": "VAE steps (the budget may stop it earlier)"})
+    decoder_minutes: float = field(
+        default=5.0, metadata={"help": "decoder-only fine-tuning after the UNet (encoder frozen); 0 = none"}
+    )
+    unet_minutes: float = field(default=30.0, metadata={"help": "wall-clock budget of the UNet"})
+    unet_steps: int = field(default=40000, metadata={"help": "UNet steps (the budget may stop it earlier)"})
+    batch_size: int = field(default=32, metadata={"help": "UNet batch size"})
+    lr: float = field(default=1e-3, metadata={"help": "UNet peak learning rate (AdamW, cosine)"})
+    ema_decay: float = field(default=0.999, metadata={"help": "EMA decay of the saved UNet"})
+    save_fp16: bool = field(default=True, metadata={"help": "store weights as fp16 (half the size)"})
+    seed: int = field(default=0, metadata={"help": "seed of renders, initialisation and noise"})
+
+    def __post_init__(self) -> None:
+        if self.n_images < 8 or self.batch_size < 1:
+            raise ValueError("n_images must be >= 8 and batch_size >= 1")
+        if self.decoder_minutes < 0:
+            raise ValueError(f"decoder_minutes must be >= 0, got {self.decoder_minutes}")
+        if min(self.vae_minutes, self.unet_minutes) <= 0 or min(self.vae_steps, self.unet_steps) < 1:
+            raise ValueError("vae/unet minutes must be > 0 and steps >= 1")
+        if not 0 < self.trait_sd <= 3:
+            raise ValueError(f"trait_sd must be in (0, 3], got {self.trait_sd}")
+
+
+def builtin_prior_dir(preset: str) -> Path:
+    return Path(str(resources.files("phenogen") / "assets" / f"bird_prior_{preset}"))
+
+
+def resolve_init(init: str, preset: str) -> Path | None:
+    """``[image] init`` → a prior directory (``""`` → None, ``"builtin"`` → the packaged prior)."""
+    if not init:
+        return None
+    path = builtin_prior_dir(preset) if init == "builtin" else Path(init)
+    if not ((path / "vae" / "config.json").is_file() and (path / "unet" / "config.json").is_file()):
+        hint = "the package ships none for this preset; " if init == "builtin" else ""
+        raise ConfigError(
+            f"image.init={init!r}: {path} is not a prior directory (needs vae/ and unet/); "
+            f"{hint}build one with `phenogen pretrain-image --out DIR`"
+        )
+    return path
+
+
+def load_prior_unet(path: Path, cross_attention_dim: int, sample_size: int):
+    """The prior's UNet in fp32, checked against the shapes the fine-tuning run needs."""
+    from diffusers import UNet2DConditionModel
+
+    try:
+        unet = UNet2DConditionModel.from_pretrained(
+            path / "unet", torch_dtype=torch.float32, local_files_only=True
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path / 'unet'}: cannot load the prior UNet ({exc})") from exc
+    got = (unet.config.cross_attention_dim, unet.config.sample_size)
+    if got != (cross_attention_dim, sample_size):
+        raise CheckpointError(
+            f"{path}: prior UNet has cross_attention_dim={got[0]}, latent side {got[1]}; this run needs "
+            f"{cross_attention_dim} and {sample_size} (same preset and resolution as the prior)"
+        )
+    return unet
+
+
+def zero_cross_attention_out(unet) -> int:
+    """Zero the output projection of every cross-attention layer (``attn2``); returns how many."""
+    n = 0
+    for name, module in unet.named_modules():
+        if name.endswith("attn2"):
+            torch.nn.init.zeros_(module.to_out[0].weight)
+            torch.nn.init.zeros_(module.to_out[0].bias)
+            n += 1
+    return n
+
+
+@torch.no_grad()
+def sample_unconditional(unet, vae, n: int, steps: int, seed: int) -> torch.Tensor:
+    """``n`` unconditional images ``(n, 3, H, W)`` in [0, 1] (DDIM, zero context)."""
+    from diffusers import DDIMScheduler
+
+    from phenogen.diffusion.components import build_noise_scheduler
+
+    sched = DDIMScheduler.from_config(build_noise_scheduler().config)
+    sched.set_timesteps(steps)
+    side = unet.config.sample_size
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, unet.config.in_channels, side, side, generator=gen)
+    ctx = torch.zeros(n, 1, unet.config.cross_attention_dim)
+    for t in sched.timesteps:
+        x = sched.step(unet(x, t, encoder_hidden_states=ctx).sample, t, x).prev_sample
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    images = vae.decode(x / vae.config.scaling_factor + shift).sample
+    return ((images + 1) / 2).clamp(0, 1)
+
+
+@torch.no_grad()
+def reconstruction_mse(vae, images: torch.Tensor, path: Path | None = None) -> float:
+    """MSE (on [-1, 1]) of the VAE's reconstructions of uint8 ``images``; a before/after sheet at ``path``."""
+    from phenogen.diffusion.vae import to_model_range
+
+    x = to_model_range(images)
+    recon = vae.decode(vae.encode(x).latent_dist.mean).sample
+    if path is not None:
+        _grid(((torch.cat([x[:8], recon[:8]]) + 1) / 2).clamp(0, 1), 8, path)
+    return float(((recon - x) ** 2).mean())
+
+
+def _grid(images: torch.Tensor, cols: int, path: Path) -> None:
+    from PIL import Image
+
+    arr = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)  # (N, H, W, 3)
+    n, h, w, _ = arr.shape
+    rows = math.ceil(n / cols)
+    sheet = np.full((rows * h, cols * w, 3), 255, dtype=np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        sheet[r * h : (r + 1) * h, c * w : (c + 1) * w] = arr[i]
+    Image.fromarray(sheet).save(path)
+
+
+def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True) -> dict:
+    """Render random birds, train the VAE, then the unconditional UNet; save both (see module doc)."""
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from phenogen.diffusion import components
+    from phenogen.diffusion.vae import (
+        encode_latent_dist,
+        finetune_decoder,
+        fit_latent_scaling,
+        scale_latents,
+        train_vae,
+    )
+    from phenogen.evaluate.probe import prior_renders
+    from phenogen.sim.traitspec import CONTINUOUS, DISCRETE
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    preset = components.get_preset(cfg.preset)
+    res = preset.resolution
+    seconds: dict[str, float] = {}
+    torch.manual_seed(cfg.seed)
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([cfg.seed, 7])
+    images, _ = prior_renders(CONTINUOUS, DISCRETE, cfg.n_images, res, rng, sd=cfg.trait_sd)  # (N, 3, R, R)
+    fresh, _ = prior_renders(
+        CONTINUOUS, DISCRETE, 64, res, np.random.default_rng([cfg.seed, 8]), sd=cfg.trait_sd
+    )
+    seconds["render"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    vae = components.build_vae(cfg.preset, res)
+    vae_losses = train_vae(vae, images, cfg.vae_steps, preset.vae_batch, 2e-3, 1e-6, cfg.seed, cfg.vae_minutes * 60,
+                           False, preset.vae_crop, "cpu", progress)  # fmt: skip
+    mean, std = encode_latent_dist(vae, images)
+    shift, scale = fit_latent_scaling(vae, mean, std)
+    recon_mse = reconstruction_mse(vae, fresh, out / "vae_recon.png")
+    seconds["vae"] = time.perf_counter() - t0
+    log.info("prior VAE: %d steps, recon MSE %.4f on fresh renders", len(vae_losses), recon_mse)
+
+    t0 = time.perf_counter()
+    side = res // components.vae_scale(vae)
+    unet = components.build_unet(cfg.preset, preset.cross_attention_dim, sample_size=side,
+                                 latent_channels=vae.config.latent_channels)  # fmt: skip
+    n_zeroed = zero_cross_attention_out(unet)
+    sched = components.build_noise_scheduler()
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
+    plan = {"steps": cfg.unet_steps}
+    warmup = 200
+
+    def lr_factor(s: int) -> float:
+        return min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / plan["steps"])))
+
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    ema = EMAModel(list(unet.parameters()), decay=cfg.ema_decay, use_ema_warmup=True)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    ctx = torch.zeros(cfg.batch_size, 1, preset.cross_attention_dim)
+    budget, losses, start = cfg.unet_minutes * 60, [], time.perf_counter()
+    bar = tqdm(total=plan["steps"], desc="prior unet", disable=not progress, dynamic_ncols=True)
+    step = 0
+    while step < plan["steps"]:
+        idx = torch.randint(0, len(mean), (cfg.batch_size,), generator=gen)
+        z = scale_latents(vae, mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen))
+        noise = torch.randn(z.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(z),), generator=gen)
+        pred = unet(sched.add_noise(z, noise, t), t, encoder_hidden_states=ctx[: len(z)]).sample
+        loss = torch.nn.functional.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        lr_sched.step()
+        ema.step(unet.parameters())
+        losses.append(loss.item())
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        elapsed = time.perf_counter() - start
+        if step >= 20 and step % 20 == 0:  # fit the cosine to the time left
+            plan["steps"] = min(cfg.unet_steps, max(step + 1, int(budget / (elapsed / step))))
+            bar.total = plan["steps"]
+        if elapsed > budget:
+            break
+    bar.close()
+    ema.copy_to(unet.parameters())
+    unet.eval()
+    seconds["unet"] = time.perf_counter() - t0
+
+    decoder_steps, recon_after = 0, recon_mse
+    if cfg.decoder_minutes > 0:  # sharper colours without moving the latent space the UNet learned
+        t0 = time.perf_counter()
+        decoder_steps = len(
+            finetune_decoder(vae, images, cfg.decoder_minutes * 60, seed=cfg.seed, progress=progress)
+        )
+        recon_after = reconstruction_mse(vae, fresh, out / "vae_recon.png")
+        seconds["decoder"] = time.perf_counter() - t0
+    _grid(sample_unconditional(unet, vae, 32, 25, cfg.seed), 8, out / "samples.png")
+    dtype = torch.float16 if cfg.save_fp16 else torch.float32
+    vae.to(dtype).save_pretrained(out / "vae", safe_serialization=True)
+    unet.to(dtype).save_pretrained(out / "unet", safe_serialization=True)
+    every = max(1, len(losses) // 500)
+    record = {
+        "config": asdict(cfg),
+        "seconds": seconds,
+        "vae_steps": len(vae_losses),
+        "vae_recon_mse_fresh": recon_after,
+        "vae_recon_mse_fresh_before_decoder": recon_mse,
+        "decoder_steps": decoder_steps,
+        "latent_shift": shift,
+        "latent_scale": scale,
+        "unet_steps": step,
+        "unet_loss_last100": float(np.mean(losses[-100:])),
+        "unet_losses_every": every,
+        "unet_losses": losses[::every],
+        "cross_attention_layers_zeroed": n_zeroed,
+        "note": "renders of random birds only: no clade, tree, barcode or species went into this prior",
+    }
+    (out / "prior.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return record
