@@ -4,14 +4,15 @@
 preset   image side  latents       UNet (channels, cross-attn levels)   use
 =======  ==========  ============  ===================================  =====================
 tiny     16 px       8 x 8 x 4     (16, 32), both; D = 32               tests (seconds)
-cpu      64 px       32 x 32 x 4   (32, 64, 128, 128), last two; D=128  the demo (2 CPU cores)
+cpu      64 px       16 x 16 x 4   (32, 64, 128), last two; D = 128      the demo (2 CPU cores)
 gpu      128 px      32 x 32 x 4   (128, 256, 512, 512), last 3; D=512  a GPU run (128-256 px)
 =======  ==========  ============  ===================================  =====================
 
-Why the ``cpu`` preset downsamples only 2x (32 x 32 latents, not Stable Diffusion's 8x): measured on
-the synthetic clade with ~2 minutes of VAE training on 2 cores, a 4x VAE (16 x 16 x 4 or x 8) still
-loses the plumage colours (reconstruction MSE 0.015-0.020 on [-1, 1]) while the 2x VAE reproduces
-the birds (MSE 0.005); the UNet then skips attention at the two largest levels to stay fast.
+The ``cpu`` preset follows Stable Diffusion's shape at demo scale: a 4x VAE (64 px -> 16 x 16 x 4) and a
+3-level UNet (16, 8, 4) with cross-attention at the two coarser levels, ~0.5 s per batch of 32 on
+2 cores. Trained from scratch in minutes it paints noise textures (measured: BENCHMARKS.md), so the demo
+fine-tunes the pretrained bird prior of :mod:`phenogen.diffusion.prior` (``[image] init``); the 4x VAE
+needs ~1,600 steps (10 min) to keep shapes (reconstruction MSE ~0.012 on [-1, 1]; colours stay paler).
 
 The VAE is either a small one trained on the dataset's images (:mod:`phenogen.diffusion.vae`) or a
 pretrained Stable Diffusion VAE loaded from a local directory (``[image] vae = DIR``; never downloaded).

@@ -16,9 +16,13 @@ zero-convolution idea).
 
 Outputs of :func:`pretrain_prior` (``OUT``)::
 
-    vae/   unet/          diffusers ``save_pretrained`` directories (safetensors + JSON config); the
-                         VAE's decoder is fine-tuned last with the encoder frozen (sharper colours,
-                         same latent space)
+    vae/   unet/          diffusers ``save_pretrained`` directories (safetensors + JSON config); with
+                         ``decoder_minutes`` > 0 the VAE's decoder is fine-tuned last with the encoder
+                         frozen (same latent space; measured: it did not sharpen the colours)
+
+The VAE's reconstruction loss weights the bird's pixels up (``vae_foreground_weight``): unweighted,
+the birds' hues were lost (a trait probe read plumage hue from reconstructions no better than the
+average bird); weighted, lightness and patterns come back and hue partly (BENCHMARKS.md).
     prior.json           settings, seconds, losses, VAE reconstruction error on fresh renders
     samples.png          unconditional samples of the EMA UNet (DDIM)
     vae_recon.png        fresh renders (top) and their VAE reconstructions (bottom)
@@ -56,8 +60,11 @@ class PriorConfig:
     trait_sd: float = field(default=1.2, metadata={"help": "sd of the random z-scored traits"})
     vae_minutes: float = field(default=10.0, metadata={"help": "wall-clock budget of the VAE"})
     vae_steps: int = field(default=6000, metadata={"help": "VAE steps (the budget may stop it earlier)"})
+    vae_foreground_weight: float = field(
+        default=10.0, metadata={"help": "extra VAE loss weight on the bird's pixels (keeps plumage hue)"}
+    )
     decoder_minutes: float = field(
-        default=5.0, metadata={"help": "decoder-only fine-tuning after the UNet (encoder frozen); 0 = none"}
+        default=0.0, metadata={"help": "decoder-only fine-tuning after the UNet (encoder frozen); 0 = none"}
     )
     unet_minutes: float = field(default=30.0, metadata={"help": "wall-clock budget of the UNet"})
     unet_steps: int = field(default=40000, metadata={"help": "UNet steps (the budget may stop it earlier)"})
@@ -205,12 +212,13 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
     t0 = time.perf_counter()
     vae = components.build_vae(cfg.preset, res)
     vae_losses = train_vae(vae, images, cfg.vae_steps, preset.vae_batch, 2e-3, 1e-6, cfg.seed, cfg.vae_minutes * 60,
-                           False, preset.vae_crop, "cpu", progress)  # fmt: skip
+                           False, preset.vae_crop, "cpu", progress, cfg.vae_foreground_weight)  # fmt: skip
     mean, std = encode_latent_dist(vae, images)
     shift, scale = fit_latent_scaling(vae, mean, std)
     recon_mse = reconstruction_mse(vae, fresh, out / "vae_recon.png")
     seconds["vae"] = time.perf_counter() - t0
     log.info("prior VAE: %d steps, recon MSE %.4f on fresh renders", len(vae_losses), recon_mse)
+    vae.save_pretrained(out / "vae", safe_serialization=True)  # kept if the UNet stage is interrupted
 
     t0 = time.perf_counter()
     side = res // components.vae_scale(vae)
@@ -264,7 +272,14 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
     if cfg.decoder_minutes > 0:  # sharper colours without moving the latent space the UNet learned
         t0 = time.perf_counter()
         decoder_steps = len(
-            finetune_decoder(vae, images, cfg.decoder_minutes * 60, seed=cfg.seed, progress=progress)
+            finetune_decoder(
+                vae,
+                images,
+                cfg.decoder_minutes * 60,
+                seed=cfg.seed,
+                progress=progress,
+                foreground_weight=cfg.vae_foreground_weight,
+            )
         )
         recon_after = reconstruction_mse(vae, fresh, out / "vae_recon.png")
         seconds["decoder"] = time.perf_counter() - t0

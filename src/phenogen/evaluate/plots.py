@@ -88,7 +88,7 @@ def plot_probe_r2(metrics: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylim(-1.0 if lowest < -0.2 else -0.2, 1.0)
     ax.set_ylabel("R² (vs clade-wide variance)")
     ax.set_title(
-        "Trait probe: R² per trait on real renders (trained on training species only; clipped at −1)"
+        "Trait probe: R² per trait on real renders (no held-out, extinct or ancestral bird in its training; clipped at −1)"
     )
     ax.legend(fontsize=8, frameon=False, ncol=4)
     ax.grid(axis="y", alpha=0.3)
