@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
@@ -91,6 +90,16 @@ def foreground_weights(x: torch.Tensor, weight: float, threshold: float = 0.15) 
     return w / w.mean()
 
 
+def _pixel_losses(
+    recon: torch.Tensor, x: torch.Tensor, w: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L1, L2) of a reconstruction, per pixel weighted by ``w (B, 1, H, W)`` when given."""
+    err = recon - x
+    if w is None:
+        return err.abs().mean(), (err**2).mean()
+    return (w * err.abs()).mean(), (w * err**2).mean()
+
+
 def vae_loss(
     vae: AutoencoderKL,
     x: torch.Tensor,
@@ -105,9 +114,9 @@ def vae_loss(
     posterior = vae.encode(x).latent_dist
     z = posterior.sample(generator=generator)  # (B, C, h, w)
     recon = vae.decode(z).sample
-    w = foreground_weights(x, foreground_weight) if foreground_weight > 0 else torch.ones_like(x[:, :1])
-    l1 = (w * (recon - x).abs()).mean()
-    l2 = (w * (recon - x) ** 2).mean()
+    l1, l2 = _pixel_losses(
+        recon, x, foreground_weights(x, foreground_weight) if foreground_weight > 0 else None
+    )
     edge = _grad_l1(recon, x)
     kl = posterior.kl().mean() / x[0].numel()
     loss = l1 + l2 + edge_weight * edge + kl_weight * kl
@@ -246,12 +255,13 @@ def finetune_decoder(
         z = mean[idx, :, i : i + lc, j : j + lc]
         x = target[idx, :, i * scale : (i + lc) * scale, j * scale : (j + lc) * scale]
         recon = vae.decode(z).sample
-        if weights is None:
-            loss = (recon - x).abs().mean() + F.mse_loss(recon, x) + 0.5 * _grad_l1(recon, x)
-        else:
-            w = weights[idx, :, i * scale : (i + lc) * scale, j * scale : (j + lc) * scale]
-            err = recon - x
-            loss = (w * err.abs()).mean() + (w * err**2).mean() + 0.5 * _grad_l1(recon, x)
+        w = (
+            None
+            if weights is None
+            else weights[idx, :, i * scale : (i + lc) * scale, j * scale : (j + lc) * scale]
+        )
+        l1, l2 = _pixel_losses(recon, x, w)
+        loss = l1 + l2 + 0.5 * _grad_l1(recon, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
