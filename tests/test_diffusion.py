@@ -70,8 +70,10 @@ def _tiny_pipeline(encoder: str = "kmer", null: str = "learned") -> DNAToImagePi
     torch.manual_seed(0)
     cond = build_conditioner(encoder, 32, kmer_k=2, kmer_segments=3, onehot_window=8, max_length=24, heads=2,
                              null_condition=null)  # fmt: skip
+    unet = build_unet("tiny", pooled=True)
+    torch.nn.init.normal_(unet.class_embedding.linear_2.weight, std=0.02)  # as after training: it matters
     pipe = DNAToImagePipeline(
-        build_vae("tiny"), build_unet("tiny"), make_scheduler("ddim", build_noise_scheduler().config), cond
+        build_vae("tiny"), unet, make_scheduler("ddim", build_noise_scheduler().config), cond
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -184,7 +186,7 @@ def test_guidance_scale_one_equals_the_conditional_only_prediction():
     t = torch.tensor(500)
     with torch.no_grad():
         batched = pipe.guided_prediction(latents, t, cond, None, uncond, None, 1.0 + 1e-9)
-        plain = pipe.unet(latents, t, encoder_hidden_states=cond).sample
+        plain = pipe.unet(latents, t, encoder_hidden_states=cond, class_labels=cond.mean(1)).sample
         assert torch.allclose(batched, plain, atol=1e-5)
         # the whole pipeline at guidance 1 against a hand-written conditional-only DDIM loop
         images = pipe(SEQS, num_inference_steps=4, guidance_scale=1.0, output_type="pt",
@@ -193,7 +195,8 @@ def test_guidance_scale_one_equals_the_conditional_only_prediction():
         sched.set_timesteps(4)
         x = latents.clone()
         for step_t in sched.timesteps:
-            x = sched.step(pipe.unet(x, step_t, encoder_hidden_states=cond).sample, step_t, x).prev_sample
+            eps = pipe.unet(x, step_t, encoder_hidden_states=cond, class_labels=cond.mean(1)).sample
+            x = sched.step(eps, step_t, x).prev_sample
         decoded = pipe.vae.decode(x / pipe.vae.config.scaling_factor).sample
         assert torch.allclose(images, (decoded / 2 + 0.5).clamp(0, 1), atol=1e-5)
         # and guidance really does something at 8
@@ -201,6 +204,32 @@ def test_guidance_scale_one_equals_the_conditional_only_prediction():
             SEQS, num_inference_steps=4, guidance_scale=8.0, output_type="pt", latents=latents.clone()
         ).images
         assert not torch.allclose(guided, images, atol=1e-3)
+
+
+def test_pooled_condition_starts_as_a_no_op_then_carries_the_dna_on_its_own():
+    """add_pooled_condition keeps a pretrained UNet's outputs; once trained, the pooled pathway alone
+    (cross-attention zeroed) tells conditions apart, and padded tokens do not count in the mean."""
+    from phenogen.diffusion.components import add_pooled_condition, denoise, pooled_condition
+    from phenogen.diffusion.prior import zero_cross_attention_out
+
+    torch.manual_seed(0)
+    plain = build_unet("tiny")
+    zero_cross_attention_out(plain)  # a prior: the condition does not enter at all
+    pooled = add_pooled_condition(plain)
+    assert pooled.config.class_embed_type == "projection" and add_pooled_condition(pooled) is pooled
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 700])
+    a, b = torch.randn(2, 3, 32), torch.randn(2, 3, 32)
+    with torch.no_grad():
+        base = plain(x, t, encoder_hidden_states=a).sample
+        assert torch.allclose(denoise(pooled, x, t, a), base, atol=1e-6)
+        assert torch.allclose(denoise(pooled, x, t, b), base, atol=1e-6)
+        torch.nn.init.normal_(pooled.class_embedding.linear_2.weight, std=0.5)
+        assert not torch.allclose(denoise(pooled, x, t, a), denoise(pooled, x, t, b), atol=1e-4)
+        mask = torch.tensor([[True, True, False], [True, True, False]])
+        padded = a.clone()
+        padded[:, 2] = 100.0
+        assert torch.allclose(pooled_condition(padded, mask), a[:, :2].mean(1))
+        assert torch.allclose(denoise(pooled, x, t, padded, mask), denoise(pooled, x, t, a[:, :2]), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", SCHEDULERS)
@@ -422,6 +451,41 @@ def test_foreground_weights_single_out_the_subject_and_steer_the_vae_loss():
     plain, _ = vae_loss(vae, x, torch.Generator().manual_seed(0))
     weighted, _ = vae_loss(vae, x, torch.Generator().manual_seed(0), foreground_weight=10.0)
     assert not torch.allclose(plain, weighted)  # the weights reach the loss
+
+
+def test_latent_colour_loss_asks_the_latents_for_each_cells_mean_colour():
+    """Zero when a 1x1 read-out of the latents gives every latent cell's mean colour, positive when the
+    latents hold the wrong colours; train_vae trains the read-out with the VAE; no head is a clear error."""
+    from phenogen.diffusion.vae import latent_colour_loss, train_vae, vae_loss
+
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    cells = torch.nn.functional.avg_pool2d(x, 2)  # (2, 3, 8, 8): what an 8x8 latent should carry
+    head = torch.nn.Conv2d(4, 3, 1, bias=False)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[:3, :3, 0, 0] = torch.eye(3)
+    z = torch.cat([cells, torch.randn(2, 1, 8, 8)], dim=1)
+    assert latent_colour_loss(z, x, head).item() < 1e-6
+    assert latent_colour_loss(z.flip(0), x, head).item() > 0.1
+    vae = build_vae("tiny")
+    with pytest.raises(ValueError, match="colour_head"):
+        vae_loss(vae, x, colour_weight=1.0)
+    _, parts = vae_loss(vae, x, colour_weight=1.0, colour_head=head)
+    assert parts["colour"] > 0
+    images = (torch.rand(8, 3, 16, 16) * 255).to(torch.uint8)
+    assert len(train_vae(vae, images, steps=3, batch_size=4, colour_weight=5.0)) == 3
+
+
+def test_cpu2x_preset_builds_a_colour_keeping_vae_shape_and_its_unet():
+    """cpu2x: 64 px -> 32 x 32 x 8 latents (2x VAE), and a UNet that takes them, pooled pathway included."""
+    from phenogen.diffusion.components import denoise
+
+    vae = build_vae("cpu2x")
+    with torch.no_grad():
+        z = vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean
+        assert tuple(z.shape) == (1, 8, 32, 32)
+        unet = build_unet("cpu2x", 128, sample_size=32, latent_channels=8, pooled=True)
+        assert tuple(denoise(unet, z, torch.tensor([5]), torch.zeros(1, 3, 128)).shape) == (1, 8, 32, 32)
 
 
 def test_train_image_fine_tunes_the_prior(dataset, tmp_path, tiny_prior):

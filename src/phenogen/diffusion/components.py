@@ -1,18 +1,25 @@
 """Presets that build the diffusers components: ``AutoencoderKL``, ``UNet2DConditionModel``, ``DDPMScheduler``.
 
-=======  ==========  ============  ===================================  =====================
-preset   image side  latents       UNet (channels, cross-attn levels)   use
-=======  ==========  ============  ===================================  =====================
-tiny     16 px       8 x 8 x 4     (16, 32), both; D = 32               tests (seconds)
-cpu      64 px       16 x 16 x 4   (32, 64, 128), last two; D = 128      the demo (2 CPU cores)
-gpu      128 px      32 x 32 x 4   (128, 256, 512, 512), last 3; D=512  a GPU run (128-256 px)
-=======  ==========  ============  ===================================  =====================
+=======  ==========  ============  ========================================  ==========================
+preset   image side  latents       UNet (channels, cross-attn levels)        use
+=======  ==========  ============  ========================================  ==========================
+tiny     16 px       8 x 8 x 4     (16, 32), both; D = 32                    tests (seconds)
+cpu      64 px       16 x 16 x 4   (32, 64, 128), last two; D = 128          the demo (2 CPU cores)
+cpu2x    64 px       32 x 32 x 8   (16, 32, 64, 128), last two; D = 128      colour-keeping VAE (CPU)
+gpu      128 px      32 x 32 x 4   (128, 256, 512, 512), last 3; D = 512     a GPU run (128-256 px)
+=======  ==========  ============  ========================================  ==========================
 
 The ``cpu`` preset follows Stable Diffusion's shape at demo scale: a 4x VAE (64 px -> 16 x 16 x 4) and a
-3-level UNet (16, 8, 4) with cross-attention at the two coarser levels, ~0.5 s per batch of 32 on
-2 cores. Trained from scratch in minutes it paints noise textures (measured: BENCHMARKS.md), so the demo
-fine-tunes the pretrained bird prior of :mod:`phenogen.diffusion.prior` (``[image] init``); the 4x VAE
-needs ~1,600 steps (10 min) to keep shapes (reconstruction MSE ~0.012 on [-1, 1]; colours stay paler).
+3-level UNet (16, 8, 4) with cross-attention at the two coarser levels, ~0.6 s per batch of 32 on
+2 cores. Trained from scratch in minutes it paints noise textures (measured: BENCHMARKS.md), so the
+demo fine-tunes the pretrained bird prior of :mod:`phenogen.diffusion.prior` (``[image] init``).
+Its VAE, trained for minutes, keeps the bird's shape but paints every bird in the average brown.
+``cpu2x`` is the measured fix for that: a 2x VAE with 8 latent channels, trained with the latent
+colour loss (``vae_colour_weight``, :func:`phenogen.diffusion.vae.latent_colour_loss`), keeps each
+bird's colours after ~6 minutes (reconstruction MSE ~0.001-0.002 on [-1, 1]); its 32 x 32 latents go to
+a 4-level UNet with a narrow first level, ~0.75 s per batch of 32 (1.3x ``cpu``). A ``cpu2x`` prior
+trained for 27 minutes on 2 cores still painted speckled birds, so the demo keeps ``cpu``
+(BENCHMARKS.md, "The image model at demo scale").
 
 The VAE is either a small one trained on the dataset's images (:mod:`phenogen.diffusion.vae`) or a
 pretrained Stable Diffusion VAE loaded from a local directory (``[image] vae = DIR``; never downloaded).
@@ -32,7 +39,18 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 from phenogen.errors import CheckpointError, ConfigError
 
-__all__ = ["Preset", "PRESETS", "get_preset", "build_vae", "load_vae", "build_unet", "build_noise_scheduler"]
+__all__ = [
+    "Preset",
+    "PRESETS",
+    "get_preset",
+    "build_vae",
+    "load_vae",
+    "build_unet",
+    "add_pooled_condition",
+    "pooled_condition",
+    "denoise",
+    "build_noise_scheduler",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +76,9 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(16, (8, 16), 4, 20, 8, 0, (16, 32), (True, True), 1, 8, 2, 32, 2),
     "cpu": Preset(64, (32, 64, 128), 16, 1000, 8, 32, (32, 64, 128), (False, True, True), 1, 32, 4, 128, 4),
+    "cpu2x": Preset(
+        64, (32, 64), 16, 1000, 8, 32, (16, 32, 64, 128), (False, False, True, True), 1, 8, 4, 128, 4, 8
+    ),
     "gpu": Preset(
         128,
         (64, 128, 256),
@@ -131,16 +152,20 @@ def build_unet(
     cross_attention_dim: int | None = None,
     sample_size: int | None = None,
     latent_channels: int = 4,
+    pooled: bool = False,
 ) -> UNet2DConditionModel:
     """A randomly initialised ``UNet2DConditionModel`` with cross-attention on the DNA tokens.
 
-    ``sample_size`` is the latent side (image side / VAE scale); unset = the preset's.
+    ``sample_size`` is the latent side (image side / VAE scale); unset = the preset's. ``pooled`` adds
+    the pooled-condition pathway of :func:`add_pooled_condition`.
     """
     p = get_preset(preset)
     down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in p.unet_attention)
     up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(p.unet_attention))
     latent = sample_size or p.resolution // 2 ** (len(p.vae_channels) - 1)
-    return UNet2DConditionModel(
+    d = cross_attention_dim or p.cross_attention_dim
+    pooled_kwargs = {"class_embed_type": "projection", "projection_class_embeddings_input_dim": d}
+    unet = UNet2DConditionModel(
         sample_size=latent,
         in_channels=latent_channels,
         out_channels=latent_channels,
@@ -149,9 +174,69 @@ def build_unet(
         block_out_channels=p.unet_channels,
         layers_per_block=p.unet_layers,
         norm_num_groups=p.unet_groups,
-        cross_attention_dim=cross_attention_dim or p.cross_attention_dim,
+        cross_attention_dim=d,
         attention_head_dim=p.heads,  # diffusers: the number of heads
+        **(pooled_kwargs if pooled else {}),
     )
+    if pooled:
+        _zero_pooled_output(unet)
+    return unet
+
+
+def add_pooled_condition(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """The same UNet with a pooled-condition pathway: the mean DNA token joins the timestep embedding.
+
+    Stable Diffusion XL adds its pooled text embedding to the timestep embedding next to the
+    cross-attention on the token sequence; here the masked mean of the condition tokens goes through
+    diffusers' ``class_embed_type="projection"`` MLP into every ResNet block's scale/shift. Global
+    traits (plumage colour) are learned much faster this way than through cross-attention alone.
+    The MLP's output layer starts at zero, so a pretrained UNet's outputs are unchanged at first.
+    Existing weights are copied into a new float32 UNet; one that already has the pathway is returned as is.
+    """
+    if unet.config.class_embed_type == "projection":
+        return unet
+    if unet.config.class_embed_type is not None:
+        raise ConfigError(f"UNet already has class_embed_type={unet.config.class_embed_type!r}")
+    # without the bookkeeping keys: ``_use_default_values`` would reset class_embed_type to its default
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    config.update(
+        class_embed_type="projection", projection_class_embeddings_input_dim=unet.config.cross_attention_dim
+    )
+    new = UNet2DConditionModel.from_config(config)  # float32, as training wants it
+    missing, unexpected = new.load_state_dict(unet.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("class_embedding.") for k in missing):
+        raise CheckpointError(
+            f"UNet weights do not fit the pooled-condition UNet (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    _zero_pooled_output(new)
+    return new
+
+
+def _zero_pooled_output(unet: UNet2DConditionModel) -> None:
+    torch.nn.init.zeros_(unet.class_embedding.linear_2.weight)
+    torch.nn.init.zeros_(unet.class_embedding.linear_2.bias)
+
+
+def pooled_condition(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Masked mean of condition tokens: ``hidden (B, T, D)``, ``mask (B, T)`` (None = all) → ``(B, D)``."""
+    if mask is None:
+        return hidden.mean(dim=1)
+    m = mask.to(hidden.dtype)[..., None]
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+def denoise(
+    unet: UNet2DConditionModel,
+    sample: torch.Tensor,
+    t: torch.Tensor,
+    hidden: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The UNet's prediction for ``sample`` at ``t`` given condition tokens (and their pooled mean)."""
+    extra = {}
+    if unet.config.class_embed_type == "projection":
+        extra["class_labels"] = pooled_condition(hidden, mask)
+    return unet(sample, t, encoder_hidden_states=hidden, encoder_attention_mask=mask, **extra).sample
 
 
 def build_noise_scheduler(

@@ -28,7 +28,8 @@ class ImageConfig:
 
     preset: Literal["tiny", "cpu", "gpu"] = field(
         default="cpu",
-        metadata={"help": "model size: tiny (tests, 16 px), cpu (demo, 64 px, 16x16 latents), gpu (128 px+)"},
+        metadata={"help": "model size: tiny (tests, 16 px), cpu (demo, 64 px, 16x16x4 latents), cpu2x (64 px, 32x32x8), "
+        "gpu (128 px+)"},
     )
     resolution: int | None = field(
         default=None, metadata={"help": "image side in pixels (multiple of 8); unset = preset (16/64/128)"}
@@ -55,6 +56,13 @@ class ImageConfig:
     onehot_window: int = field(default=16, metadata={"help": "onehot: bases per token window"})
     cond_depth: int = field(
         default=1, metadata={"help": "transformer layers of the trainable condition head (0 = MLP only)"}
+    )
+    pooled_condition: bool = field(
+        default=False,
+        metadata={
+            "help": "also add the mean condition token to the UNet's timestep embedding (SDXL's pooled text "
+            "embedding); measured no gain on the demo, where the VAE limits colour (BENCHMARKS.md)"
+        },
     )
     null_condition: Literal["learned", "empty_sequence"] = field(
         default="learned",
@@ -134,6 +142,13 @@ class ImageConfig:
     vae_steps: int | None = field(default=None, metadata={"help": "VAE optimizer steps; unset = preset"})
     vae_lr: float = field(default=2e-3, metadata={"help": "VAE learning rate (AdamW)"})
     vae_batch_size: int | None = field(default=None, metadata={"help": "VAE images per step; unset = preset"})
+    vae_colour_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the VAE's latent colour loss (latents must hold each cell's mean colour; "
+            "5 with the cpu2x preset keeps plumage colour)"
+        },
+    )
     vae_crop: int | None = field(
         default=None,
         metadata={"help": "train the VAE on random crops of this side (0 = whole images); unset = preset"},
@@ -182,8 +197,8 @@ class ImageConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.lr <= 0 or self.vae_lr <= 0:
             raise ValueError(f"lr and vae_lr must be > 0, got {self.lr}, {self.vae_lr}")
-        if self.max_minutes < 0 or self.weight_decay < 0 or self.vae_kl_weight < 0:
-            raise ValueError("max_minutes, weight_decay and vae_kl_weight must be >= 0")
+        if min(self.max_minutes, self.weight_decay, self.vae_kl_weight, self.vae_colour_weight) < 0:
+            raise ValueError("max_minutes, weight_decay, vae_kl_weight and vae_colour_weight must be >= 0")
         if not self.vae:
             raise ValueError("vae must be 'train' or a local VAE directory")
 

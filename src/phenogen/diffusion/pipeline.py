@@ -32,6 +32,7 @@ from diffusers import (
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
+from phenogen.diffusion.components import denoise
 from phenogen.diffusion.conditioning import DNAConditioner
 from phenogen.dna.seqio import clean_sequence
 from phenogen.errors import CheckpointError, InputError
@@ -129,13 +130,11 @@ class DNAToImagePipeline(DiffusionPipeline):
         """
         if uncond is None or guidance_scale == 1.0:
             latent_in = self.scheduler.scale_model_input(latents, t)
-            return self.unet(
-                latent_in, t, encoder_hidden_states=cond, encoder_attention_mask=cond_mask
-            ).sample
+            return denoise(self.unet, latent_in, t, cond, cond_mask)
         latent_in = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
         hidden = torch.cat([uncond, cond])
         mask = None if cond_mask is None else torch.cat([uncond_mask, cond_mask])
-        out = self.unet(latent_in, t, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
+        out = denoise(self.unet, latent_in, t, hidden, mask)
         out_uncond, out_cond = out.chunk(2)
         return out_uncond + guidance_scale * (out_cond - out_uncond)
 

@@ -14,15 +14,18 @@ projections of its cross-attention layers start at zero and stay there (their in
 fine-tuning time the new DNA condition enters as an exact no-op and grows from there (ControlNet's
 zero-convolution idea).
 
+The VAE's loss weights the bird's pixels up (``vae_foreground_weight``; the bird is a few percent of
+the image). The ``cpu`` preset's 4x VAE still paints every bird in the average brown after minutes of
+training; with ``--set prior.preset=cpu2x --set prior.vae_colour_weight=5`` (2x VAE, 8 latent
+channels, and :func:`phenogen.diffusion.vae.latent_colour_loss`) the colours are kept, but a UNet
+trained on those larger latents for 27 minutes on 2 cores painted speckled birds, so the shipped
+prior is the ``cpu`` one (BENCHMARKS.md, "The image model at demo scale").
+
 Outputs of :func:`pretrain_prior` (``OUT``)::
 
-    vae/   unet/          diffusers ``save_pretrained`` directories (safetensors + JSON config); with
+    vae/   unet/         diffusers ``save_pretrained`` directories (safetensors + JSON config); with
                          ``decoder_minutes`` > 0 the VAE's decoder is fine-tuned last with the encoder
                          frozen (same latent space; measured: it did not sharpen the colours)
-
-The VAE's reconstruction loss weights the bird's pixels up (``vae_foreground_weight``): unweighted,
-the birds' hues were lost (a trait probe read plumage hue from reconstructions no better than the
-average bird); weighted, lightness and patterns come back and hue partly (BENCHMARKS.md).
     prior.json           settings, seconds, losses, VAE reconstruction error on fresh renders
     samples.png          unconditional samples of the EMA UNet (DDIM)
     vae_recon.png        fresh renders (top) and their VAE reconstructions (bottom)
@@ -62,6 +65,13 @@ class PriorConfig:
     vae_steps: int = field(default=6000, metadata={"help": "VAE steps (the budget may stop it earlier)"})
     vae_foreground_weight: float = field(
         default=10.0, metadata={"help": "extra VAE loss weight on the bird's pixels (keeps plumage hue)"}
+    )
+    vae_colour_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the VAE's latent colour loss (latents must hold each cell's mean colour; "
+            "5 with the cpu2x preset keeps plumage colour)"
+        },
     )
     decoder_minutes: float = field(
         default=0.0, metadata={"help": "decoder-only fine-tuning after the UNet (encoder frozen); 0 = none"}
@@ -212,7 +222,8 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
     t0 = time.perf_counter()
     vae = components.build_vae(cfg.preset, res)
     vae_losses = train_vae(vae, images, cfg.vae_steps, preset.vae_batch, 2e-3, 1e-6, cfg.seed, cfg.vae_minutes * 60,
-                           False, preset.vae_crop, "cpu", progress, cfg.vae_foreground_weight)  # fmt: skip
+                           False, preset.vae_crop, "cpu", progress, cfg.vae_foreground_weight,
+                           cfg.vae_colour_weight)  # fmt: skip
     mean, std = encode_latent_dist(vae, images)
     shift, scale = fit_latent_scaling(vae, mean, std)
     recon_mse = reconstruction_mse(vae, fresh, out / "vae_recon.png")

@@ -41,7 +41,7 @@ SAMPLE_COLS = 4
 EVAL_IMAGES = 64
 # settings a resumed run must share with the checkpoint it continues
 SHAPE_KEYS = ("preset", "resolution", "encoder", "lm_model", "lm_layer", "kmer_k", "kmer_segments", "onehot_window",
-              "cond_depth", "null_condition", "prediction_type", "beta_schedule", "vae", "seed", "batch_size",
+              "cond_depth", "pooled_condition", "null_condition", "prediction_type", "beta_schedule", "vae", "seed", "batch_size",
               "grad_accum", "hflip", "init")  # fmt: skip
 
 
@@ -130,6 +130,8 @@ def diffusion_loss(
     """
     from diffusers.training_utils import compute_snr
 
+    from phenogen.diffusion.components import denoise
+
     b = latents.shape[0]
     device = latents.device
     noise = torch.randn(latents.shape, generator=generator, device=device)
@@ -141,7 +143,7 @@ def diffusion_loss(
         target = noise
     hidden, hmask = conditioner(features, mask, drop=drop, generator=generator)  # (B, T, D)
     attn_mask = None if bool(hmask.all()) else hmask
-    pred = unet(noisy, t, encoder_hidden_states=hidden, encoder_attention_mask=attn_mask).sample
+    pred = denoise(unet, noisy, t, hidden, attn_mask)
     per_example = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
     if snr_gamma is not None:
         snr = compute_snr(noise_scheduler, t)
@@ -299,6 +301,7 @@ def train_image_model(
         vae_losses = train_vae(
             vae, train.images, steps, cfg.vae_batch_size or preset.vae_batch, cfg.vae_lr, cfg.vae_kl_weight, cfg.seed,
             vae_budget, cfg.hflip, preset.vae_crop if cfg.vae_crop is None else cfg.vae_crop, device, progress,
+            colour_weight=cfg.vae_colour_weight,
         )  # fmt: skip
         (out / "vae_losses.json").write_text(json.dumps(vae_losses) + "\n", encoding="utf-8")
     vae.to(device).eval().requires_grad_(False)
@@ -363,9 +366,12 @@ def train_image_model(
     set_seed(cfg.seed)
     if prior_dir is not None:  # fine-tune the pretrained prior (its cross-attention starts as a no-op)
         unet = load_prior_unet(prior_dir, preset.cross_attention_dim, resolution // scale)
+        if cfg.pooled_condition:
+            unet = components.add_pooled_condition(unet)
     else:
         unet = components.build_unet(cfg.preset, preset.cross_attention_dim, sample_size=resolution // scale,
-                                     latent_channels=vae.config.latent_channels)  # fmt: skip
+                                     latent_channels=vae.config.latent_channels,
+                                     pooled=cfg.pooled_condition)  # fmt: skip
     noise_scheduler = components.build_noise_scheduler(cfg.prediction_type, cfg.beta_schedule)
     params = list(unet.parameters()) + conditioner.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
