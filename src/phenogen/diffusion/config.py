@@ -28,8 +28,10 @@ class ImageConfig:
 
     preset: Literal["tiny", "cpu", "gpu"] = field(
         default="cpu",
-        metadata={"help": "model size: tiny (tests, 16 px), cpu (demo, 64 px, 16x16x4 latents), cpu2x (64 px, 32x32x8), "
-        "gpu (128 px+)"},
+        metadata={
+            "help": "model size: tiny (tests, 16 px), cpu (demo, 64 px, 16x16x4 latents), cpu2x (64 px, 32x32x8), "
+            "gpu (128 px+)"
+        },
     )
     resolution: int | None = field(
         default=None, metadata={"help": "image side in pixels (multiple of 8); unset = preset (16/64/128)"}

@@ -213,8 +213,13 @@ def train_vae(
             i, j = (int(v) for v in torch.randint(0, min(x.shape[-2:]) - crop + 1, (2,), generator=gen))
             x = x[..., i : i + crop, j : j + crop]
         loss, parts = vae_loss(
-            vae, x.to(device), noise_gen, kl_weight, foreground_weight=foreground_weight,
-            colour_weight=colour_weight, colour_head=head,
+            vae,
+            x.to(device),
+            noise_gen,
+            kl_weight,
+            foreground_weight=foreground_weight,
+            colour_weight=colour_weight,
+            colour_head=head,
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
