@@ -27,7 +27,7 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
         "simulate", "train-lm", "evaluate-dna", "ancestors", "train-image", "generate", "evaluate", "report"
     ]  # fmt: skip
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
-    for split in ("heldout", "extinct", "ancestor"):
+    for split in ("train", "heldout", "extinct", "ancestor"):
         methods = metrics["splits"][split]["methods"]
         assert {"generated", "nearest", "random", "mean", "oracle", "truth"} <= set(methods)
         assert methods["generated"]["n_targets"] >= 1

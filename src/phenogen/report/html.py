@@ -44,7 +44,7 @@ _SPLIT_TITLES = {
     "heldout": "Held-out living species",
     "extinct": "Extinct species",
     "ancestor": "Ancestors (internal nodes)",
-    "train": "Training species",
+    "train": "Training species (fit check: species the model was trained on)",
 }
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;
