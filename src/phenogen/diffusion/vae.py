@@ -255,7 +255,6 @@ def finetune_decoder(
     seed: int = 0,
     progress: bool = False,
     foreground_weight: float = 0.0,
-    colour_weight: float = 0.0,
 ) -> list[float]:
     """Train only the decoder (and ``post_quant_conv``) with the encoder frozen; returns the losses.
 
