@@ -122,6 +122,56 @@ def test_gpt2_encoder_without_lm_is_a_config_error():
         build_conditioner("gpt2", 32)
 
 
+def test_mash_distance_orders_relatives_and_needs_no_alignment():
+    from phenogen.diffusion.conditioning import kmer_set, mash_distance
+
+    rng = np.random.default_rng(0)
+    base = "".join(rng.choice(list("ACGT"), 600))
+
+    def mutate(seq, n):
+        s = list(seq)
+        for i in rng.choice(len(s), n, replace=False):
+            s[i] = {"A": "C", "C": "G", "G": "T", "T": "A"}[s[i]]
+        return "".join(s)
+
+    close, far = mutate(base, 6), mutate(base, 60)
+    k = 8
+    d_close, d_far = (mash_distance(kmer_set(base, k), kmer_set(x, k), k) for x in (close, far))
+    assert mash_distance(kmer_set(base, k), kmer_set(base, k), k) == 0
+    assert 0.003 < d_close < 0.03 < d_far < 0.2  # ~ the share of differing sites (1 % and 10 %)
+    shifted = "ACG" + base  # an unaligned copy: still (almost) zero
+    assert mash_distance(kmer_set(base, k), kmer_set(shifted, k), k) < 0.002
+    assert mash_distance(kmer_set(base, k), kmer_set("", k), k) == 1.0
+
+
+def test_relatives_encoder_paints_a_barcode_from_its_closest_reference(tmp_path):
+    """A new barcode's condition is near its closest reference's; in training the own reference is left
+    out with relatives_self_drop, so a species is then drawn from its relatives alone; save/load exact."""
+    rng = np.random.default_rng(1)
+    a = "".join(rng.choice(list("ACGT"), 300))
+    b = "".join(rng.choice(list("ACGT"), 300))
+    a_sister = a[:150] + ("C" if a[150] != "C" else "G") + a[151:]
+    torch.manual_seed(0)
+    cond = build_conditioner("relatives", 32, references=[a, b, a], relatives_tokens=3, heads=2,
+                             relatives_self_drop=0.99, cond_dropout=0.0)  # fmt: skip
+    assert cond.config.relatives_n == 2  # references are deduplicated
+    feats, mask = cond.featurize([a, b, a_sister])
+    assert feats.shape == (3, 1, 2) and feats[0, 0, 0] == 0 and 0 < feats[2, 0, 0] < 0.02 < feats[2, 0, 1]
+    with torch.no_grad():
+        h_a, h_b, h_sister = cond.eval()(feats, mask)[0]
+        assert h_a.shape == (3, 32)
+        assert (h_sister - h_a).norm() < 0.2 * (h_sister - h_b).norm()
+        h_train = cond.train()(feats[:1], mask[:1], generator=torch.Generator().manual_seed(0))[0][0]
+    assert torch.allclose(h_train, h_b, atol=1e-4)  # a left out: drawn from b, its only relative
+    cond.save_pretrained(tmp_path / "rel", safe_serialization=True)
+    again = DNAConditioner.from_pretrained(tmp_path / "rel").eval()
+    assert torch.equal(again.featurize([a_sister])[0], feats[2:])
+    with torch.no_grad():
+        assert torch.allclose(again(feats, mask)[0][2], h_sister, atol=1e-6)
+    with pytest.raises(ConfigError, match="reference barcodes"):
+        build_conditioner("relatives", 32)
+
+
 def test_kmer_profiles_count_words_per_segment():
     """'AAAA' + 'CCCC' at k=2 with 2 segments: all AA in the first half, all CC in the second."""
     prof = kmer_profile_tokens("AAAACCCC", k=2, segments=2)  # 7 windows: AA AA AA AC CC CC CC
@@ -314,6 +364,22 @@ def test_training_uses_the_train_split_only_and_writes_its_artifacts(dataset, tm
     assert vae_cfg["scaling_factor"] != 1.0  # fitted from the latents
 
 
+def test_relatives_encoder_trains_with_the_training_barcodes_as_references(dataset, tmp_path):
+    """train-image stores the training split's barcodes (only) as the references, and the saved
+    pipeline paints a held-out barcode; a VAE trained with per-channel latent statistics saves them."""
+    cfg = _tiny_cfg(max_steps=2, encoder="relatives", relatives_k=5, latent_norm="channel")
+    result = train_image_model(dataset.root, tmp_path / "run", cfg, progress=False)
+    pipe = load_pipeline(result.pipeline_dir)
+    train_seqs = {r.sequence for r in dataset.records("train")}
+    assert pipe.conditioner.config.relatives_n == len(train_seqs)
+    assert len(pipe.vae.config.latents_mean) == pipe.vae.config.latent_channels
+    held = [r.sequence for r in dataset.records("heldout")][:1]
+    images = pipe(
+        held, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np"
+    ).images
+    assert images.shape[0] == 1 and np.isfinite(images).all()
+
+
 def test_resume_with_changed_settings_is_refused(dataset, tmp_path):
     from phenogen.cli import main
 
@@ -418,6 +484,105 @@ def test_pretrained_prior_saves_vae_unet_and_a_zero_cross_attention(tiny_prior):
     assert torch.equal(a, b)
 
 
+def test_caption_encoder_tokens_depend_on_each_trait_and_round_trip(tmp_path):
+    """One token per trait, moved by that trait's value only through that token (before the shared
+    norm/MLP, which act per token); a wrong trait count is a clear error; save/load is exact."""
+    from phenogen.diffusion.prior import CaptionEncoder
+
+    torch.manual_seed(0)
+    enc = CaptionEncoder(n_traits=4, dim=16, traits=("a", "b", "c", "d")).eval()
+    traits = torch.zeros(1, 4)
+    moved = traits.clone()
+    moved[0, 2] = 1.5
+    with torch.no_grad():
+        a, b = enc(traits), enc(moved)
+    changed = (a - b).abs().amax(-1)[0]  # per token
+    assert changed[2] > 0.1 and torch.all(changed[[0, 1, 3]] == 0)
+    with pytest.raises(ValueError, match=r"expected traits \(B, 4\)"):
+        enc(torch.zeros(2, 3))
+    enc.save_pretrained(tmp_path / "cap", safe_serialization=True)
+    back = CaptionEncoder.from_pretrained(tmp_path / "cap")
+    assert back.config.traits == ["a", "b", "c", "d"] or back.config.traits == ("a", "b", "c", "d")
+    with torch.no_grad():
+        assert torch.equal(back(moved), b)
+    assert not list((tmp_path / "cap").glob("*.bin"))  # safetensors only
+
+
+@pytest.fixture(scope="module")
+def captioned_prior(tmp_path_factory, tiny_prior):
+    """A captioned prior continued from the unconditional tiny prior (``init``), Stable Diffusion style."""
+    from phenogen.cli import main
+
+    out = tmp_path_factory.mktemp("captioned") / "prior"
+    sets = ["prior.preset=tiny", "prior.n_images=32", "prior.unet_steps=8", "prior.batch_size=8", "prior.lr=1e-2",
+            "prior.unet_minutes=1", "prior.captions=true", f"prior.init={tiny_prior}",
+            "prior.latent_norm=channel"]  # fmt: skip
+    argv = ["pretrain-image", "--out", str(out), "--no-progress", *[a for s in sets for a in ("--set", s)]]
+    assert main(argv) == 0
+    return out
+
+
+def test_a_captioned_prior_reads_its_captions_and_keeps_the_init_vae(captioned_prior, tiny_prior):
+    """Continuing a prior keeps its VAE weights bit for bit (no VAE steps) and records where it came from; with
+    captions the cross-attention is trained, so the UNet's prediction depends on the context, and the
+    caption encoder and a caption-vs-sample sheet are saved."""
+    from phenogen.diffusion.prior import CaptionEncoder, load_prior_unet
+
+    record = json.loads((captioned_prior / "prior.json").read_text())
+    assert record["captions"] and record["vae_steps"] == 0 and record["unet_steps"] == 8
+    assert record["init"] == str(tiny_prior) and record["init_record"]["vae_steps"] == 4
+    assert "unet_losses" not in record["init_record"]
+    old = load_file(tiny_prior / "vae" / "diffusion_pytorch_model.safetensors")
+    new = load_file(captioned_prior / "vae" / "diffusion_pytorch_model.safetensors")
+    assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
+    # latent_norm=channel on a global-scaled init: per-channel statistics fitted, recorded, saved
+    vae_cfg = json.loads((captioned_prior / "vae" / "config.json").read_text())
+    assert len(vae_cfg["latents_mean"]) == 4 and record["latents_std"] == vae_cfg["latents_std"]
+    assert (captioned_prior / "caption_samples.png").is_file()
+    enc = CaptionEncoder.from_pretrained(captioned_prior / "caption_encoder")
+    unet = load_prior_unet(captioned_prior, cross_attention_dim=32, sample_size=8)
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 500])
+    with torch.no_grad():
+        ctx = enc(torch.randn(2, enc.config.n_traits))
+        a = unet(x, t, encoder_hidden_states=ctx).sample
+        b = unet(x, t, encoder_hidden_states=torch.zeros_like(ctx)).sample
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_captioned_prior_config_errors():
+    from phenogen.diffusion.prior import PriorConfig
+
+    with pytest.raises(ValueError, match="caption_dropout"):
+        PriorConfig(caption_dropout=1.0)
+    assert ImageConfig(preset="cpu2x").preset == "cpu2x"  # the preset is accepted by train-image
+
+
+def test_latent_normalisation_global_or_per_channel_and_its_inverse(tmp_path):
+    """Global: one shift/scale; per channel: every channel mean 0 / std 1 even when channels differ 5x
+    in spread (what a single scale cannot do); unscale inverts scale; the choice survives save/load."""
+    from phenogen.diffusion.components import load_vae
+    from phenogen.diffusion.vae import fit_latent_scaling, scale_latents, unscale_latents
+
+    gen = torch.Generator().manual_seed(0)
+    spread = torch.tensor([3.0, 0.6, 1.0, 0.3]).view(1, 4, 1, 1)
+    offset = torch.tensor([1.0, -2.0, 0.0, 0.5]).view(1, 4, 1, 1)
+    mean = torch.randn(256, 4, 4, 4, generator=gen) * spread + offset
+    std = torch.full_like(mean, 1e-3)
+    vae = build_vae("tiny")
+    fit_latent_scaling(vae, mean, std)
+    g = scale_latents(vae, mean)
+    assert abs(float(g.std()) - 1) < 0.02 and g.std((0, 2, 3)).min() < 0.3  # one scale: channels unequal
+    fit_latent_scaling(vae, mean, std, per_channel=True)
+    c = scale_latents(vae, mean)
+    assert torch.allclose(c.mean((0, 2, 3)), torch.zeros(4), atol=0.02)
+    assert torch.allclose(c.std((0, 2, 3)), torch.ones(4), atol=0.02)
+    assert torch.allclose(unscale_latents(vae, c), mean, atol=1e-5)
+    vae.save_pretrained(tmp_path / "vae", safe_serialization=True)
+    assert torch.allclose(scale_latents(load_vae(tmp_path / "vae"), mean), c, atol=1e-5)
+    fit_latent_scaling(vae, mean, std)  # back to global clears the per-channel statistics
+    assert vae.config.latents_mean is None and torch.allclose(scale_latents(vae, mean), g)
+
+
 def test_decoder_fine_tuning_keeps_the_latent_space():
     """Only the decoder trains: the encoder's latents are bit-identical, reconstructions improve."""
     from phenogen.diffusion.vae import encode_latent_dist, finetune_decoder, to_model_range
@@ -506,6 +671,23 @@ def test_train_image_fine_tunes_the_prior(dataset, tmp_path, tiny_prior):
     assert any(m.to_out[0].weight.abs().sum() > 0 for m in attn2)  # the condition has started to enter
 
 
+def test_train_image_fine_tunes_a_captioned_per_channel_prior(dataset, tmp_path, captioned_prior):
+    """A captioned prior with per-channel latent statistics fine-tunes like any prior: the pipeline keeps
+    the prior's statistics, and its latents decode through them (scale → unscale is the identity)."""
+    from phenogen.diffusion.vae import scale_latents, unscale_latents
+
+    result = train_image_model(
+        dataset.root, tmp_path / "run", _tiny_cfg(init=str(captioned_prior), max_steps=2), progress=False
+    )
+    pipe = load_pipeline(result.pipeline_dir)
+    prior_cfg = json.loads((captioned_prior / "vae" / "config.json").read_text())
+    assert np.allclose(pipe.vae.config.latents_std, prior_cfg["latents_std"])
+    latents = pipe(SEQS, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                   output_type="latent").images  # fmt: skip
+    assert torch.isfinite(latents).all()
+    assert torch.allclose(scale_latents(pipe.vae, unscale_latents(pipe.vae, latents)), latents, atol=1e-5)
+
+
 def test_prior_errors_are_specific(tmp_path, tiny_prior):
     from phenogen.diffusion.prior import load_prior_unet, resolve_init
 
@@ -519,7 +701,8 @@ def test_prior_errors_are_specific(tmp_path, tiny_prior):
 
 def test_the_shipped_cpu_prior_loads_and_reconstructs_birds():
     """The prior in the package (what the demo fine-tunes) is a real, trained one: its VAE reconstructs
-    fresh renders of random birds well (an untrained VAE scores ~0.3) and its UNet fits the cpu preset."""
+    fresh renders of random birds well (an untrained VAE scores ~0.3), its UNet fits the cpu preset and
+    its predictions change with the caption it is given."""
     from phenogen.diffusion import components
     from phenogen.diffusion.prior import load_prior_unet, reconstruction_mse, resolve_init
     from phenogen.evaluate.probe import prior_renders
@@ -533,3 +716,16 @@ def test_the_shipped_cpu_prior_loads_and_reconstructs_birds():
         assert reconstruction_mse(components.load_vae(path / "vae"), images) < 0.025
     unet = load_prior_unet(path, cross_attention_dim=128, sample_size=16)
     assert unet.config.in_channels == 4
+    # captioned (Stable Diffusion style): the UNet reads its caption encoder's tokens
+    from phenogen.diffusion.prior import CaptionEncoder
+
+    assert record["captions"] and not record["init_record"].get("captions")  # v2 was unconditional
+    enc = CaptionEncoder.from_pretrained(path / "caption_encoder")
+    assert tuple(enc.config.traits) == (*CONTINUOUS, *DISCRETE)
+    x, t = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([300, 300])
+    traits = torch.zeros(2, enc.config.n_traits)
+    traits[1, 1] = 2.5  # a different plumage hue
+    with torch.no_grad():
+        eps = unet(torch.cat([x[:1], x[:1]]), t, encoder_hidden_states=enc(traits)).sample
+        null = unet(x[:1], t[:1], encoder_hidden_states=torch.zeros(1, 1, 128)).sample
+    assert (eps[0] - eps[1]).abs().mean() > 1e-3 and (eps[0] - null[0]).abs().mean() > 1e-3

@@ -13,6 +13,15 @@ Three encoders, chosen by ``[image] encoder`` and compared by measurement:
 ``onehot``
     The (left-aligned) one-hot barcode cut into windows of ``onehot_window`` bases: one token of
     ``4 * window`` features per window (``N`` = 0.25 each, gaps and padding = 0), trained jointly.
+``relatives``
+    A barcode described by its relatives: its Mash distance (k-mer Jaccard, alignment-free; ~ the
+    share of differing sites) to every *reference* barcode — the training set's, stored in the
+    conditioner — turned into weights ``softmax(-d / relatives_temperature)``; the condition is the
+    weighted mix of ``relatives_tokens`` learned tokens per reference. A training barcode is mostly
+    itself (a per-species embedding, fast to learn); a new barcode is painted from its closest
+    relatives, nearer ones weighing more, as the phylogenetic conditional mean weighs relatives. In
+    training, with probability ``relatives_self_drop`` a barcode's own reference is left out, so the
+    model learns to paint a species from its relatives alone — what it must do for an unseen one.
 
 Every encoder works in two stages, so training can cache the expensive, frozen part:
 
@@ -54,7 +63,7 @@ __all__ = ["DNAConditioner", "build_conditioner", "ENCODERS", "NULL_CONDITIONS"]
 
 log = logging.getLogger(__name__)
 
-ENCODERS = ("gpt2", "kmer", "onehot")
+ENCODERS = ("gpt2", "kmer", "onehot", "relatives")
 NULL_CONDITIONS = ("learned", "empty_sequence")
 _BASE_INDEX = np.full(256, -1, dtype=np.int64)
 for _i, _b in enumerate("ACGT"):
@@ -86,6 +95,31 @@ def kmer_profile_tokens(seq: str, k: int, segments: int) -> np.ndarray:
         if len(idx):
             out[row] = np.bincount(idx, minlength=4**k) * (4**k / len(idx))
     return out
+
+
+def kmer_set(seq: str, k: int) -> np.ndarray:
+    """The sorted distinct k-mers of a barcode as integer codes (windows holding N or a gap skipped)."""
+    codes = _base_codes(seq.replace("-", ""))
+    if len(codes) < k:
+        return np.zeros(0, dtype=np.int64)
+    windows = np.lib.stride_tricks.sliding_window_view(codes, k)
+    windows = windows[(windows >= 0).all(axis=1)]
+    return np.unique((windows.astype(np.int64) * (4 ** np.arange(k - 1, -1, -1))).sum(axis=1))
+
+
+def mash_distance(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """Mash distance between two k-mer sets: ``-ln(2j / (1 + j)) / k`` for Jaccard ``j`` (1 if disjoint).
+
+    Estimates the share of differing sites without an alignment (Ondov et al. 2016).
+    >>> a = kmer_set("ACGTACGTTGCA", 3)
+    >>> mash_distance(a, a, 3)
+    0.0
+    """
+    if len(a) == 0 or len(b) == 0:
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    j = inter / (len(a) + len(b) - inter)
+    return 1.0 if j == 0 else float(min(1.0, -math.log(2 * j / (1 + j)) / k))
 
 
 def onehot_tokens(seq: str, length: int, window: int) -> np.ndarray:
@@ -123,6 +157,10 @@ class DNAConditioner(ModelMixin, ConfigMixin):
         The unconditional embedding used for guidance and condition dropout.
     cond_dropout : float
         Probability of replacing a training example's condition by the null.
+    relatives_n, relatives_length, relatives_k, relatives_tokens, relatives_temperature, relatives_self_drop
+        ``relatives``: number and padded length of the stored reference barcodes, the Mash k-mer
+        length, learned tokens per reference, the softmax temperature (in distance units) and the
+        probability of leaving a training barcode's own reference out.
     """
 
     config_name = "config.json"
@@ -144,6 +182,12 @@ class DNAConditioner(ModelMixin, ConfigMixin):
         heads: int = 4,
         null_condition: str = "learned",
         cond_dropout: float = 0.1,
+        relatives_n: int = 0,
+        relatives_length: int = 0,
+        relatives_k: int = 8,
+        relatives_tokens: int = 4,
+        relatives_temperature: float = 0.01,
+        relatives_self_drop: float = 0.5,
     ):
         super().__init__()
         if encoder not in ENCODERS:
@@ -160,6 +204,17 @@ class DNAConditioner(ModelMixin, ConfigMixin):
         self._encoder = None  # gpt2: the phenogen.lm.encode.DnaEncoder, built on first use
         if encoder == "kmer":
             feature_dim, max_tokens = 4**kmer_k, kmer_segments + 1
+        elif encoder == "relatives":
+            if relatives_n < 1 or relatives_length < 1:
+                raise ConfigError("encoder 'relatives' needs reference barcodes (the training set's)")
+            if relatives_temperature <= 0 or not 0 <= relatives_self_drop < 1 or relatives_tokens < 1:
+                raise ConfigError("relatives: temperature must be > 0, self_drop in [0, 1), tokens >= 1")
+            feature_dim, max_tokens = relatives_n, 1
+            self.register_buffer(
+                "ref_codes", torch.full((relatives_n, relatives_length), -1, dtype=torch.int8)
+            )
+            self.table = nn.Parameter(torch.randn(relatives_n, relatives_tokens, cross_attention_dim))
+            self._ref_sets: tuple[int, list[np.ndarray]] | None = None
         elif encoder == "onehot":
             if onehot_length % onehot_window:
                 raise ConfigError(
@@ -180,7 +235,8 @@ class DNAConditioner(ModelMixin, ConfigMixin):
         d = cross_attention_dim
         self.in_norm = nn.LayerNorm(feature_dim)
         self.in_proj = nn.Linear(feature_dim, d)
-        self.pos_emb = nn.Parameter(torch.randn(max_tokens, d) * 0.02)
+        out_tokens = relatives_tokens if encoder == "relatives" else max_tokens
+        self.pos_emb = nn.Parameter(torch.randn(out_tokens, d) * 0.02)
         if depth > 0:
             self.blocks = nn.ModuleList(
                 nn.TransformerEncoderLayer(
@@ -250,7 +306,49 @@ class DNAConditioner(ModelMixin, ConfigMixin):
             feats = np.stack([onehot_tokens(s, cfg.onehot_length, cfg.onehot_window) for s in sequences])
             f = torch.from_numpy(feats)
             return f, torch.ones(f.shape[:2], dtype=torch.bool)
+        if cfg.encoder == "relatives":
+            refs = self.reference_sets()
+            rows = []
+            for s in sequences:
+                q = kmer_set(s, cfg.relatives_k)
+                rows.append([mash_distance(q, r, cfg.relatives_k) for r in refs])
+            f = torch.tensor(rows, dtype=torch.float32).reshape(len(sequences), 1, len(refs))
+            return f, torch.ones(f.shape[:2], dtype=torch.bool)
         return self._gpt2_features(sequences, batch_size)
+
+    def set_references(self, sequences: Sequence[str]) -> None:
+        """``relatives``: store the reference barcodes (as base codes; N, gaps and padding = -1)."""
+        if len(sequences) != self.config.relatives_n:
+            raise ConfigError(f"expected {self.config.relatives_n} reference barcodes, got {len(sequences)}")
+        self.ref_codes.fill_(-1)
+        for i, seq in enumerate(sequences):
+            codes = _base_codes(seq.replace("-", ""))[: self.config.relatives_length]
+            self.ref_codes[i, : len(codes)] = torch.from_numpy(codes.astype(np.int8))
+        self._ref_sets = None
+
+    def reference_sets(self) -> list[np.ndarray]:
+        """The references' k-mer sets (computed once per stored reference table)."""
+        key = hash(self.ref_codes.cpu().numpy().tobytes())
+        if self._ref_sets is None or self._ref_sets[0] != key:
+            k = self.config.relatives_k
+            seqs = ["".join("ACGTN"[c] for c in row) for row in self.ref_codes.cpu().numpy().astype(np.int64)]
+            self._ref_sets = (key, [kmer_set(s.rstrip("N"), k) for s in seqs])
+        return self._ref_sets[1]
+
+    def _relatives_mix(self, dist: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Distances ``(B, n_ref)`` → the weighted mix of the references' learned tokens ``(B, T, D)``."""
+        cfg = self.config
+        logits = -dist / cfg.relatives_temperature
+        if self.training and cfg.relatives_self_drop > 0:  # paint a species from its relatives alone
+            own = dist <= 1e-6
+            leave = (
+                torch.rand(dist.shape[0], generator=generator, device=dist.device) < cfg.relatives_self_drop
+            )
+            leave = leave[:, None] & own
+            leave &= (~leave).any(-1, keepdim=True)  # never leave out every reference
+            logits = logits.masked_fill(leave, float("-inf"))
+        weights = torch.softmax(logits, dim=-1).to(self.table.dtype)
+        return torch.einsum("br,rtd->btd", weights, self.table)
 
     def _gpt2_features(self, sequences: Sequence[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         encoder = self.dna_encoder()
@@ -311,7 +409,12 @@ class DNAConditioner(ModelMixin, ConfigMixin):
                 drop[:, None, None], self.null_features[:, :t].to(features.dtype), features
             )
             mask = torch.where(drop[:, None], self.null_mask[:, :t], mask)
-        x = self.in_proj(self.in_norm(features)) + self.pos_emb[:t]  # (B, T, D)
+        if self.config.encoder == "relatives":
+            x = self._relatives_mix(features[:, 0], generator) + self.pos_emb  # (B, T, D)
+            t = x.shape[1]
+            mask = mask[:, :1].expand(b, t)
+        else:
+            x = self.in_proj(self.in_norm(features)) + self.pos_emb[:t]  # (B, T, D)
         for block in self.blocks:
             if isinstance(block, nn.TransformerEncoderLayer):
                 x = block(x, src_key_padding_mask=~mask)
@@ -329,6 +432,8 @@ class DNAConditioner(ModelMixin, ConfigMixin):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The unconditional embedding for classifier-free guidance: ``(hidden (B, T, D), mask (B, T))``."""
         device = device or self.null_token.device
+        if self.config.encoder == "relatives":  # one feature row; the head makes relatives_tokens tokens
+            tokens = 1
         feats = torch.zeros(batch, tokens, self.feature_dim, device=device, dtype=self.null_token.dtype)
         drop = torch.ones(batch, dtype=torch.bool, device=device)
         return self.forward(feats, torch.ones(batch, tokens, dtype=torch.bool, device=device), drop=drop)
@@ -357,11 +462,17 @@ def build_conditioner(
     heads: int = 4,
     null_condition: str = "learned",
     cond_dropout: float = 0.1,
+    references: Sequence[str] = (),
+    relatives_k: int = 8,
+    relatives_tokens: int = 4,
+    relatives_temperature: float = 0.01,
+    relatives_self_drop: float = 0.5,
     seed: int = 0,
 ) -> DNAConditioner:
     """A fresh conditioner; for ``gpt2`` the frozen LM is loaded from ``lm_model`` (a train-lm directory).
 
-    ``max_length`` (the longest training barcode) sets the ``onehot`` length, rounded up to the window.
+    ``max_length`` (the longest training barcode) sets the ``onehot`` length, rounded up to the window;
+    ``references`` (the training barcodes) are what ``relatives`` compares a barcode with.
     """
     lm_kwargs: dict[str, Any] = {}
     lm = None
@@ -385,6 +496,16 @@ def build_conditioner(
                 f"image.lm_layer={lm_layer} is outside the LM's hidden states (-{n_layer + 1}..{n_layer})"
             )
     length = int(math.ceil(max(max_length, onehot_window) / onehot_window) * onehot_window)
+    if encoder == "relatives":
+        references = list(dict.fromkeys(references))  # unique, in order
+        lm_kwargs = {
+            "relatives_n": len(references),
+            "relatives_length": max((len(r.replace("-", "")) for r in references), default=0),
+            "relatives_k": relatives_k,
+            "relatives_tokens": relatives_tokens,
+            "relatives_temperature": relatives_temperature,
+            "relatives_self_drop": relatives_self_drop,
+        }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         cond = DNAConditioner(
@@ -400,6 +521,8 @@ def build_conditioner(
             cond_dropout=cond_dropout,
             **lm_kwargs,
         )
+    if encoder == "relatives":
+        cond.set_references(references)
     if lm is not None:
         missing, unexpected = cond.lm.load_state_dict(lm.model.transformer.state_dict(), strict=False)
         missing = [m for m in missing if not m.endswith(".attn.bias") and not m.endswith(".masked_bias")]

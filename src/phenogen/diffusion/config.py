@@ -17,16 +17,17 @@ from typing import Literal
 
 __all__ = ["ImageConfig", "GenerateConfig", "PRESETS", "ENCODERS", "SCHEDULERS"]
 
-PRESETS = ("tiny", "cpu", "gpu")
-ENCODERS = ("gpt2", "kmer", "onehot")
+PRESETS = ("tiny", "cpu", "cpu2x", "gpu")
+ENCODERS = ("gpt2", "kmer", "onehot", "relatives")
 SCHEDULERS = ("ddim", "ddpm", "dpm++2m-karras", "euler-a")
+LATENT_NORMS = ("global", "channel")
 
 
 @dataclass
 class ImageConfig:
     """Model shape and training hyperparameters of ``phenogen train-image``."""
 
-    preset: Literal["tiny", "cpu", "gpu"] = field(
+    preset: Literal["tiny", "cpu", "cpu2x", "gpu"] = field(
         default="cpu",
         metadata={
             "help": "model size: tiny (tests, 16 px), cpu (demo, 64 px, 16x16x4 latents), cpu2x (64 px, 32x32x8), "
@@ -36,11 +37,12 @@ class ImageConfig:
     resolution: int | None = field(
         default=None, metadata={"help": "image side in pixels (multiple of 8); unset = preset (16/64/128)"}
     )
-    encoder: Literal["gpt2", "kmer", "onehot"] = field(
+    encoder: Literal["gpt2", "kmer", "onehot", "relatives"] = field(
         default="kmer",
         metadata={
             "help": "DNA condition encoder: gpt2 (frozen hidden states of the DNA LM, the thesis), "
-            "kmer (k-mer count profiles of sequence segments), onehot (aligned one-hot windows)"
+            "kmer (k-mer count profiles of sequence segments), onehot (aligned one-hot windows), "
+            "relatives (Mash distances to the training barcodes → a weighted mix of learned tokens)"
         },
     )
     lm_model: str = field(
@@ -56,6 +58,16 @@ class ImageConfig:
         metadata={"help": "kmer: sequence segments, one profile token each (plus one whole-sequence token)"},
     )
     onehot_window: int = field(default=16, metadata={"help": "onehot: bases per token window"})
+    relatives_k: int = field(default=8, metadata={"help": "relatives: k-mer length of the Mash distance"})
+    relatives_tokens: int = field(default=4, metadata={"help": "relatives: learned tokens per reference"})
+    relatives_temperature: float = field(
+        default=0.01,
+        metadata={"help": "relatives: softmax temperature over distances (0.01 ~ 1 % of sites)"},
+    )
+    relatives_self_drop: float = field(
+        default=0.5,
+        metadata={"help": "relatives: probability a training barcode is painted from its relatives alone"},
+    )
     cond_depth: int = field(
         default=1, metadata={"help": "transformer layers of the trainable condition head (0 = MLP only)"}
     )
@@ -131,7 +143,7 @@ class ImageConfig:
     init: str = field(
         default="",
         metadata={
-            "help": "start from a pretrained bird prior (VAE + unconditional UNet, `phenogen pretrain-image`): "
+            "help": "start from a pretrained bird prior (VAE + UNet, `phenogen pretrain-image`): "
             "a directory, or 'builtin' for the one shipped with the package; '' = train from scratch"
         },
     )
@@ -156,6 +168,13 @@ class ImageConfig:
         metadata={"help": "train the VAE on random crops of this side (0 = whole images); unset = preset"},
     )
     vae_kl_weight: float = field(default=1e-6, metadata={"help": "weight of the KL term of the VAE loss"})
+    latent_norm: Literal["global", "channel"] = field(
+        default="global",
+        metadata={
+            "help": "latent normalisation of a VAE trained here: global (one shift/scale, SD 1.x) or channel "
+            "(mean/std per latent channel); a prior or external VAE brings its own"
+        },
+    )
     heldout_every: int = field(
         default=0,
         metadata={"help": "evaluate the held-out diffusion loss every N steps (0 = at sample grids)"},
@@ -170,6 +189,10 @@ class ImageConfig:
             raise ValueError(f"resolution must be a multiple of 8 and >= 8, got {self.resolution}")
         if not 1 <= self.kmer_k <= 6:
             raise ValueError(f"kmer_k must be in 1..6, got {self.kmer_k}")
+        if not 3 <= self.relatives_k <= 31 or self.relatives_tokens < 1:
+            raise ValueError("relatives_k must be in 3..31 and relatives_tokens >= 1")
+        if self.relatives_temperature <= 0 or not 0 <= self.relatives_self_drop < 1:
+            raise ValueError("relatives_temperature must be > 0 and relatives_self_drop in [0, 1)")
         for name in ("kmer_segments", "onehot_window", "batch_size", "grad_accum", "epochs", "sample_steps",
                      "checkpoints_total_limit"):  # fmt: skip
             if getattr(self, name) < 1:
@@ -203,6 +226,10 @@ class ImageConfig:
             raise ValueError("max_minutes, weight_decay, vae_kl_weight and vae_colour_weight must be >= 0")
         if not self.vae:
             raise ValueError("vae must be 'train' or a local VAE directory")
+        if self.latent_norm not in LATENT_NORMS:
+            raise ValueError(
+                f"latent_norm must be one of {', '.join(LATENT_NORMS)}, got {self.latent_norm!r}"
+            )
 
 
 @dataclass

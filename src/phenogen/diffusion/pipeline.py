@@ -34,6 +34,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from phenogen.diffusion.components import denoise
 from phenogen.diffusion.conditioning import DNAConditioner
+from phenogen.diffusion.vae import unscale_latents
 from phenogen.dna.seqio import clean_sequence
 from phenogen.errors import CheckpointError, InputError
 
@@ -225,8 +226,7 @@ class DNAToImagePipeline(DiffusionPipeline):
         if output_type == "latent":
             images = latents
         else:
-            shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-            decoded = self.vae.decode(latents / self.vae.config.scaling_factor + shift).sample
+            decoded = self.vae.decode(unscale_latents(self.vae, latents)).sample
             images = self.image_processor.postprocess(decoded.float(), output_type=output_type)
         self.maybe_free_model_hooks()
         for m, mode in modes.items():

@@ -1,4 +1,4 @@
-"""A pretrained bird prior: the VAE and an unconditional UNet, trained on renders of random birds.
+"""A pretrained bird prior: the VAE and a UNet (unconditional or captioned), trained on renders of random birds.
 
 The thesis fine-tuned a *pretrained* Stable Diffusion on (photo, barcode) pairs; nothing in it learned
 to paint from its few hundred photos alone. phenogen's synthetic world has no Stable Diffusion, so
@@ -9,17 +9,35 @@ or species is involved, so the prior carries no information about any species' t
 bird photo looks like. ``train-image`` with ``[image] init = DIR`` (or ``"builtin"``, the prior shipped
 in the package) then starts from it and fine-tunes the UNet with the DNA conditioner, as the thesis did.
 
-During pretraining the UNet's cross-attention sees an all-zero context (one token), and the output
-projections of its cross-attention layers start at zero and stay there (their input is zero), so at
-fine-tuning time the new DNA condition enters as an exact no-op and grows from there (ControlNet's
-zero-convolution idea).
+Two kinds of prior:
+
+*unconditional* (``captions = false``; v1/v2)
+    The UNet's cross-attention sees an all-zero context (one token), and the output projections of its
+    cross-attention layers start at zero and stay there (their input is zero), so at fine-tuning time
+    the new DNA condition enters as an exact no-op and grows from there (ControlNet's zero-convolution
+    idea). The DNA pathway must learn to *read* cross-attention from nothing.
+*captioned* (``captions = true``)
+    Like Stable Diffusion, which the thesis fine-tuned: the UNet is trained on (image, caption) pairs,
+    so its cross-attention already reads a description of what to draw when the DNA arrives. A
+    caption is what a person would write about the random bird — its body size, plumage hue and
+    lightness, beak shape, tail, crest, patterns — given as the renderer's trait values to a small
+    :class:`CaptionEncoder` (SD's text encoder) trained with the UNet; 10 % of captions are dropped
+    to the all-zero null context. The DNA conditioner then replaces the caption encoder at fine-tuning
+    time (the thesis replaced CLIP by GPT-2): it has to learn to *speak* the prior's condition space,
+    not to teach the UNet to listen. The captions describe random birds only — never a species of a
+    clade — so the prior still carries no information about any species.
+
+``init = DIR`` continues from an existing prior: its VAE is kept as it is (no VAE training) and its
+UNet is trained on, e.g. an unconditional prior taught to read captions.
 
 The VAE's loss weights the bird's pixels up (``vae_foreground_weight``; the bird is a few percent of
 the image). The ``cpu`` preset's 4x VAE still paints every bird in the average brown after minutes of
 training; with ``--set prior.preset=cpu2x --set prior.vae_colour_weight=5`` (2x VAE, 8 latent
 channels, and :func:`phenogen.diffusion.vae.latent_colour_loss`) the colours are kept, but a UNet
-trained on those larger latents for 27 minutes on 2 cores painted speckled birds, so the shipped
-prior is the ``cpu`` one (BENCHMARKS.md, "The image model at demo scale").
+trained on those larger latents for 27 minutes on 2 cores painted speckled birds (less so with
+``latent_norm = "channel"``), and fine-tuned it generalised worse to held-out species, so the shipped
+prior is the ``cpu`` one: v2 (unconditional, 35 min) continued for 18 min with captions
+(BENCHMARKS.md, "The image model at demo scale").
 
 Outputs of :func:`pretrain_prior` (``OUT``)::
 
@@ -27,8 +45,10 @@ Outputs of :func:`pretrain_prior` (``OUT``)::
                          ``decoder_minutes`` > 0 the VAE's decoder is fine-tuned last with the encoder
                          frozen (same latent space; measured: it did not sharpen the colours)
     prior.json           settings, seconds, losses, VAE reconstruction error on fresh renders
-    samples.png          unconditional samples of the EMA UNet (DDIM)
+    samples.png          unconditional samples of the EMA UNet (DDIM, zero context)
     vae_recon.png        fresh renders (top) and their VAE reconstructions (bottom)
+    caption_encoder/     (captioned priors) the CaptionEncoder, safetensors + JSON config
+    caption_samples.png  (captioned priors) fresh renders (top) and samples drawn from their captions
 
 >>> PriorConfig(n_images=64, vae_minutes=0.1).preset
 'cpu'
@@ -46,10 +66,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
 
 from phenogen.errors import CheckpointError, ConfigError
 
-__all__ = ["PriorConfig", "pretrain_prior", "resolve_init", "load_prior_unet", "zero_cross_attention_out"]
+__all__ = [
+    "PriorConfig",
+    "CaptionEncoder",
+    "pretrain_prior",
+    "resolve_init",
+    "load_prior_unet",
+    "zero_cross_attention_out",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +113,36 @@ class PriorConfig:
     ema_decay: float = field(default=0.999, metadata={"help": "EMA decay of the saved UNet"})
     save_fp16: bool = field(default=True, metadata={"help": "store weights as fp16 (half the size)"})
     seed: int = field(default=0, metadata={"help": "seed of renders, initialisation and noise"})
+    captions: bool = field(
+        default=False,
+        metadata={
+            "help": "train the UNet on (render, caption) pairs, Stable Diffusion style: the caption is the "
+            "random bird's description (trait values) through a small caption encoder"
+        },
+    )
+    caption_dropout: float = field(
+        default=0.1, metadata={"help": "captions replaced by the null (all-zero) context, for guidance"}
+    )
+    latent_norm: str = field(
+        default="global",
+        metadata={
+            "help": "latent normalisation: global (one shift/scale) or channel (mean/std per latent channel; "
+            "refitted on an init prior that has none)"
+        },
+    )
+    init: str = field(
+        default="",
+        metadata={
+            "help": "continue from this prior directory ('builtin' = the shipped one): keep its VAE, train "
+            "its UNet on; '' = build from scratch"
+        },
+    )
 
     def __post_init__(self) -> None:
+        if self.latent_norm not in ("global", "channel"):
+            raise ValueError(f"latent_norm must be global or channel, got {self.latent_norm!r}")
+        if not 0 <= self.caption_dropout < 1:
+            raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if self.n_images < 8 or self.batch_size < 1:
             raise ValueError("n_images must be >= 8 and batch_size >= 1")
         if self.decoder_minutes < 0:
@@ -93,6 +151,37 @@ class PriorConfig:
             raise ValueError("vae/unet minutes must be > 0 and steps >= 1")
         if not 0 < self.trait_sd <= 3:
             raise ValueError(f"trait_sd must be in (0, 3], got {self.trait_sd}")
+
+
+class CaptionEncoder(ModelMixin, ConfigMixin):
+    """A captioned prior's text encoder: a bird's description (trait values) → cross-attention tokens.
+
+    One token per trait: a learned embedding of *which* trait plus the value times a learned direction,
+    refined by a residual MLP and layer-normalised like the DNA conditioner's output, so the UNet sees
+    tokens of the same scale from either. ``(B, n_traits)`` → ``(B, n_traits, dim)``.
+
+    >>> enc = CaptionEncoder(n_traits=3, dim=8)
+    >>> tuple(enc(torch.zeros(2, 3)).shape)
+    (2, 3, 8)
+    """
+
+    @register_to_config
+    def __init__(self, n_traits: int, dim: int, traits: tuple[str, ...] = ()):
+        super().__init__()
+        if n_traits < 1 or dim < 1:
+            raise ValueError(f"n_traits and dim must be >= 1, got {n_traits}, {dim}")
+        self.kind = nn.Parameter(torch.randn(n_traits, dim))
+        self.direction = nn.Parameter(torch.randn(n_traits, dim))
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
+        )
+        self.out_norm = nn.LayerNorm(dim)
+
+    def forward(self, traits: torch.Tensor) -> torch.Tensor:
+        if traits.ndim != 2 or traits.shape[1] != self.config.n_traits:
+            raise ValueError(f"expected traits (B, {self.config.n_traits}), got {tuple(traits.shape)}")
+        x = self.kind + traits[..., None] * self.direction  # (B, n, D)
+        return self.out_norm(x + self.mlp(x))
 
 
 def builtin_prior_dir(preset: str) -> Path:
@@ -144,8 +233,11 @@ def zero_cross_attention_out(unet) -> int:
 
 
 @torch.no_grad()
-def sample_unconditional(unet, vae, n: int, steps: int, seed: int) -> torch.Tensor:
-    """``n`` unconditional images ``(n, 3, H, W)`` in [0, 1] (DDIM, zero context)."""
+def sample_unconditional(
+    unet, vae, n: int, steps: int, seed: int, context: torch.Tensor | None = None, guidance: float = 1.0
+) -> torch.Tensor:
+    """``n`` images ``(n, 3, H, W)`` in [0, 1] (DDIM): unconditional (zero context), or from caption
+    tokens ``context (n, T, D)`` with classifier-free guidance ``guidance`` against the zero context."""
     from diffusers import DDIMScheduler
 
     from phenogen.diffusion.components import build_noise_scheduler
@@ -155,11 +247,19 @@ def sample_unconditional(unet, vae, n: int, steps: int, seed: int) -> torch.Tens
     side = unet.config.sample_size
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, unet.config.in_channels, side, side, generator=gen)
-    ctx = torch.zeros(n, 1, unet.config.cross_attention_dim)
+    null = torch.zeros(n, 1 if context is None else context.shape[1], unet.config.cross_attention_dim)
     for t in sched.timesteps:
-        x = sched.step(unet(x, t, encoder_hidden_states=ctx).sample, t, x).prev_sample
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    images = vae.decode(x / vae.config.scaling_factor + shift).sample
+        if context is None:
+            eps = unet(x, t, encoder_hidden_states=null).sample
+        else:
+            eps_u, eps_c = unet(
+                torch.cat([x, x]), t, encoder_hidden_states=torch.cat([null, context])
+            ).sample.chunk(2)
+            eps = eps_u + guidance * (eps_c - eps_u)
+        x = sched.step(eps, t, x).prev_sample
+    from phenogen.diffusion.vae import unscale_latents
+
+    images = vae.decode(unscale_latents(vae, x)).sample
     return ((images + 1) / 2).clamp(0, 1)
 
 
@@ -188,8 +288,17 @@ def _grid(images: torch.Tensor, cols: int, path: Path) -> None:
     Image.fromarray(sheet).save(path)
 
 
+def _init_record(init_dir: Path | None) -> dict | None:
+    """The ``prior.json`` of the prior this one continued (its provenance), without the loss curve."""
+    if init_dir is None or not (init_dir / "prior.json").is_file():
+        return None
+    record = json.loads((init_dir / "prior.json").read_text(encoding="utf-8"))
+    record.pop("unet_losses", None)
+    return record
+
+
 def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True) -> dict:
-    """Render random birds, train the VAE, then the unconditional UNet; save both (see module doc)."""
+    """Render random birds, train the VAE, then the UNet (unconditional or captioned); save (module doc)."""
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
@@ -213,19 +322,31 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
 
     t0 = time.perf_counter()
     rng = np.random.default_rng([cfg.seed, 7])
-    images, _ = prior_renders(CONTINUOUS, DISCRETE, cfg.n_images, res, rng, sd=cfg.trait_sd)  # (N, 3, R, R)
-    fresh, _ = prior_renders(
+    images, traits = prior_renders(
+        CONTINUOUS, DISCRETE, cfg.n_images, res, rng, sd=cfg.trait_sd
+    )  # (N, 3, R, R)
+    fresh, fresh_traits = prior_renders(
         CONTINUOUS, DISCRETE, 64, res, np.random.default_rng([cfg.seed, 8]), sd=cfg.trait_sd
     )
     seconds["render"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    vae = components.build_vae(cfg.preset, res)
-    vae_losses = train_vae(vae, images, cfg.vae_steps, preset.vae_batch, 2e-3, 1e-6, cfg.seed, cfg.vae_minutes * 60,
-                           False, preset.vae_crop, "cpu", progress, cfg.vae_foreground_weight,
-                           cfg.vae_colour_weight)  # fmt: skip
+    init_dir = resolve_init(cfg.init, cfg.preset)
+    if init_dir is not None:  # continue an existing prior: its VAE as it is
+        vae = components.load_vae(init_dir / "vae").to(torch.float32)
+        vae_losses: list[float] = []
+    else:
+        vae = components.build_vae(cfg.preset, res)
+        vae_losses = train_vae(vae, images, cfg.vae_steps, preset.vae_batch, 2e-3, 1e-6, cfg.seed, cfg.vae_minutes * 60,
+                               False, preset.vae_crop, "cpu", progress, cfg.vae_foreground_weight,
+                               cfg.vae_colour_weight)  # fmt: skip
+    vae.eval().requires_grad_(False)
     mean, std = encode_latent_dist(vae, images)
-    shift, scale = fit_latent_scaling(vae, mean, std)
+    per_channel = cfg.latent_norm == "channel"
+    if init_dir is None or (per_channel and getattr(vae.config, "latents_mean", None) is None):
+        shift, scale = fit_latent_scaling(vae, mean, std, per_channel)  # the UNet (re)learns this space
+    else:
+        shift, scale = vae.config.shift_factor or 0.0, vae.config.scaling_factor
     recon_mse = reconstruction_mse(vae, fresh, out / "vae_recon.png")
     seconds["vae"] = time.perf_counter() - t0
     log.info("prior VAE: %d steps, recon MSE %.4f on fresh renders", len(vae_losses), recon_mse)
@@ -233,11 +354,23 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
 
     t0 = time.perf_counter()
     side = res // components.vae_scale(vae)
-    unet = components.build_unet(cfg.preset, preset.cross_attention_dim, sample_size=side,
-                                 latent_channels=vae.config.latent_channels)  # fmt: skip
-    n_zeroed = zero_cross_attention_out(unet)
+    if init_dir is not None:
+        unet = load_prior_unet(init_dir, preset.cross_attention_dim, side)
+        n_zeroed = 0
+    else:
+        unet = components.build_unet(cfg.preset, preset.cross_attention_dim, sample_size=side,
+                                     latent_channels=vae.config.latent_channels)  # fmt: skip
+        n_zeroed = 0 if cfg.captions else zero_cross_attention_out(unet)
+    unet.train()
+    captioner = None
+    params = list(unet.parameters())
+    if cfg.captions:
+        captioner = CaptionEncoder(len(CONTINUOUS) + len(DISCRETE), preset.cross_attention_dim,
+                                   traits=(*CONTINUOUS, *DISCRETE))  # fmt: skip
+        params += list(captioner.parameters())
+    traits_t = torch.as_tensor(traits, dtype=torch.float32)
     sched = components.build_noise_scheduler()
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     plan = {"steps": cfg.unet_steps}
     warmup = 200
 
@@ -245,9 +378,9 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         return min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / plan["steps"])))
 
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    ema = EMAModel(list(unet.parameters()), decay=cfg.ema_decay, use_ema_warmup=True)
+    ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    ctx = torch.zeros(cfg.batch_size, 1, preset.cross_attention_dim)
+    null_ctx = torch.zeros(cfg.batch_size, 1, preset.cross_attention_dim)
     budget, losses, start = cfg.unet_minutes * 60, [], time.perf_counter()
     bar = tqdm(total=plan["steps"], desc="prior unet", disable=not progress, dynamic_ncols=True)
     step = 0
@@ -256,14 +389,20 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         z = scale_latents(vae, mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen))
         noise = torch.randn(z.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(z),), generator=gen)
-        pred = unet(sched.add_noise(z, noise, t), t, encoder_hidden_states=ctx[: len(z)]).sample
+        if captioner is None:
+            ctx = null_ctx[: len(z)]
+        else:  # caption tokens; dropped rows get the all-zero null context (classifier-free guidance)
+            ctx = captioner(traits_t[idx])
+            keep = torch.rand(len(z), generator=gen) >= cfg.caption_dropout
+            ctx = ctx * keep[:, None, None].to(ctx.dtype)
+        pred = unet(sched.add_noise(z, noise, t), t, encoder_hidden_states=ctx).sample
         loss = torch.nn.functional.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         lr_sched.step()
-        ema.step(unet.parameters())
+        ema.step(params)
         losses.append(loss.item())
         step += 1
         bar.update(1)
@@ -275,7 +414,7 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         if elapsed > budget:
             break
     bar.close()
-    ema.copy_to(unet.parameters())
+    ema.copy_to(params)
     unet.eval()
     seconds["unet"] = time.perf_counter() - t0
 
@@ -295,6 +434,13 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         recon_after = reconstruction_mse(vae, fresh, out / "vae_recon.png")
         seconds["decoder"] = time.perf_counter() - t0
     _grid(sample_unconditional(unet, vae, 32, 25, cfg.seed), 8, out / "samples.png")
+    if captioner is not None:
+        captioner.eval()
+        with torch.no_grad():
+            context = captioner(torch.as_tensor(fresh_traits[:8], dtype=torch.float32))
+        drawn = sample_unconditional(unet, vae, 8, 25, cfg.seed, context=context, guidance=3.0)
+        _grid(torch.cat([fresh[:8].float() / 255, drawn]), 8, out / "caption_samples.png")
+        captioner.save_pretrained(out / "caption_encoder", safe_serialization=True)
     dtype = torch.float16 if cfg.save_fp16 else torch.float32
     vae.to(dtype).save_pretrained(out / "vae", safe_serialization=True)
     unet.to(dtype).save_pretrained(out / "unet", safe_serialization=True)
@@ -308,12 +454,18 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         "decoder_steps": decoder_steps,
         "latent_shift": shift,
         "latent_scale": scale,
+        "latents_mean": getattr(vae.config, "latents_mean", None),
+        "latents_std": getattr(vae.config, "latents_std", None),
         "unet_steps": step,
         "unet_loss_last100": float(np.mean(losses[-100:])),
         "unet_losses_every": every,
         "unet_losses": losses[::every],
         "cross_attention_layers_zeroed": n_zeroed,
-        "note": "renders of random birds only: no clade, tree, barcode or species went into this prior",
+        "captions": cfg.captions,
+        "init": str(init_dir) if init_dir is not None else None,
+        "init_record": _init_record(init_dir),
+        "note": "renders of random birds only (captions: their own trait values): no clade, tree, "
+        "barcode or species went into this prior",
     }
     (out / "prior.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return record

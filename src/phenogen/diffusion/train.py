@@ -42,7 +42,7 @@ EVAL_IMAGES = 64
 # settings a resumed run must share with the checkpoint it continues
 SHAPE_KEYS = ("preset", "resolution", "encoder", "lm_model", "lm_layer", "kmer_k", "kmer_segments", "onehot_window",
               "cond_depth", "pooled_condition", "null_condition", "prediction_type", "beta_schedule", "vae", "seed", "batch_size",
-              "grad_accum", "hflip", "init")  # fmt: skip
+              "grad_accum", "hflip", "init", "latent_norm", "relatives_k", "relatives_tokens")  # fmt: skip
 
 
 @dataclass
@@ -317,6 +317,8 @@ def train_image_model(
         kmer_segments=cfg.kmer_segments, onehot_window=cfg.onehot_window,
         max_length=max(len(s) for s in train.sequences), depth=cfg.cond_depth, heads=preset.cond_heads,
         null_condition=cfg.null_condition, cond_dropout=cfg.cond_dropout, seed=cfg.seed,
+        references=train.sequences, relatives_k=cfg.relatives_k, relatives_tokens=cfg.relatives_tokens,
+        relatives_temperature=cfg.relatives_temperature, relatives_self_drop=cfg.relatives_self_drop,
     )  # fmt: skip
     conditioner.to(device)
 
@@ -343,7 +345,7 @@ def train_image_model(
     )
     if not external_vae and not (resume and vae_dir.is_dir()):
         stats = lat if lat is not None else latent_cache(train.images)
-        shift, vscale = fit_latent_scaling(vae, stats["mean"], stats["std"])
+        shift, vscale = fit_latent_scaling(vae, stats["mean"], stats["std"], cfg.latent_norm == "channel")
         log.info("latent shift %.4f scale %.4f", shift, vscale)
         vae.save_pretrained(vae_dir, safe_serialization=True)
     feat = (

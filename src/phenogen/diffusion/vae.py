@@ -4,7 +4,12 @@ The small ``AutoencoderKL`` of the ``tiny``/``cpu``/``gpu`` presets is trained o
 images with an L1 + L2 reconstruction loss, a light edge term (L1 between image gradients, which keeps
 beaks and legs sharp without a perceptual network) and a small KL term. Afterwards the latent
 statistics set ``shift_factor`` (mean) and ``scaling_factor`` (1 / std) so that the diffusion model sees
-latents of unit variance, as Stable Diffusion's 0.18215 does for its VAE.
+latents of unit variance, as Stable Diffusion's 0.18215 does for its VAE — or, with
+``per_channel=True``, ``latents_mean`` / ``latents_std`` per latent channel (diffusers' SDXL-VAE
+convention, EDM2's normalisation of SD latents): every channel gets mean 0 and std 1. That matters
+when channels differ in spread (the ``cpu2x`` VAE's 8 channels span 5x): with one global scale the
+low-spread channels — where the latent colour loss puts colour — are drowned by the noise first and
+the UNet's errors there decode as coloured speckle.
 
 Latent caching: :func:`encode_latent_dist` runs the encoder once and keeps the posterior's mean and
 std; the training loop samples ``mean + std * noise`` from them every step, which is exactly what
@@ -338,20 +343,52 @@ def encode_latent_dist(
     return torch.cat(means), torch.cat(stds)
 
 
-def fit_latent_scaling(vae: AutoencoderKL, mean: torch.Tensor, std: torch.Tensor) -> tuple[float, float]:
-    """Set the VAE's ``shift_factor`` and ``scaling_factor`` so that latent samples have mean 0, std 1.
+def fit_latent_scaling(
+    vae: AutoencoderKL, mean: torch.Tensor, std: torch.Tensor, per_channel: bool = False
+) -> tuple[float, float]:
+    """Set the VAE's latent normalisation so that latent samples have mean 0, std 1.
 
-    Returns ``(shift, scale)``; both are stored in ``vae.config`` (saved with the pipeline).
+    Global (default): ``shift_factor`` and ``scaling_factor``; returns ``(shift, scale)``. Per channel:
+    ``latents_mean`` / ``latents_std`` (one value per channel) with ``shift_factor = 0`` and
+    ``scaling_factor = 1``; returns ``(0.0, 1.0)``. Stored in ``vae.config`` (saved with the pipeline).
     """
     gen = torch.Generator().manual_seed(0)
     z = mean + std * torch.randn(mean.shape, generator=gen)
+    if per_channel:
+        dims = [d for d in range(z.ndim) if d != 1]
+        c_mean = z.mean(dims).tolist()
+        c_std = z.std(dim=dims).clamp_min(1e-6).tolist()
+        vae.register_to_config(shift_factor=0.0, scaling_factor=1.0, latents_mean=c_mean, latents_std=c_std)
+        return 0.0, 1.0
     shift = float(z.mean())
     scale = float(1.0 / z.std().clamp_min(1e-6))
-    vae.register_to_config(shift_factor=shift, scaling_factor=scale)
+    vae.register_to_config(shift_factor=shift, scaling_factor=scale, latents_mean=None, latents_std=None)
     return shift, scale
 
 
+def _channel_stats(vae: AutoencoderKL, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is None or std is None:
+        return None
+    shape = (1, -1, 1, 1)
+    return (torch.tensor(mean, dtype=z.dtype, device=z.device).view(shape),
+            torch.tensor(std, dtype=z.dtype, device=z.device).view(shape))  # fmt: skip
+
+
 def scale_latents(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
-    """Raw VAE latents → the diffusion model's space: ``(z - shift) * scale``."""
+    """Raw VAE latents → the diffusion model's space: ``(z - shift) * scale``, or per channel
+    ``(z - latents_mean) * scale / latents_std``."""
+    stats = _channel_stats(vae, z)
+    if stats is not None:
+        return (z - stats[0]) * vae.config.scaling_factor / stats[1]
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     return (z - shift) * vae.config.scaling_factor
+
+
+def unscale_latents(vae: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
+    """The diffusion model's space → raw VAE latents (the inverse of :func:`scale_latents`)."""
+    stats = _channel_stats(vae, x)
+    if stats is not None:
+        return x * stats[1] / vae.config.scaling_factor + stats[0]
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return x / vae.config.scaling_factor + shift
