@@ -719,7 +719,11 @@ def test_the_shipped_cpu_prior_loads_and_reconstructs_birds():
     # captioned (Stable Diffusion style): the UNet reads its caption encoder's tokens
     from phenogen.diffusion.prior import CaptionEncoder
 
-    assert record["captions"] and not record["init_record"].get("captions")  # v2 was unconditional
+    assert record["captions"] and record["unet_steps"] >= 1000
+    root = record  # provenance: a chain of continued priors down to the one built from scratch
+    while root.get("init_record"):
+        root = root["init_record"]
+    assert root["vae_steps"] > 1000 and not root.get("captions")  # v2: VAE trained there, unconditional
     enc = CaptionEncoder.from_pretrained(path / "caption_encoder")
     assert tuple(enc.config.traits) == (*CONTINUOUS, *DISCRETE)
     x, t = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([300, 300])

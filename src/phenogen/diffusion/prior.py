@@ -36,8 +36,8 @@ training; with ``--set prior.preset=cpu2x --set prior.vae_colour_weight=5`` (2x 
 channels, and :func:`phenogen.diffusion.vae.latent_colour_loss`) the colours are kept, but a UNet
 trained on those larger latents for 27 minutes on 2 cores painted speckled birds (less so with
 ``latent_norm = "channel"``), and fine-tuned it generalised worse to held-out species, so the shipped
-prior is the ``cpu`` one: v2 (unconditional, 35 min) continued for 18 min with captions
-(BENCHMARKS.md, "The image model at demo scale").
+prior is the ``cpu`` one: v2 (unconditional, 35 min) continued for 43 min with captions, in two runs
+(its ``prior.json``; BENCHMARKS.md, "The image model at demo scale").
 
 Outputs of :func:`pretrain_prior` (``OUT``)::
 
