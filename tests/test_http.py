@@ -22,7 +22,9 @@ def server():
 
 def client(tmp_path, waits: list[float] | None = None, **kwargs) -> HttpClient:
     waits = [] if waits is None else waits
-    opts = {"timeout_s": 0.2, "retries": 3, "backoff_s": 0.01, "backoff_max_s": 5.0}
+    # a generous timeout: a busy CI machine can take tenths of a second to schedule the server thread,
+    # and a spurious timeout would add a retry the test does not expect (only the timeout test sets less)
+    opts = {"timeout_s": 5.0, "retries": 3, "backoff_s": 0.01, "backoff_max_s": 5.0}
     return HttpClient(tmp_path / "cache", sleep=waits.append, **{**opts, **kwargs})
 
 
@@ -58,8 +60,8 @@ def test_429_honours_retry_after(server, tmp_path):
 
 def test_timeout_is_retried(server, tmp_path):
     """An answer slower than timeout_s is abandoned and asked again."""
-    server.add("/slow", Reply(200, b"late", delay=0.6), Reply(200, b"fast"))
-    c = client(tmp_path)
+    server.add("/slow", Reply(200, b"late", delay=2.0), Reply(200, b"fast"))
+    c = client(tmp_path, timeout_s=0.5)
     assert c.get(server.base + "/slow") == b"fast"
     assert c.stats.retries == 1
 
