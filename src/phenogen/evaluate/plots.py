@@ -87,8 +87,10 @@ def plot_probe_r2(metrics: dict[str, Any], path: str | Path) -> Path:
     ax.set_xticks(range(len(traits)), traits, rotation=45, ha="right", fontsize=8)
     ax.set_ylim(-1.0 if lowest < -0.2 else -0.2, 1.0)
     ax.set_ylabel("R² (vs clade-wide variance)")
-    ax.set_title(
-        "Trait probe: R² per trait on real renders (no held-out, extinct or ancestral bird in its training; clipped at −1)"
+    ax.set_title(  # two lines: one did not fit the figure's width
+        "Trait probe: R² per trait on real renders\n"
+        "(no held-out, extinct or ancestral bird in its training; clipped at −1)",
+        fontsize=10,
     )
     ax.legend(fontsize=8, frameon=False, ncol=4)
     ax.grid(axis="y", alpha=0.3)
