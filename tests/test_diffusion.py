@@ -549,6 +549,21 @@ def test_a_captioned_prior_reads_its_captions_and_keeps_the_init_vae(captioned_p
     assert (a - b).abs().max() > 1e-4
 
 
+def test_continuing_a_captioned_prior_keeps_its_caption_encoder(tmp_path, captioned_prior):
+    """A captioned prior continued with captions starts from its own caption encoder (the UNet already
+    reads those tokens), not a fresh one: with a zero learning rate the encoder comes out unchanged."""
+    from phenogen.diffusion.prior import CaptionEncoder, PriorConfig, pretrain_prior
+
+    cfg = PriorConfig(preset="tiny", n_images=16, unet_steps=2, batch_size=4, lr=1e-12, unet_minutes=1,
+                      captions=True, init=str(captioned_prior))  # fmt: skip
+    record = pretrain_prior(tmp_path / "next", cfg, progress=False)
+    assert record["caption_encoder_from"] == str(captioned_prior / "caption_encoder")
+    before = CaptionEncoder.from_pretrained(captioned_prior / "caption_encoder")
+    after = CaptionEncoder.from_pretrained(tmp_path / "next" / "caption_encoder")
+    for (name, a), (_, b) in zip(before.state_dict().items(), after.state_dict().items(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
 def test_captioned_prior_config_errors():
     from phenogen.diffusion.prior import PriorConfig
 

@@ -364,9 +364,17 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
     unet.train()
     captioner = None
     params = list(unet.parameters())
+    caption_init = None
     if cfg.captions:
-        captioner = CaptionEncoder(len(CONTINUOUS) + len(DISCRETE), preset.cross_attention_dim,
-                                   traits=(*CONTINUOUS, *DISCRETE))  # fmt: skip
+        if init_dir is not None and (init_dir / "caption_encoder" / "config.json").is_file():
+            caption_init = init_dir / "caption_encoder"  # a captioned prior goes on with its own encoder
+            captioner = CaptionEncoder.from_pretrained(caption_init, torch_dtype=torch.float32)
+        else:
+            captioner = CaptionEncoder(len(CONTINUOUS) + len(DISCRETE), preset.cross_attention_dim,
+                                       traits=(*CONTINUOUS, *DISCRETE))  # fmt: skip
+        if tuple(captioner.config.traits) != (*CONTINUOUS, *DISCRETE):
+            raise CheckpointError(f"{caption_init}: the caption encoder describes other traits")
+        captioner.train()
         params += list(captioner.parameters())
     traits_t = torch.as_tensor(traits, dtype=torch.float32)
     sched = components.build_noise_scheduler()
@@ -464,6 +472,7 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         "captions": cfg.captions,
         "init": str(init_dir) if init_dir is not None else None,
         "init_record": _init_record(init_dir),
+        "caption_encoder_from": str(caption_init) if caption_init is not None else None,
         "note": "renders of random birds only (captions: their own trait values): no clade, tree, "
         "barcode or species went into this prior",
     }
