@@ -564,6 +564,20 @@ def test_continuing_a_captioned_prior_keeps_its_caption_encoder(tmp_path, captio
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+def test_config_lists_match_what_the_builders_accept():
+    """ImageConfig's lists (kept free of diffusers imports) name exactly the presets and encoders the
+    builders know: the cpu2x preset was once built by components but rejected by the config."""
+    from typing import get_args, get_type_hints
+
+    from phenogen.diffusion import components, conditioning, config
+
+    assert set(config.PRESETS) == set(components.PRESETS)
+    assert set(config.ENCODERS) == set(conditioning.ENCODERS)
+    hints = get_type_hints(config.ImageConfig)
+    for name, values in (("preset", config.PRESETS), ("encoder", config.ENCODERS)):
+        assert set(get_args(hints[name])) == set(values), name
+
+
 def test_captioned_prior_config_errors():
     from phenogen.diffusion.prior import PriorConfig
 

@@ -75,6 +75,15 @@ def _base_codes(seq: str) -> np.ndarray:
     return _BASE_INDEX[np.frombuffer(seq.encode("ascii"), dtype=np.uint8)]
 
 
+def _kmer_windows(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every k-mer window of base ``codes`` (``len(codes) >= k``) as a base-4 integer, and whether the
+    window is free of N / gaps / padding (code -1)."""
+    windows = np.lib.stride_tricks.sliding_window_view(codes, k)  # (n_win, k)
+    valid = (windows >= 0).all(axis=1)
+    index = (np.where(windows < 0, 0, windows).astype(np.int64) * (4 ** np.arange(k - 1, -1, -1))).sum(axis=1)
+    return index, valid
+
+
 def kmer_profile_tokens(seq: str, k: int, segments: int) -> np.ndarray:
     """``(segments + 1, 4**k)`` k-mer frequency profiles (x 4**k): each segment, then the whole sequence.
 
@@ -85,9 +94,7 @@ def kmer_profile_tokens(seq: str, k: int, segments: int) -> np.ndarray:
     n_win = len(codes) - k + 1
     if n_win <= 0:
         return out
-    windows = np.lib.stride_tricks.sliding_window_view(codes, k)  # (n_win, k)
-    valid = (windows >= 0).all(axis=1)
-    index = (np.where(windows < 0, 0, windows) * (4 ** np.arange(k - 1, -1, -1))).sum(axis=1)
+    index, valid = _kmer_windows(codes, k)
     bounds = np.linspace(0, n_win, segments + 1).round().astype(int)
     spans = [(bounds[s], bounds[s + 1]) for s in range(segments)] + [(0, n_win)]
     for row, (a, b) in enumerate(spans):
@@ -99,12 +106,14 @@ def kmer_profile_tokens(seq: str, k: int, segments: int) -> np.ndarray:
 
 def kmer_set(seq: str, k: int) -> np.ndarray:
     """The sorted distinct k-mers of a barcode as integer codes (windows holding N or a gap skipped)."""
-    codes = _base_codes(seq.replace("-", ""))
+    return _kmer_set_of_codes(_base_codes(seq.replace("-", "")), k)
+
+
+def _kmer_set_of_codes(codes: np.ndarray, k: int) -> np.ndarray:
     if len(codes) < k:
         return np.zeros(0, dtype=np.int64)
-    windows = np.lib.stride_tricks.sliding_window_view(codes, k)
-    windows = windows[(windows >= 0).all(axis=1)]
-    return np.unique((windows.astype(np.int64) * (4 ** np.arange(k - 1, -1, -1))).sum(axis=1))
+    index, valid = _kmer_windows(codes, k)
+    return np.unique(index[valid])
 
 
 def mash_distance(a: np.ndarray, b: np.ndarray, k: int) -> float:
@@ -233,8 +242,9 @@ class DNAConditioner(ModelMixin, ConfigMixin):
             feature_dim, max_tokens = gpt2_config.n_embd, gpt2_config.n_positions
         self.feature_dim, self.max_tokens = feature_dim, max_tokens
         d = cross_attention_dim
-        self.in_norm = nn.LayerNorm(feature_dim)
-        self.in_proj = nn.Linear(feature_dim, d)
+        if encoder != "relatives":  # relatives mixes its learned table instead of projecting features
+            self.in_norm = nn.LayerNorm(feature_dim)
+            self.in_proj = nn.Linear(feature_dim, d)
         out_tokens = relatives_tokens if encoder == "relatives" else max_tokens
         self.pos_emb = nn.Parameter(torch.randn(out_tokens, d) * 0.02)
         if depth > 0:
@@ -328,11 +338,11 @@ class DNAConditioner(ModelMixin, ConfigMixin):
 
     def reference_sets(self) -> list[np.ndarray]:
         """The references' k-mer sets (computed once per stored reference table)."""
-        key = hash(self.ref_codes.cpu().numpy().tobytes())
-        if self._ref_sets is None or self._ref_sets[0] != key:
-            k = self.config.relatives_k
-            seqs = ["".join("ACGTN"[c] for c in row) for row in self.ref_codes.cpu().numpy().astype(np.int64)]
-            self._ref_sets = (key, [kmer_set(s.rstrip("N"), k) for s in seqs])
+        codes = self.ref_codes.cpu().numpy()
+        key = hash(codes.tobytes())
+        if self._ref_sets is None or self._ref_sets[0] != key:  # new references, or loaded weights
+            k = self.config.relatives_k  # padding is -1 like N: windows over it are skipped
+            self._ref_sets = (key, [_kmer_set_of_codes(row.astype(np.int64), k) for row in codes])
         return self._ref_sets[1]
 
     def _relatives_mix(self, dist: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -474,7 +484,7 @@ def build_conditioner(
     ``max_length`` (the longest training barcode) sets the ``onehot`` length, rounded up to the window;
     ``references`` (the training barcodes) are what ``relatives`` compares a barcode with.
     """
-    lm_kwargs: dict[str, Any] = {}
+    encoder_kwargs: dict[str, Any] = {}
     lm = None
     if encoder == "gpt2":
         if not lm_model:
@@ -484,7 +494,7 @@ def build_conditioner(
         from phenogen.lm.model import load_lm
 
         lm = load_lm(lm_model)
-        lm_kwargs = {
+        encoder_kwargs = {
             "lm_config": lm.model.config.to_diff_dict() | {"n_positions": lm.model.config.n_positions},
             "lm_k": lm.tokenizer.k,
             "lm_stride": lm.tokenizer.stride,
@@ -498,7 +508,7 @@ def build_conditioner(
     length = int(math.ceil(max(max_length, onehot_window) / onehot_window) * onehot_window)
     if encoder == "relatives":
         references = list(dict.fromkeys(references))  # unique, in order
-        lm_kwargs = {
+        encoder_kwargs = {
             "relatives_n": len(references),
             "relatives_length": max((len(r.replace("-", "")) for r in references), default=0),
             "relatives_k": relatives_k,
@@ -519,7 +529,7 @@ def build_conditioner(
             heads=heads,
             null_condition=null_condition,
             cond_dropout=cond_dropout,
-            **lm_kwargs,
+            **encoder_kwargs,
         )
     if encoder == "relatives":
         cond.set_references(references)

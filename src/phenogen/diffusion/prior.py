@@ -70,6 +70,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from phenogen.diffusion.config import LATENT_NORMS
 from phenogen.errors import CheckpointError, ConfigError
 
 __all__ = [
@@ -139,8 +140,10 @@ class PriorConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.latent_norm not in ("global", "channel"):
-            raise ValueError(f"latent_norm must be global or channel, got {self.latent_norm!r}")
+        if self.latent_norm not in LATENT_NORMS:
+            raise ValueError(
+                f"latent_norm must be one of {', '.join(LATENT_NORMS)}, got {self.latent_norm!r}"
+            )
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if self.n_images < 8 or self.batch_size < 1:

@@ -366,29 +366,25 @@ def fit_latent_scaling(
     return shift, scale
 
 
-def _channel_stats(vae: AutoencoderKL, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _latent_stats(vae: AutoencoderKL, z: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """``(mean, std)`` that normalise the latents: per channel (``latents_mean`` / ``latents_std``,
+    shaped to broadcast over ``z``) or the global ``shift_factor`` with std 1."""
     mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
     if mean is None or std is None:
-        return None
+        return getattr(vae.config, "shift_factor", None) or 0.0, 1.0
     shape = (1, -1, 1, 1)
     return (torch.tensor(mean, dtype=z.dtype, device=z.device).view(shape),
             torch.tensor(std, dtype=z.dtype, device=z.device).view(shape))  # fmt: skip
 
 
 def scale_latents(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
-    """Raw VAE latents → the diffusion model's space: ``(z - shift) * scale``, or per channel
-    ``(z - latents_mean) * scale / latents_std``."""
-    stats = _channel_stats(vae, z)
-    if stats is not None:
-        return (z - stats[0]) * vae.config.scaling_factor / stats[1]
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return (z - shift) * vae.config.scaling_factor
+    """Raw VAE latents → the diffusion model's space: ``(z - mean) * scaling_factor / std``, with the
+    global ``shift_factor`` (std 1) or the per-channel ``latents_mean`` / ``latents_std``."""
+    mean, std = _latent_stats(vae, z)
+    return (z - mean) * vae.config.scaling_factor / std
 
 
 def unscale_latents(vae: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
     """The diffusion model's space → raw VAE latents (the inverse of :func:`scale_latents`)."""
-    stats = _channel_stats(vae, x)
-    if stats is not None:
-        return x * stats[1] / vae.config.scaling_factor + stats[0]
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return x / vae.config.scaling_factor + shift
+    mean, std = _latent_stats(vae, x)
+    return x * std / vae.config.scaling_factor + mean
