@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 TOY = [
     "sim.n_living=16", "sim.photos_per_individual=2", "lm.max_minutes=0.15", "lm.epochs=2",
     "dna_eval.n_samples=30", "dna_eval.select_n=8", "dna_eval.select_every=1", "image.preset=tiny",
-    'image.init=""', "image.max_steps=3", "image.vae_steps=10", "generate.steps=2", "demo.sweep_sequences=1",
+    'image.init=""', 'image.cond_head="tokens"', "image.train_unet=true", "image.max_steps=3",
+    "image.vae_steps=10", "generate.steps=2", "demo.sweep_sequences=1",
     "demo.sweep_guidance=[1.0, 8.0]", "demo.sweep_steps=[2]", "demo.images_per_target=1",
     "demo.max_targets_per_split=3", "evaluate.probe_epochs=2",
 ]  # fmt: skip

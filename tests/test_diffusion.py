@@ -573,8 +573,13 @@ def test_config_lists_match_what_the_builders_accept():
 
     assert set(config.PRESETS) == set(components.PRESETS)
     assert set(config.ENCODERS) == set(conditioning.ENCODERS)
+    assert set(config.HEADS) == set(conditioning.HEADS)
     hints = get_type_hints(config.ImageConfig)
-    for name, values in (("preset", config.PRESETS), ("encoder", config.ENCODERS)):
+    for name, values in (
+        ("preset", config.PRESETS),
+        ("encoder", config.ENCODERS),
+        ("cond_head", config.HEADS),
+    ):
         assert set(get_args(hints[name])) == set(values), name
 
 
@@ -715,6 +720,89 @@ def test_train_image_fine_tunes_a_captioned_per_channel_prior(dataset, tmp_path,
                    output_type="latent").images  # fmt: skip
     assert torch.isfinite(latents).all()
     assert torch.allclose(scale_latents(pipe.vae, unscale_latents(pipe.vae, latents)), latents, atol=1e-5)
+
+
+def test_caption_head_writes_captions_for_the_prior_caption_encoder(tmp_path, captioned_prior):
+    """The caption head carries the prior's caption encoder exactly; every barcode starts as the zero
+    caption (the prior's average bird) and the null is the prior's all-zero context; a few optimizer
+    steps make different barcodes write different captions; save/load is
+    exact and describe() names the values after the prior's traits."""
+    from phenogen.diffusion.prior import CaptionEncoder
+
+    prior_enc = CaptionEncoder.from_pretrained(captioned_prior / "caption_encoder")
+    n = prior_enc.config.n_traits
+    cond = build_conditioner("kmer", 32, kmer_k=2, kmer_segments=2, head="caption",
+                             caption_encoder=captioned_prior / "caption_encoder", cond_dropout=0.0)  # fmt: skip
+    for key, value in prior_enc.state_dict().items():
+        assert torch.equal(cond.caption.state_dict()[key], value)
+    cond.eval()
+    hidden, mask = cond.encode(SEQS)
+    assert tuple(hidden.shape) == (2, n, 32) and bool(mask.all())
+    with torch.no_grad():
+        average = prior_enc(torch.zeros(1, n))[0]
+    assert torch.equal(hidden[0], hidden[1]) and torch.allclose(hidden[0], average, atol=1e-6)
+    null, _ = cond.null_condition(2, hidden.shape[1])
+    assert tuple(null.shape) == (2, n, 32) and not null.any()
+
+    cond.train()
+    feats, fmask = cond.featurize(SEQS)
+    target = torch.zeros(2, n)
+    target[0, 0], target[1, 0] = 1.0, -1.0  # the two barcodes should describe opposite birds
+    opt = torch.optim.Adam(cond.trainable_parameters(), lr=1e-2)
+    for _ in range(20):
+        loss = (cond.caption_values(feats, fmask) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    described = cond.eval().describe(SEQS)
+    assert list(described) == list(prior_enc.config.traits)
+    first = described[prior_enc.config.traits[0]]
+    assert first[0] > 0.3 and first[1] < -0.3
+
+    cond.save_pretrained(tmp_path / "cond", safe_serialization=True)
+    back = DNAConditioner.from_pretrained(tmp_path / "cond").eval()
+    with torch.no_grad():
+        assert torch.equal(back.encode(SEQS)[0], cond.encode(SEQS)[0])
+
+
+def test_train_image_with_the_caption_head(dataset, tmp_path, captioned_prior, tiny_prior):
+    """train-image with cond_head=caption fine-tunes a captioned prior; the saved pipeline paints from
+    captions the barcodes write. Without a captioned prior it is a clear error, before the UNet trains."""
+    cfg = _tiny_cfg(init=str(captioned_prior), max_steps=3, cond_head="caption", feature_dropout=0.1, lr=1e-2)
+    result = train_image_model(dataset.root, tmp_path / "run", cfg, progress=False)
+    pipe = load_pipeline(result.pipeline_dir)
+    assert pipe.conditioner.config.head == "caption"
+    described = pipe.conditioner.describe(SEQS)
+    values = np.stack(list(described.values()), axis=1)
+    assert np.abs(values).max() > 0 and not np.allclose(values[0], values[1])  # trained, barcode-specific
+    images = pipe(
+        SEQS, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np"
+    ).images
+    assert images.shape[0] == 2 and np.isfinite(images).all()
+    # prompt tuning: the prior's UNet and caption encoder stay exactly as they were, only the DNA map learns
+    from phenogen.diffusion.prior import CaptionEncoder, load_prior_unet
+
+    frozen = _tiny_cfg(init=str(captioned_prior), max_steps=3, cond_head="caption", lr=1e-2, train_unet=False,
+                       train_caption_encoder=False)  # fmt: skip
+    pipe = load_pipeline(
+        train_image_model(dataset.root, tmp_path / "frozen", frozen, progress=False).pipeline_dir
+    )
+    prior_unet = load_prior_unet(captioned_prior, 32, 8).state_dict()
+    assert all(torch.equal(v.float(), prior_unet[k]) for k, v in pipe.unet.state_dict().items())
+    prior_caption = CaptionEncoder.from_pretrained(captioned_prior / "caption_encoder").state_dict()
+    assert all(torch.equal(v, prior_caption[k]) for k, v in pipe.conditioner.caption.state_dict().items())
+    assert pipe.conditioner.to_caption.weight.abs().max() > 0
+    with pytest.raises(ValueError, match="set image.init to a prior"):
+        ImageConfig(train_unet=False)
+    with pytest.raises(ConfigError, match="captioned prior"):
+        train_image_model(dataset.root, tmp_path / "bad", _tiny_cfg(init=str(tiny_prior), cond_head="caption"),
+                          progress=False)  # fmt: skip
+    with pytest.raises(ConfigError, match="caption head reads barcode features"):
+        DNAConditioner(encoder="relatives", head="caption", caption_n=3, relatives_n=2, relatives_length=8)
+    with pytest.raises(ConfigError, match="head must be one of"):
+        DNAConditioner(encoder="kmer", head="pooled")
+    with pytest.raises(ValueError, match="feature_dropout"):
+        ImageConfig(feature_dropout=1.0)
 
 
 def test_prior_errors_are_specific(tmp_path, tiny_prior):

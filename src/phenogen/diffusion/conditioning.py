@@ -1,6 +1,6 @@
 """DNA condition encoders: a barcode becomes a short sequence of tokens for the UNet's cross-attention.
 
-Three encoders, chosen by ``[image] encoder`` and compared by measurement:
+Four encoders, chosen by ``[image] encoder`` and compared by measurement:
 
 ``gpt2``
     The thesis: hidden states of the frozen GPT-2 DNA language model (one token per k-mer word),
@@ -27,8 +27,22 @@ Every encoder works in two stages, so training can cache the expensive, frozen p
 
 1. :meth:`DNAConditioner.featurize` — sequences → ``features (B, T, F)`` and ``mask (B, T)``;
    deterministic and frozen (cached once per unique sequence by the training loop).
-2. :meth:`DNAConditioner.forward` — features → ``hidden (B, T, D)`` through a trainable head
-   (input norm, linear projection, learned positions, ``depth`` transformer layers, output norm).
+2. :meth:`DNAConditioner.forward` — features → ``hidden (B, T, D)`` through a trainable head.
+
+Two heads (``head``):
+
+``tokens``
+    Input norm, linear projection, learned positions, ``depth`` transformer layers, output norm: one
+    condition token per feature token.
+``caption``
+    The barcode *writes a caption* for a captioned prior (:class:`phenogen.diffusion.prior.CaptionEncoder`,
+    that prior's text encoder, loaded with it): the normalised features (flattened; ``gpt2``: mean over
+    tokens) go through one linear map to the caption's values, which the prior's caption encoder turns
+    into the tokens its UNet was trained to read. A soft prompt in the prior's own description space, as
+    adapters that map a new modality into a frozen text encoder's input do: the UNet understands the
+    condition from the first step, and the DNA → caption map is linear (with ``feature_dropout``, a
+    ridge regression learnt through the diffusion loss), so a barcode between two species gets a
+    description between theirs. The values start at zero (the prior's average bird).
 
 Classifier-free guidance needs an unconditional embedding. ``null_condition="learned"`` uses one
 learned token (DiT's ``LabelEmbedder``); ``"empty_sequence"`` uses the head's encoding of an empty
@@ -49,6 +63,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,13 +72,15 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from phenogen.diffusion.prior import CaptionEncoder
 from phenogen.errors import CheckpointError, ConfigError
 
-__all__ = ["DNAConditioner", "build_conditioner", "ENCODERS", "NULL_CONDITIONS"]
+__all__ = ["DNAConditioner", "build_conditioner", "ENCODERS", "HEADS", "NULL_CONDITIONS"]
 
 log = logging.getLogger(__name__)
 
 ENCODERS = ("gpt2", "kmer", "onehot", "relatives")
+HEADS = ("tokens", "caption")
 NULL_CONDITIONS = ("learned", "empty_sequence")
 _BASE_INDEX = np.full(256, -1, dtype=np.int64)
 for _i, _b in enumerate("ACGT"):
@@ -161,11 +178,19 @@ class DNAConditioner(ModelMixin, ConfigMixin):
     lm_k, lm_stride, lm_layer : int
         ``gpt2``: the LM tokenizer's k-mer length and stride, and the hidden layer used (-1 = last).
     depth, heads : int
-        Transformer layers (0 = a residual MLP) and attention heads of the trainable head.
+        Transformer layers (0 = a residual MLP) and attention heads of the ``tokens`` head.
+    head : {"tokens", "caption"}
+        The trainable head (see the module docstring).
+    caption_n, caption_traits
+        ``caption`` head: the caption encoder's number of values and their names.
     null_condition : {"learned", "empty_sequence"}
         The unconditional embedding used for guidance and condition dropout.
     cond_dropout : float
         Probability of replacing a training example's condition by the null.
+    feature_dropout : float
+        Dropout on the normalised input features in training (``kmer``/``onehot``/``gpt2``): training
+        with feature noise acts as a ridge penalty on the input projection (Bishop 1995), so barcodes
+        unlike any training one (held-out species, ancestors) map between the species they resemble.
     relatives_n, relatives_length, relatives_k, relatives_tokens, relatives_temperature, relatives_self_drop
         ``relatives``: number and padded length of the stored reference barcodes, the Mash k-mer
         length, learned tokens per reference, the softmax temperature (in distance units) and the
@@ -197,6 +222,10 @@ class DNAConditioner(ModelMixin, ConfigMixin):
         relatives_tokens: int = 4,
         relatives_temperature: float = 0.01,
         relatives_self_drop: float = 0.5,
+        feature_dropout: float = 0.0,
+        head: str = "tokens",
+        caption_n: int = 0,
+        caption_traits: Sequence[str] = (),
     ):
         super().__init__()
         if encoder not in ENCODERS:
@@ -207,6 +236,14 @@ class DNAConditioner(ModelMixin, ConfigMixin):
             )
         if not 0.0 <= cond_dropout < 1.0:
             raise ConfigError(f"cond_dropout must be in [0, 1), got {cond_dropout}")
+        if head not in HEADS:
+            raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+        if head == "caption" and encoder == "relatives":
+            raise ConfigError("the caption head reads barcode features: use encoder kmer, onehot or gpt2")
+        if head == "caption" and caption_n < 1:
+            raise ConfigError("the caption head needs a captioned prior's caption encoder (caption_n >= 1)")
+        if not 0.0 <= feature_dropout < 1.0:
+            raise ConfigError(f"feature_dropout must be in [0, 1), got {feature_dropout}")
         if cross_attention_dim % heads:
             raise ConfigError(f"cross_attention_dim {cross_attention_dim} is not divisible by heads {heads}")
         self.lm: nn.Module | None = None
@@ -242,8 +279,22 @@ class DNAConditioner(ModelMixin, ConfigMixin):
             feature_dim, max_tokens = gpt2_config.n_embd, gpt2_config.n_positions
         self.feature_dim, self.max_tokens = feature_dim, max_tokens
         d = cross_attention_dim
+        # the features of an empty barcode (``null_condition="empty_sequence"``), padded to max_tokens
+        self.register_buffer("null_features", torch.zeros(1, max_tokens, feature_dim))
+        self.register_buffer("null_mask", torch.zeros(1, max_tokens, dtype=torch.bool))
+        self.null_mask[:, 0] = True
         if encoder != "relatives":  # relatives mixes its learned table instead of projecting features
             self.in_norm = nn.LayerNorm(feature_dim)
+            self.feature_drop = nn.Dropout(feature_dropout)
+        if head == "caption":
+            pooled_dim = feature_dim if encoder == "gpt2" else feature_dim * max_tokens
+            self.to_caption = nn.Linear(pooled_dim, caption_n)
+            nn.init.zeros_(self.to_caption.weight)  # every barcode starts as the average bird
+            nn.init.zeros_(self.to_caption.bias)
+            self.caption = CaptionEncoder(caption_n, d, tuple(caption_traits))
+            self.null_token = nn.Parameter(torch.zeros(1, 1, d))  # the captioned prior's null: all-zero context
+            return
+        if encoder != "relatives":
             self.in_proj = nn.Linear(feature_dim, d)
         out_tokens = relatives_tokens if encoder == "relatives" else max_tokens
         self.pos_emb = nn.Parameter(torch.randn(out_tokens, d) * 0.02)
@@ -260,10 +311,6 @@ class DNAConditioner(ModelMixin, ConfigMixin):
             )
         self.out_norm = nn.LayerNorm(d)
         self.null_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        # the features of an empty barcode (``null_condition="empty_sequence"``), padded to max_tokens
-        self.register_buffer("null_features", torch.zeros(1, max_tokens, feature_dim))
-        self.register_buffer("null_mask", torch.zeros(1, max_tokens, dtype=torch.bool))
-        self.null_mask[:, 0] = True
 
     # ------------------------------------------------------------------ frozen featurizers
     def train(self, mode: bool = True) -> DNAConditioner:
@@ -273,8 +320,8 @@ class DNAConditioner(ModelMixin, ConfigMixin):
         return self
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """The head's parameters (everything except the frozen LM)."""
-        return [p for name, p in self.named_parameters() if not name.startswith("lm.")]
+        """The head's parameters (everything except the frozen LM and what was frozen with requires_grad)."""
+        return [p for name, p in self.named_parameters() if not name.startswith("lm.") and p.requires_grad]
 
     def dna_encoder(self):
         """The :class:`phenogen.lm.encode.DnaEncoder` over the stored LM (``gpt2``; built once, caching)."""
@@ -419,12 +466,19 @@ class DNAConditioner(ModelMixin, ConfigMixin):
                 drop[:, None, None], self.null_features[:, :t].to(features.dtype), features
             )
             mask = torch.where(drop[:, None], self.null_mask[:, :t], mask)
+        if self.config.head == "caption":
+            x = self.caption(self.caption_values(features, mask))  # (B, n_caption, D)
+            t = x.shape[1]
+            mask = torch.ones(b, t, dtype=torch.bool, device=x.device)
+            if drop is not None and not empty:
+                x = torch.where(drop[:, None, None], self.null_token.to(x.dtype).expand(b, t, -1), x)
+            return x, mask
         if self.config.encoder == "relatives":
             x = self._relatives_mix(features[:, 0], generator) + self.pos_emb  # (B, T, D)
             t = x.shape[1]
             mask = mask[:, :1].expand(b, t)
         else:
-            x = self.in_proj(self.in_norm(features)) + self.pos_emb[:t]  # (B, T, D)
+            x = self.in_proj(self.feature_drop(self.in_norm(features))) + self.pos_emb[:t]  # (B, T, D)
         for block in self.blocks:
             if isinstance(block, nn.TransformerEncoderLayer):
                 x = block(x, src_key_padding_mask=~mask)
@@ -437,6 +491,26 @@ class DNAConditioner(ModelMixin, ConfigMixin):
             mask = mask | drop[:, None]
         return x, mask
 
+    def caption_values(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``caption`` head: the caption ``(B, caption_n)`` a barcode's features write (before encoding)."""
+        f = self.feature_drop(self.in_norm(features)) * mask[..., None].to(features.dtype)
+        if self.config.encoder == "gpt2":  # variable length: the mean over real tokens
+            pooled = f.sum(1) / mask.sum(1, keepdim=True).clamp(min=1).to(f.dtype)
+        else:
+            pooled = nn.functional.pad(f, (0, 0, 0, self.max_tokens - f.shape[1])).flatten(1)
+        return self.to_caption(pooled)
+
+    @torch.no_grad()
+    def describe(self, sequences: Sequence[str]) -> dict[str, np.ndarray]:
+        """``caption`` head: the caption each barcode writes, by value name (what the DNA is read as)."""
+        if self.config.head != "caption":
+            raise ConfigError("describe() needs the caption head")
+        feats, mask = self.featurize(sequences)
+        ref = self.null_token
+        values = self.caption_values(feats.to(ref.device, ref.dtype), mask.to(ref.device)).float().cpu()
+        names = list(self.config.caption_traits) or [f"v{i}" for i in range(self.config.caption_n)]
+        return {name: values[:, i].numpy() for i, name in enumerate(names)}
+
     def null_condition(
         self, batch: int, tokens: int, device: torch.device | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -444,6 +518,8 @@ class DNAConditioner(ModelMixin, ConfigMixin):
         device = device or self.null_token.device
         if self.config.encoder == "relatives":  # one feature row; the head makes relatives_tokens tokens
             tokens = 1
+        elif self.config.head == "caption":  # the head makes caption_n tokens from any feature rows
+            tokens = 1 if self.config.encoder == "gpt2" else self.max_tokens
         feats = torch.zeros(batch, tokens, self.feature_dim, device=device, dtype=self.null_token.dtype)
         drop = torch.ones(batch, dtype=torch.bool, device=device)
         return self.forward(feats, torch.ones(batch, tokens, dtype=torch.bool, device=device), drop=drop)
@@ -477,12 +553,16 @@ def build_conditioner(
     relatives_tokens: int = 4,
     relatives_temperature: float = 0.01,
     relatives_self_drop: float = 0.5,
+    feature_dropout: float = 0.0,
+    head: str = "tokens",
+    caption_encoder: str | Path | None = None,
     seed: int = 0,
 ) -> DNAConditioner:
     """A fresh conditioner; for ``gpt2`` the frozen LM is loaded from ``lm_model`` (a train-lm directory).
 
     ``max_length`` (the longest training barcode) sets the ``onehot`` length, rounded up to the window;
-    ``references`` (the training barcodes) are what ``relatives`` compares a barcode with.
+    ``references`` (the training barcodes) are what ``relatives`` compares a barcode with;
+    ``caption_encoder`` (a captioned prior's ``caption_encoder/``) is what the ``caption`` head writes for.
     """
     encoder_kwargs: dict[str, Any] = {}
     lm = None
@@ -516,6 +596,21 @@ def build_conditioner(
             "relatives_temperature": relatives_temperature,
             "relatives_self_drop": relatives_self_drop,
         }
+    caption = None
+    if head == "caption":
+        if caption_encoder is None or not (Path(caption_encoder) / "config.json").is_file():
+            raise ConfigError(
+                "the caption head writes captions for a captioned prior: set image.init to one "
+                "(the built-in prior is captioned; `phenogen pretrain-image --set prior.captions=true`)"
+            )
+        try:
+            caption = CaptionEncoder.from_pretrained(caption_encoder, torch_dtype=torch.float32)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{caption_encoder}: cannot load the caption encoder ({exc})") from exc
+        encoder_kwargs |= {
+            "caption_n": caption.config.n_traits,
+            "caption_traits": tuple(caption.config.traits),
+        }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         cond = DNAConditioner(
@@ -529,8 +624,16 @@ def build_conditioner(
             heads=heads,
             null_condition=null_condition,
             cond_dropout=cond_dropout,
+            feature_dropout=feature_dropout,
+            head=head,
             **encoder_kwargs,
         )
+    if caption is not None:
+        if caption.config.dim != cross_attention_dim:
+            raise CheckpointError(
+                f"{caption_encoder}: caption tokens are {caption.config.dim} wide, the UNet reads {cross_attention_dim}"
+            )
+        cond.caption.load_state_dict(caption.state_dict())
     if encoder == "relatives":
         cond.set_references(references)
     if lm is not None:

@@ -19,6 +19,7 @@ __all__ = ["ImageConfig", "GenerateConfig", "PRESETS", "ENCODERS", "SCHEDULERS"]
 
 PRESETS = ("tiny", "cpu", "cpu2x", "gpu")
 ENCODERS = ("gpt2", "kmer", "onehot", "relatives")
+HEADS = ("tokens", "caption")
 SCHEDULERS = ("ddim", "ddpm", "dpm++2m-karras", "euler-a")
 LATENT_NORMS = ("global", "channel")
 
@@ -88,6 +89,31 @@ class ImageConfig:
     cond_dropout: float = field(
         default=0.1,
         metadata={"help": "probability that a training example's condition is replaced by the null"},
+    )
+    cond_head: Literal["tokens", "caption"] = field(
+        default="tokens",
+        metadata={
+            "help": "condition head: tokens (projection + transformer, one token per feature token) or caption "
+            "(the barcode writes a caption, linearly, for the captioned prior's own caption encoder; needs a "
+            "captioned image.init)"
+        },
+    )
+    train_unet: bool = field(
+        default=True,
+        metadata={
+            "help": "fine-tune the UNet with the conditioner; false = the prior's UNet stays frozen and only the "
+            "condition is learnt (prompt tuning; needs image.init)"
+        },
+    )
+    train_caption_encoder: bool = field(
+        default=True, metadata={"help": "caption head: fine-tune the prior's caption encoder too"}
+    )
+    feature_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "dropout on the conditioner's input features in training (a ridge penalty: smoother "
+            "DNA -> portrait map for barcodes unlike the training ones)"
+        },
     )
     prediction_type: Literal["epsilon", "v_prediction"] = field(
         default="epsilon",
@@ -216,6 +242,10 @@ class ImageConfig:
             raise ValueError(f"vae_batch_size must be >= 1, got {self.vae_batch_size}")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if not self.train_unet and not self.init:
+            raise ValueError("image.train_unet = false freezes a pretrained UNet: set image.init to a prior")
+        if not 0.0 <= self.feature_dropout < 1.0:
+            raise ValueError(f"feature_dropout must be in [0, 1), got {self.feature_dropout}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise ValueError(f"snr_gamma must be > 0 (or unset), got {self.snr_gamma}")
         if not 0.0 <= self.ema_decay < 1.0:

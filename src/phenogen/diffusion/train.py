@@ -42,7 +42,8 @@ EVAL_IMAGES = 64
 # settings a resumed run must share with the checkpoint it continues
 SHAPE_KEYS = ("preset", "resolution", "encoder", "lm_model", "lm_layer", "kmer_k", "kmer_segments", "onehot_window",
               "cond_depth", "pooled_condition", "null_condition", "prediction_type", "beta_schedule", "vae", "seed", "batch_size",
-              "grad_accum", "hflip", "init", "latent_norm", "relatives_k", "relatives_tokens")  # fmt: skip
+              "grad_accum", "hflip", "init", "latent_norm", "relatives_k", "relatives_tokens", "cond_head", "train_unet",
+              "train_caption_encoder")  # fmt: skip
 
 
 @dataclass
@@ -316,7 +317,9 @@ def train_image_model(
         cfg.encoder, preset.cross_attention_dim, lm_model=cfg.lm_model, lm_layer=cfg.lm_layer, kmer_k=cfg.kmer_k,
         kmer_segments=cfg.kmer_segments, onehot_window=cfg.onehot_window,
         max_length=max(len(s) for s in train.sequences), depth=cfg.cond_depth, heads=preset.cond_heads,
-        null_condition=cfg.null_condition, cond_dropout=cfg.cond_dropout, seed=cfg.seed,
+        null_condition=cfg.null_condition, cond_dropout=cfg.cond_dropout, feature_dropout=cfg.feature_dropout,
+        head=cfg.cond_head, seed=cfg.seed,
+        caption_encoder=prior_dir / "caption_encoder" if prior_dir is not None else None,
         references=train.sequences, relatives_k=cfg.relatives_k, relatives_tokens=cfg.relatives_tokens,
         relatives_temperature=cfg.relatives_temperature, relatives_self_drop=cfg.relatives_self_drop,
     )  # fmt: skip
@@ -375,7 +378,10 @@ def train_image_model(
                                      latent_channels=vae.config.latent_channels,
                                      pooled=cfg.pooled_condition)  # fmt: skip
     noise_scheduler = components.build_noise_scheduler(cfg.prediction_type, cfg.beta_schedule)
-    params = list(unet.parameters()) + conditioner.trainable_parameters()
+    unet.requires_grad_(cfg.train_unet)
+    if cfg.cond_head == "caption":
+        conditioner.caption.requires_grad_(cfg.train_caption_encoder)
+    params = [p for p in unet.parameters() if p.requires_grad] + conditioner.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = len(train.images)
     micro_per_epoch = math.ceil(n / cfg.batch_size)
@@ -390,11 +396,15 @@ def train_image_model(
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, plan["steps"] - warmup))))
 
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    unet, conditioner, optimizer, lr_scheduler = accelerator.prepare(
-        unet, conditioner, optimizer, lr_scheduler
-    )
+    if cfg.train_unet:
+        unet, conditioner, optimizer, lr_scheduler = accelerator.prepare(
+            unet, conditioner, optimizer, lr_scheduler
+        )
+    else:  # a frozen UNet is not wrapped (DDP refuses modules without trainable parameters)
+        unet = unet.to(device)
+        conditioner, optimizer, lr_scheduler = accelerator.prepare(conditioner, optimizer, lr_scheduler)
     raw_unet, raw_cond = accelerator.unwrap_model(unet), accelerator.unwrap_model(conditioner)
-    ema_params = list(raw_unet.parameters()) + raw_cond.trainable_parameters()
+    ema_params = [p for p in raw_unet.parameters() if p.requires_grad] + raw_cond.trainable_parameters()
     ema = EMAModel(ema_params, decay=cfg.ema_decay, use_ema_warmup=True) if cfg.ema_decay > 0 else None
     if ema is not None:
         ema.to(device)
