@@ -292,9 +292,8 @@ class DNAConditioner(ModelMixin, ConfigMixin):
             nn.init.zeros_(self.to_caption.weight)  # every barcode starts as the average bird
             nn.init.zeros_(self.to_caption.bias)
             self.caption = CaptionEncoder(caption_n, d, tuple(caption_traits))
-            self.null_token = nn.Parameter(
-                torch.zeros(1, 1, d)
-            )  # the captioned prior's null: all-zero context
+            # the captioned prior's null is the all-zero context
+            self.null_token = nn.Parameter(torch.zeros(1, 1, d))
             return
         if encoder != "relatives":
             self.in_proj = nn.Linear(feature_dim, d)
