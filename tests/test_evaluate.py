@@ -294,3 +294,53 @@ def test_prior_renders_shapes_and_traits():
     assert traits.shape == (3, len(CONTINUOUS) + len(DISCRETE))
     assert set(np.unique(traits[:, len(CONTINUOUS) :])) <= {0.0, 1.0}
     assert images[0].float().std() > 5  # a picture, not a blank frame
+
+
+def test_caption_readout_reports_how_well_the_written_caption_tracks_the_truth(tmp_path):
+    """A generator with the caption head gets a read-out: per split, Pearson r between the value each
+    barcode writes and the true trait. A conditioner fitted to write trait `a` scores r ~ 1 on it; an
+    untrained one writes the same caption for every barcode (r undefined → null); a generator without
+    the caption head (or without a model path) gets none."""
+    from phenogen.data.dataset import Record
+    from phenogen.diffusion.conditioning import build_conditioner
+    from phenogen.diffusion.prior import CaptionEncoder
+    from phenogen.evaluate.metrics import caption_readout
+    from phenogen.evaluate.targets import Target
+
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), 48)) for _ in range(8)]
+    values = rng.normal(size=8)
+    records = [
+        Record(f"r{i}", f"s{i}", f"r{i}", "heldout", "living", s, traits={"a": float(v), "b": 0.0, "c": 1.0})
+        for i, (s, v) in enumerate(zip(seqs, values, strict=True))
+    ]
+    targets = {"heldout": [Target(r, []) for r in records]}
+    CaptionEncoder(n_traits=2, dim=8, traits=("a", "c")).save_pretrained(tmp_path / "cap")
+    cond = build_conditioner(
+        "kmer", 8, kmer_k=2, kmer_segments=2, head="caption", caption_encoder=tmp_path / "cap"
+    )
+    model, gen = tmp_path / "model", tmp_path / "gen"
+    gen.mkdir()
+    (gen / "config.json").write_text(json.dumps({"model": str(model)}))
+    cond.save_pretrained(model / "conditioner", safe_serialization=True)
+    untrained = caption_readout(targets, gen, ["a", "b", "c"])
+    assert untrained["traits"] == ["a", "c"] and untrained["splits"]["heldout"]["per_trait_r"]["a"] is None
+
+    feats, mask = cond.featurize(seqs)
+    target = torch.tensor(values, dtype=torch.float32)
+    opt = torch.optim.Adam(cond.trainable_parameters(), lr=2e-2)
+    for _ in range(200):
+        loss = (cond.caption_values(feats, mask)[:, 0] - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    cond.eval().save_pretrained(model / "conditioner", safe_serialization=True)
+    block = caption_readout(targets, gen, ["a", "b", "c"])["splits"]["heldout"]
+    assert block["n_targets"] == 8 and block["per_trait_r"]["a"] > 0.95
+    assert block["per_trait_r"]["c"] is None  # the true trait is constant
+
+    tokens = build_conditioner("kmer", 8, kmer_k=2, kmer_segments=2)
+    tokens.save_pretrained(model / "conditioner", safe_serialization=True)
+    assert caption_readout(targets, gen, ["a"]) is None
+    (gen / "config.json").write_text("{}")
+    assert caption_readout(targets, gen, ["a"]) is None

@@ -79,6 +79,36 @@ def test_full_report_embeds_every_part(full_run):
     assert '<img src="file:' not in page and 'src="/' not in page  # self-contained
 
 
+def test_caption_readout_section_shows_only_for_the_caption_head(full_run, tmp_path):
+    """The "What the DNA wrote" section lists every trait's r per split when metrics.json has a
+    caption read-out, and is absent otherwise (the fake generator has no model)."""
+    assert "What the DNA wrote" not in build_report(full_run).read_text()
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    metrics = json.loads((full_run / "eval" / "metrics.json").read_text())
+    metrics["caption_readout"] = {
+        "model": "m",
+        "traits": ["beak_length", "crest_size"],
+        "splits": {
+            "heldout": {
+                "n_targets": 5,
+                "mean_r": 0.61,
+                "per_trait_r": {"beak_length": 0.42, "crest_size": 0.8},
+            },
+            "ancestor": {
+                "n_targets": 4,
+                "mean_r": None,
+                "per_trait_r": {"beak_length": None, "crest_size": None},
+            },
+        },
+    }
+    (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    page = build_report(run).read_text()
+    section = page.split("What the DNA wrote</h2>")[1].split("<h2")[0]
+    for text in ("beak_length", "crest_size", "0.420", "0.800", "0.610", "heldout", "ancestor", "—"):
+        assert text in section, text
+
+
 def test_report_with_parts_missing_says_not_run(tmp_path):
     """Only a dataset: the page is still written, the tree shows, missing parts say "not run"."""
     make_clade(tmp_path / "data", n_tips=8, n_extinct=1)

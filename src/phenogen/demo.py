@@ -349,6 +349,10 @@ def _print_headline(out: Path, metrics: dict, summary: dict) -> None:
             print(
                 f"  retrieval [{split}]: top-1 {gen['top1']:.2f}  top-5 {gen['top5']:.2f}  (chance top-5 {gen.get('chance_top5', float('nan')):.2f})"
             )
+    readout = (metrics.get("caption_readout") or {}).get("splits", {})
+    if readout:
+        row = "  ".join(f"{s}={v['mean_r']:.2f}" for s, v in readout.items() if v.get("mean_r") is not None)
+        print(f"  what the DNA wrote vs the true traits (mean Pearson r): {row}")
     anc = out / "ancestors" / "targets.json"
     if anc.is_file():
         rec = json.loads(anc.read_text(encoding="utf-8"))

@@ -117,6 +117,46 @@ def _write_targets(path: Path, rows: list[dict[str, Any]]) -> None:
             )
 
 
+def caption_readout(
+    targets: dict[str, list], generated_dir: str | Path, continuous: list[str]
+) -> dict[str, Any] | None:
+    """What the DNA wrote, when the generator has the caption head: per split, Pearson r between the
+    caption value each target's barcode writes and the target's true trait (continuous traits the
+    caption names). ``None`` for any other generator (or one whose model directory is gone).
+    """
+    cfg_path = Path(generated_dir) / "config.json"
+    if not cfg_path.is_file():
+        return None
+    model = json.loads(cfg_path.read_text(encoding="utf-8")).get("model")
+    cond_dir = Path(model) / "conditioner" if model else None
+    if cond_dir is None or not (cond_dir / "config.json").is_file():
+        return None
+    if json.loads((cond_dir / "config.json").read_text(encoding="utf-8")).get("head") != "caption":
+        return None
+    from phenogen.diffusion.conditioning import DNAConditioner
+
+    cond = DNAConditioner.from_pretrained(cond_dir).eval()
+    names = [n for n in cond.config.caption_traits if n in continuous]
+    splits: dict[str, Any] = {}
+    for split, ts in targets.items():
+        if len(ts) < 3 or not names:
+            continue
+        written = cond.describe([t.sequence or t.record.sequence for t in ts])
+        per_trait = {}
+        for name in names:
+            w = written[name].astype(np.float64)
+            true = np.array([t.record.traits[name] for t in ts], dtype=np.float64)
+            ok = w.std() > 0 and true.std() > 0
+            per_trait[name] = float(np.corrcoef(w, true)[0, 1]) if ok else None
+        rs = [r for r in per_trait.values() if r is not None]
+        splits[split] = {
+            "n_targets": len(ts),
+            "mean_r": float(np.mean(rs)) if rs else None,
+            "per_trait_r": per_trait,
+        }
+    return {"model": str(model), "traits": names, "splits": splits}
+
+
 def evaluate(
     dataset_dir: str | Path,
     generated_dir: str | Path,
@@ -201,6 +241,7 @@ def evaluate(
         "splits": run.results,
         "headline": _headline(run.results),
         "sequence": _read_sequence(sequence_metrics),
+        "caption_readout": caption_readout(run.targets, generated_dir, spec.continuous),
         "config": to_jsonable(cfg),
         "timing": {**timing, "total": time.perf_counter() - t0},
     }

@@ -362,6 +362,26 @@ def _sequence(run: Path, metrics: dict[str, Any] | None) -> str:
     return "".join(out) or _missing("DNA model evaluation (phenogen evaluate-dna)", run / "lm_eval")
 
 
+def _caption_readout(metrics: dict[str, Any] | None) -> str:
+    """The caption head's read-out: how well what each barcode wrote tracks the true traits."""
+    block = (metrics or {}).get("caption_readout")
+    if not block or not block.get("splits"):
+        return ""
+    splits = list(block["splits"])
+    head = "".join(f"<th>{html.escape(s)}</th>" for s in splits)
+    means = "".join(f"<td><b>{_fmt(block['splits'][s]['mean_r'])}</b></td>" for s in splits)
+    rows = [f'<tr><td class="l"><b>mean r</b></td>{means}</tr>']
+    for name in block["traits"]:
+        cells = "".join(f"<td>{_fmt(block['splits'][s]['per_trait_r'].get(name))}</td>" for s in splits)
+        rows.append(f'<tr><td class="l">{html.escape(name)}</td>{cells}</tr>')
+    return (
+        "<p>The image model's DNA conditioner <i>writes a caption</i> for the prior's caption encoder "
+        "(<code>image.cond_head = caption</code>). Pearson r, over each split's targets, between the "
+        "value a target's barcode writes and its true trait (1 = the DNA is read perfectly, up to scale):</p>"
+        f'<table><tr><th class="l">trait</th>{head}</tr>{"".join(rows)}</table>'
+    )
+
+
 # ---------------------------------------------------------------- page
 def build_report(run_dir: str | Path, out_path: str | Path | None = None, *, max_targets: int = 12) -> Path:
     """Write the report of ``run_dir`` (default ``RUN/report.html``) and return its path.
@@ -407,6 +427,9 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None, *, max
         sections.append(("Generated grid", _img(grid, cls="fig", title="grid.png")))
     sections.append(("Training", _training(run)))
     sections.append(("Sweeps", _sweeps(run)))
+    readout = _caption_readout(metrics)
+    if readout:
+        sections.append(("What the DNA wrote", readout))
     sections.append(("Sequence side (DNA model)", _sequence(run, metrics)))
     ancestors = _ancestors(run)
     if ancestors:
