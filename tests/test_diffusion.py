@@ -350,6 +350,25 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(dataset, tmp_path
     assert len(list((tmp_path / "cut" / "checkpoints").glob("checkpoint-*"))) == cfg.checkpoints_total_limit
 
 
+def test_resume_of_prompt_tuning_equals_an_uninterrupted_run(dataset, tmp_path, captioned_prior):
+    """With the UNet frozen (not wrapped by accelerate), checkpoints hold the conditioner and optimizer;
+    a resumed run lands on the same conditioner and losses, and the UNet is still the prior's."""
+    cfg = _tiny_cfg(init=str(captioned_prior), cond_head="caption", train_unet=False, max_steps=4,
+                    checkpoint_every=2, lr=1e-2)  # fmt: skip
+    full = train_image_model(dataset.root, tmp_path / "full", cfg, progress=False)
+    train_image_model(dataset.root, tmp_path / "cut", cfg, stop_after_steps=3, progress=False)
+    resumed = train_image_model(dataset.root, tmp_path / "cut", cfg, resume=True, progress=False)
+    assert resumed.global_step == full.global_step == 4
+    assert resumed.losses == pytest.approx(full.losses, rel=1e-6)
+    a = load_file(tmp_path / "full" / "pipeline" / "conditioner" / "diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "cut" / "pipeline" / "conditioner" / "diffusion_pytorch_model.safetensors")
+    assert a["to_caption.weight"].abs().max() > 0
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    u = load_file(tmp_path / "cut" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
+    prior = load_file(captioned_prior / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(u[k].float(), prior[k].float()) for k in prior)
+
+
 def test_training_uses_the_train_split_only_and_writes_its_artifacts(dataset, tmp_path):
     cfg = _tiny_cfg(max_steps=3)
     result = train_image_model(dataset.root, tmp_path / "run", cfg, progress=False)
@@ -794,6 +813,8 @@ def test_train_image_with_the_caption_head(dataset, tmp_path, captioned_prior, t
     assert pipe.conditioner.to_caption.weight.abs().max() > 0
     with pytest.raises(ValueError, match="set image.init to a prior"):
         ImageConfig(train_unet=False)
+    with pytest.raises(ValueError, match="captioned prior: set image.init"):
+        ImageConfig(cond_head="caption")  # refused before any VAE training, not after
     with pytest.raises(ConfigError, match="captioned prior"):
         train_image_model(dataset.root, tmp_path / "bad", _tiny_cfg(init=str(tiny_prior), cond_head="caption"),
                           progress=False)  # fmt: skip

@@ -242,6 +242,11 @@ class ImageConfig:
             raise ValueError(f"vae_batch_size must be >= 1, got {self.vae_batch_size}")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if self.cond_head == "caption" and not self.init:
+            raise ValueError(
+                "image.cond_head = 'caption' writes captions for a captioned prior: set image.init "
+                "(the built-in prior, 'builtin', is captioned)"
+            )
         if not self.train_unet and not self.init:
             raise ValueError("image.train_unet = false freezes a pretrained UNet: set image.init to a prior")
         if not 0.0 <= self.feature_dropout < 1.0:
