@@ -469,15 +469,22 @@ class DNAConditioner(ModelMixin, ConfigMixin):
             mask = torch.where(drop[:, None], self.null_mask[:, :t], mask)
         if self.config.head == "caption":
             x = self.caption(self.caption_values(features, mask))  # (B, n_caption, D)
-            t = x.shape[1]
-            mask = torch.ones(b, t, dtype=torch.bool, device=x.device)
-            if drop is not None and not empty:
-                x = torch.where(drop[:, None, None], self.null_token.to(x.dtype).expand(b, t, -1), x)
-            return x, mask
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        else:
+            x, mask = self._tokens_head(features, mask, generator)
+        if drop is not None and not empty:
+            x = torch.where(drop[:, None, None], self.null_token.to(x.dtype).expand_as(x), x)
+            mask = mask | drop[:, None]
+        return x, mask
+
+    def _tokens_head(
+        self, features: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``tokens`` head: features ``(B, T, F)`` → tokens ``(B, T', D)`` and their mask."""
+        b, t, _ = features.shape
         if self.config.encoder == "relatives":
             x = self._relatives_mix(features[:, 0], generator) + self.pos_emb  # (B, T, D)
-            t = x.shape[1]
-            mask = mask[:, :1].expand(b, t)
+            mask = mask[:, :1].expand(b, x.shape[1])
         else:
             x = self.in_proj(self.feature_drop(self.in_norm(features))) + self.pos_emb[:t]  # (B, T, D)
         for block in self.blocks:
@@ -486,11 +493,7 @@ class DNAConditioner(ModelMixin, ConfigMixin):
             else:
                 x = x + block(x)
         x = self.out_norm(x)
-        x = x * mask[..., None].to(x.dtype)  # padded tokens carry nothing
-        if drop is not None and not empty:
-            x = torch.where(drop[:, None, None], self.null_token.to(x.dtype).expand(b, t, -1), x)
-            mask = mask | drop[:, None]
-        return x, mask
+        return x * mask[..., None].to(x.dtype), mask  # padded tokens carry nothing
 
     def caption_values(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``caption`` head: the caption ``(B, caption_n)`` a barcode's features write (before encoding)."""

@@ -141,7 +141,7 @@ def caption_readout(
     for split, ts in targets.items():
         if len(ts) < 3 or not names:
             continue
-        written = cond.describe([t.sequence or t.record.sequence for t in ts])
+        written = cond.describe([t.painted for t in ts])
         per_trait = {}
         for name in names:
             w = written[name].astype(np.float64)
