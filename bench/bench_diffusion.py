@@ -6,6 +6,8 @@ Per preset (each in its own subprocess, so peak memory is the preset's own):
   ``kmer`` encoder) with the latent/feature caches on and off, in the same process one after the
   other, so the **caching ratio** is measured side by side; then the same for the ``gpt2`` encoder
   (a random tiny DNA LM) where caching also saves one LM forward per step;
+* **prompt tuning** — where the preset has a shipped captioned prior (``cpu``): the demo's fine-tuning
+  (``init = "builtin"``, caption head) with the UNet trained and frozen, side by side;
 * **sample** — images/s of :class:`~phenogen.diffusion.pipeline.DNAToImagePipeline` for every
   scheduler at 50 steps with guidance 8 (one batched UNet call on [uncond, cond] per step);
 * **peak memory** — the worker's peak RSS (``ru_maxrss``) on CPU; ``torch.cuda.max_memory_allocated``
@@ -61,13 +63,13 @@ def _peak_memory_mb(device: str) -> float:
 
 
 def _train(
-    data: Path, out: Path, preset: str, encoder: str, cache: bool, steps: int, lm: str, batch: int
+    data: Path, out: Path, preset: str, encoder: str, cache: bool, steps: int, lm: str, batch: int, **extra
 ) -> dict:
     from phenogen.diffusion.config import ImageConfig
     from phenogen.diffusion.train import train_image_model
 
     cfg = ImageConfig(preset=preset, encoder=encoder, lm_model=lm, cache=cache, max_steps=steps, vae_steps=0,
-                      batch_size=batch, lr_warmup_steps=1, sample_steps=1, ema_decay=0.999)  # fmt: skip
+                      batch_size=batch, lr_warmup_steps=1, sample_steps=1, ema_decay=0.999, **extra)  # fmt: skip
     result = train_image_model(data, out, cfg, progress=False)
     return {"images_per_s": result.images_per_second, "seconds": result.seconds["train"],
             "cache_seconds": result.seconds["cache"]}  # fmt: skip
@@ -108,6 +110,16 @@ def worker(args: argparse.Namespace) -> dict:
                                        str(lm_dir), args.batch)  # fmt: skip
         on, off = res["train"][f"{encoder}_cached"], res["train"][f"{encoder}_uncached"]
         res["train"][f"{encoder}_caching_speedup"] = on["images_per_s"] / off["images_per_s"]
+    from phenogen.diffusion.prior import builtin_prior_dir
+
+    if (builtin_prior_dir(args.worker) / "caption_encoder").is_dir():  # the demo's fine-tuning, both ways
+        for train_unet in (True, False):
+            key = f"caption_{'unet_tuned' if train_unet else 'unet_frozen'}"
+            res["train"][key] = _train(args.data, tmp / key, args.worker, "kmer", True, args.train_steps, "",
+                                       args.batch, init="builtin", cond_head="caption",
+                                       train_unet=train_unet)  # fmt: skip
+        tuned, frozen = res["train"]["caption_unet_tuned"], res["train"]["caption_unet_frozen"]
+        res["train"]["prompt_tuning_speedup"] = frozen["images_per_s"] / tuned["images_per_s"]
     res["peak_memory_train_mb"] = _peak_memory_mb(args.device)
     res["sample"] = _sample(tmp / "kmer_cached" / "pipeline", args.sample_images, args.steps, args.device)
     res["peak_memory_mb"] = _peak_memory_mb(args.device)
@@ -125,6 +137,14 @@ def _markdown(results: list[dict]) -> str:
             lines.append(f"| {r['preset']} | {enc} | {t[enc + '_cached']['images_per_s']:.1f} | "
                          f"{t[enc + '_uncached']['images_per_s']:.1f} | {t[enc + '_caching_speedup']:.2f}x | "
                          f"{r['peak_memory_train_mb']:.0f} |")  # fmt: skip
+    tuned = [r for r in results if "prompt_tuning_speedup" in r["train"]]
+    if tuned:
+        lines += ["", "| preset (prior, caption head) | train img/s, UNet fine-tuned | UNet frozen | ratio |",
+                  "| --- | --- | --- | --- |"]  # fmt: skip
+        for r in tuned:
+            t = r["train"]
+            lines.append(f"| {r['preset']} | {t['caption_unet_tuned']['images_per_s']:.1f} | "
+                         f"{t['caption_unet_frozen']['images_per_s']:.1f} | {t['prompt_tuning_speedup']:.2f}x |")  # fmt: skip
     lines += ["", "| preset | " + " | ".join(SCHEDULERS) + " |", "| --- |" + " --- |" * len(SCHEDULERS)]
     for r in results:
         lines.append(
