@@ -694,6 +694,80 @@ def test_latent_colour_loss_asks_the_latents_for_each_cells_mean_colour():
     assert len(train_vae(vae, images, steps=3, batch_size=4, colour_weight=5.0)) == 3
 
 
+def test_widening_the_latent_channels_is_exact_at_first():
+    """A widened VAE encodes the old channels and decodes exactly as the old VAE, whatever the new
+    channels hold; a widened UNet predicts the old channels as before and 0 for the new ones."""
+    from phenogen.diffusion.components import widen_unet, widen_vae
+
+    torch.manual_seed(0)
+    vae = build_vae("tiny")
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # no accidental zeros or identities to lean on
+    wide = widen_vae(vae, 2)
+    assert wide.config.latent_channels == 6 and wide.config.latents_mean is None
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        a, b = vae.encode(x).latent_dist, wide.encode(x).latent_dist
+        assert torch.allclose(a.mean, b.mean[:, :4], atol=1e-6) and torch.allclose(
+            a.logvar, b.logvar[:, :4], atol=1e-6
+        )
+        assert b.std[:, 4:].max() < 0.05  # the new channels start nearly deterministic
+        z = torch.cat([a.mean, 3 * torch.randn(3, 2, 8, 8)], dim=1)
+        assert torch.allclose(vae.decode(a.mean).sample, wide.decode(z).sample, atol=1e-6)
+    unet = build_unet("tiny", cross_attention_dim=32)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    wunet = widen_unet(unet, 6)
+    assert (wunet.config.in_channels, wunet.config.out_channels) == (6, 6)
+    s, t, ctx = torch.randn(2, 4, 8, 8), torch.tensor([3, 700]), torch.randn(2, 3, 32)
+    with torch.no_grad():
+        old = unet(s, t, encoder_hidden_states=ctx).sample
+        new = wunet(torch.cat([s, torch.randn(2, 2, 8, 8)], 1), t, encoder_hidden_states=ctx).sample
+    assert torch.allclose(old, new[:, :4], atol=1e-5) and torch.equal(new[:, 4:], torch.zeros(2, 2, 8, 8))
+    with pytest.raises(ConfigError, match="extra latent channels"):
+        widen_vae(vae, 0)
+    with pytest.raises(ConfigError, match="cannot widen"):
+        widen_unet(wunet, 4)
+
+
+def test_anchored_training_holds_the_old_channels_and_keeps_their_normalisation():
+    """Training a widened VAE with its old VAE as anchor moves the old channels far less than training it
+    free; the latent colour loss then reads the new channels only; the fitted normalisation keeps the
+    old channels' numbers exactly (a UNet trained on them sees the same inputs)."""
+    from phenogen.diffusion.components import widen_vae
+    from phenogen.diffusion.vae import encode_latent_dist, fit_latent_scaling, scale_latents, train_vae
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.zeros(16, 3, 16, 16, dtype=torch.uint8) + 40
+    for i in range(16):  # squares of random colours on a dark background
+        images[i, :, 4:12, 4:12] = torch.randint(60, 255, (3, 1, 1), generator=gen).to(torch.uint8)
+    torch.manual_seed(0)
+    old = build_vae("tiny")
+    train_vae(old, images, steps=10, batch_size=4)
+    before, std = encode_latent_dist(old, images)
+    drift = {}
+    for weight in (0.0, 10.0):
+        wide = widen_vae(old, 2)
+        losses = train_vae(
+            wide, images, steps=25, batch_size=4, colour_weight=5.0, anchor=old, anchor_weight=weight
+        )
+        assert len(losses) == 25
+        after, _ = encode_latent_dist(wide, images)
+        drift[weight] = float(((after[:, :4] - before) ** 2).mean() / before.var())
+    assert drift[10.0] < 0.5 * drift[0.0], drift
+    with pytest.raises(ValueError, match="fewer latent channels"):
+        train_vae(old, images, steps=1, anchor=wide)
+    fit_latent_scaling(old, before, std)  # the old VAE's global shift/scale
+    mean, std = encode_latent_dist(wide, images)
+    fit_latent_scaling(wide, mean, std, per_channel=True, keep=old)
+    assert torch.allclose(scale_latents(wide, mean)[:, :4], scale_latents(old, mean[:, :4]), atol=1e-5)
+    assert len(wide.config.latents_std) == 6
+    with pytest.raises(ValueError, match="per_channel"):
+        fit_latent_scaling(wide, mean, std, keep=old)
+
+
 def test_cpu2x_preset_builds_a_colour_keeping_vae_shape_and_its_unet():
     """cpu2x: 64 px -> 32 x 32 x 8 latents (2x VAE), and a UNet that takes them, pooled pathway included."""
     from phenogen.diffusion.components import denoise
@@ -739,6 +813,36 @@ def test_train_image_fine_tunes_a_captioned_per_channel_prior(dataset, tmp_path,
                    output_type="latent").images  # fmt: skip
     assert torch.isfinite(latents).all()
     assert torch.allclose(scale_latents(pipe.vae, unscale_latents(pipe.vae, latents)), latents, atol=1e-5)
+
+
+def test_a_prior_widened_for_colour_fine_tunes_and_paints(dataset, tmp_path, captioned_prior):
+    """``vae_widen`` on a captioned prior: a VAE with more latent channels whose old channels stay where
+    the prior's VAE put them, a UNet widened to match, per-channel statistics with the old channels'
+    numbers kept; ``train-image`` fine-tunes it and the pipeline paints with it. Without init: an error."""
+    from phenogen.diffusion.components import load_vae
+    from phenogen.diffusion.prior import PriorConfig, load_prior_unet, pretrain_prior
+    from phenogen.diffusion.vae import scale_latents
+
+    with pytest.raises(ValueError, match="vae_widen widens an existing prior"):
+        PriorConfig(vae_widen=2)
+    cfg = PriorConfig(preset="tiny", n_images=16, vae_steps=6, unet_steps=3, batch_size=4, unet_minutes=1,
+                      vae_minutes=1, captions=True, init=str(captioned_prior), vae_widen=2,
+                      vae_colour_weight=5.0)  # fmt: skip
+    record = pretrain_prior(tmp_path / "wide", cfg, progress=False)
+    assert record["vae_widened_from"] == 4 and record["vae_steps"] == 6 and record["unet_steps"] == 3
+    old, wide = load_vae(captioned_prior / "vae"), load_vae(tmp_path / "wide" / "vae")
+    assert wide.config.latent_channels == 6 and len(wide.config.latents_mean) == 6
+    z = torch.randn(2, 6, 8, 8)
+    assert torch.allclose(scale_latents(wide, z)[:, :4], scale_latents(old, z[:, :4]), atol=1e-4)
+    assert load_prior_unet(tmp_path / "wide", 32, 8).config.in_channels == 6
+    result = train_image_model(
+        dataset.root, tmp_path / "run", _tiny_cfg(init=str(tmp_path / "wide"), max_steps=2), progress=False
+    )
+    pipe = load_pipeline(result.pipeline_dir)
+    images = pipe(
+        SEQS, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np"
+    ).images
+    assert images.shape == (2, 16, 16, 3) and np.isfinite(images).all()
 
 
 def test_caption_head_writes_captions_for_the_prior_caption_encoder(tmp_path, captioned_prior):

@@ -19,7 +19,10 @@ colour loss (``vae_colour_weight``, :func:`phenogen.diffusion.vae.latent_colour_
 bird's colours after ~6 minutes (reconstruction MSE ~0.001-0.002 on [-1, 1]); its 32 x 32 latents go to
 a 4-level UNet with a narrow first level, ~0.75 s per batch of 32 (1.3x ``cpu``). A ``cpu2x`` prior
 trained for 27 minutes on 2 cores still painted speckled birds, so the demo keeps ``cpu``
-(BENCHMARKS.md, "The image model at demo scale").
+(BENCHMARKS.md, "The image model at demo scale"). What fixed the colour instead is to *widen* a
+trained ``cpu`` prior: :func:`widen_vae` adds latent channels (16 x 16 x 4 → 16 x 16 x 8) that start
+as exact no-ops and learn the colour while the old channels are held in place, and :func:`widen_unet`
+gives its UNet the matching zero-initialised input and output channels (``prior.vae_widen``).
 
 The VAE is either a small one trained on the dataset's images (:mod:`phenogen.diffusion.vae`) or a
 pretrained Stable Diffusion VAE loaded from a local directory (``[image] vae = DIR``; never downloaded).
@@ -50,6 +53,8 @@ __all__ = [
     "pooled_condition",
     "denoise",
     "build_noise_scheduler",
+    "widen_vae",
+    "widen_unet",
 ]
 
 
@@ -253,3 +258,106 @@ def build_noise_scheduler(
         steps_offset=1,
         timestep_spacing="leading",
     )
+
+
+def _copy_into(new: torch.nn.Module, old: torch.nn.Module, what: str) -> None:
+    """``new`` gets every weight of ``old``: same shape as is, a larger one into its leading corner
+    (the rest left as ``new`` initialised it). Used to widen a model's latent channels."""
+    target = new.state_dict()
+    for key, value in old.state_dict().items():
+        if key not in target:
+            raise CheckpointError(f"{what}: weight {key} has no place in the widened model")
+        dst = target[key]
+        if dst.shape == value.shape:
+            dst.copy_(value)
+        elif dst.ndim == value.ndim and all(a >= b for a, b in zip(dst.shape, value.shape, strict=True)):
+            dst[tuple(slice(0, n) for n in value.shape)].copy_(value)
+        else:
+            raise CheckpointError(
+                f"{what}: weight {key} {tuple(value.shape)} does not fit {tuple(dst.shape)}"
+            )
+    new.load_state_dict(target)
+
+
+@torch.no_grad()
+def widen_vae(vae: AutoencoderKL, extra: int, logvar: float = -9.0) -> AutoencoderKL:
+    """The same VAE with ``extra`` more latent channels, exactly equal to ``vae`` on the old ones.
+
+    The old channels keep their encoder and decoder weights; the new ones start as a small random
+    read-out of the encoder's last features (posterior log-variance ``logvar``), pass ``quant_conv`` and
+    ``post_quant_conv`` as identities and enter the decoder through zero weights, so at first the widened
+    VAE encodes the old channels and decodes images exactly as ``vae`` does. Trained on with an anchor
+    on the old channels (:func:`phenogen.diffusion.vae.train_vae`), the new channels can carry what the
+    old latent space lost (the plumage colour of the 4x VAE) while a UNet trained on the old space
+    stays valid for them (:func:`widen_unet`). Returns a new float32 model.
+    """
+    if extra < 1:
+        raise ConfigError(f"extra latent channels must be >= 1, got {extra}")
+    old_c = vae.config.latent_channels
+    new_c = old_c + extra
+    config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+    config.update(latent_channels=new_c, latents_mean=None, latents_std=None)
+    new = AutoencoderKL.from_config(config)
+    old = vae if vae.dtype == torch.float32 else vae.to(torch.float32)
+    # the 2C-channel moments (mean, logvar) are laid out [mean_0..C-1, logvar_0..C-1]: move logvar rows
+    moment_rows = list(range(old_c)) + [new_c + i for i in range(old_c)]
+    enc_w, enc_b = new.encoder.conv_out.weight, new.encoder.conv_out.bias
+    torch.nn.init.normal_(enc_w, std=1e-3)
+    enc_b.zero_()
+    enc_w[moment_rows] = old.encoder.conv_out.weight
+    enc_b[moment_rows] = old.encoder.conv_out.bias
+    enc_w[new_c + old_c :] = 0.0
+    enc_b[new_c + old_c :] = logvar
+    if new.quant_conv is not None:
+        w, b = new.quant_conv.weight, new.quant_conv.bias
+        w.zero_()
+        b.zero_()
+        w[:, :, 0, 0] = torch.eye(2 * new_c)
+        ow = old.quant_conv.weight[:, :, 0, 0]
+        w[moment_rows, :, 0, 0] = 0.0
+        for i, row in enumerate(moment_rows):
+            w[row, moment_rows, 0, 0] = ow[i]
+            b[row] = old.quant_conv.bias[i]
+    if new.post_quant_conv is not None:
+        w, b = new.post_quant_conv.weight, new.post_quant_conv.bias
+        w.zero_()
+        b.zero_()
+        w[:, :, 0, 0] = torch.eye(new_c)
+        w[:old_c, :old_c] = old.post_quant_conv.weight
+        b[:old_c] = old.post_quant_conv.bias
+    skip = {"encoder.conv_out.weight", "encoder.conv_out.bias", "quant_conv.weight", "quant_conv.bias",
+            "post_quant_conv.weight", "post_quant_conv.bias"}  # fmt: skip
+    state = new.state_dict()
+    for key, value in old.state_dict().items():
+        if key in skip:
+            continue
+        if key == "decoder.conv_in.weight":  # new channels enter through zeros
+            state[key].zero_()
+            state[key][:, :old_c] = value
+        elif state[key].shape != value.shape:
+            raise CheckpointError(
+                f"widen_vae: weight {key} {tuple(value.shape)} != {tuple(state[key].shape)}"
+            )
+        else:
+            state[key].copy_(value)
+    new.load_state_dict(state)
+    return new
+
+
+@torch.no_grad()
+def widen_unet(unet: UNet2DConditionModel, channels: int) -> UNet2DConditionModel:
+    """The same UNet for ``channels`` latent channels (at least its own): the new input channels enter
+    ``conv_in`` through zero weights and the new output channels of ``conv_out`` start at zero, so
+    the widened UNet predicts the old channels exactly as before and 0 for the new ones — the way
+    Stable Diffusion's inpainting UNet was widened for its extra input channels. Float32."""
+    old_c = unet.config.in_channels
+    if channels < old_c or unet.config.out_channels != old_c:
+        raise ConfigError(f"cannot widen a UNet of {old_c} latent channels to {channels}")
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    config.update(in_channels=channels, out_channels=channels)
+    new = UNet2DConditionModel.from_config(config)
+    torch.nn.init.zeros_(new.conv_in.weight)
+    torch.nn.init.zeros_(new.conv_out.weight)
+    torch.nn.init.zeros_(new.conv_out.bias)
+    _copy_into(new, unet if unet.dtype == torch.float32 else unet.to(torch.float32), "widen_unet")
+    return new

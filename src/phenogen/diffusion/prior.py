@@ -30,6 +30,16 @@ Two kinds of prior:
 ``init = DIR`` continues from an existing prior: its VAE is kept as it is (no VAE training) and its
 UNet is trained on, e.g. an unconditional prior taught to read captions.
 
+``vae_widen = N`` (with ``init``) gives the prior's VAE N more latent channels instead
+(:func:`phenogen.diffusion.components.widen_vae`): the old channels keep their weights and are held in
+place by an anchor loss to the old encoder while the VAE trains on, the latent colour loss is read from
+the new channels only, and the UNet is widened to match (:func:`~phenogen.diffusion.components.
+widen_unet`: new input channels enter through zeros, new outputs start at zero), with per-channel latent
+statistics that keep the old channels' numbers. So the UNet keeps everything it learned about the old
+latent space and only has to learn what the new channels add — the way Stable Diffusion's inpainting
+UNet was widened. This is how the 4x VAE's lost plumage colour came back without the 4x slower UNet a
+2x VAE needs (BENCHMARKS.md).
+
 The VAE's loss weights the bird's pixels up (``vae_foreground_weight``; the bird is a few percent of
 the image). The ``cpu`` preset's 4x VAE still paints every bird in the average brown after minutes of
 training; with ``--set prior.preset=cpu2x --set prior.vae_colour_weight=5`` (2x VAE, 8 latent
@@ -138,6 +148,17 @@ class PriorConfig:
             "its UNet on; '' = build from scratch"
         },
     )
+    vae_widen: int = field(
+        default=0,
+        metadata={
+            "help": "with init: add this many latent channels to the init prior's VAE and train it for "
+            "vae_minutes with its old channels anchored and the latent colour loss on the new ones; the "
+            "UNet is widened to match (new channels start at zero). 0 = keep the VAE as it is"
+        },
+    )
+    anchor_weight: float = field(
+        default=1.0, metadata={"help": "with vae_widen: weight that holds the old latent channels in place"}
+    )
 
     def __post_init__(self) -> None:
         if self.latent_norm not in LATENT_NORMS:
@@ -154,6 +175,13 @@ class PriorConfig:
             raise ValueError("vae/unet minutes must be > 0 and steps >= 1")
         if not 0 < self.trait_sd <= 3:
             raise ValueError(f"trait_sd must be in (0, 3], got {self.trait_sd}")
+        if self.vae_widen < 0 or self.anchor_weight < 0:
+            raise ValueError("vae_widen and anchor_weight must be >= 0")
+        if self.vae_widen and not self.init:
+            raise ValueError(
+                "vae_widen widens an existing prior's VAE: set init (a prior directory or 'builtin'); "
+                "a prior built from scratch sets its latent channels through its preset"
+            )
 
 
 class CaptionEncoder(ModelMixin, ConfigMixin):
@@ -335,7 +363,14 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
 
     t0 = time.perf_counter()
     init_dir = resolve_init(cfg.init, cfg.preset)
-    if init_dir is not None:  # continue an existing prior: its VAE as it is
+    anchor = None
+    if init_dir is not None and cfg.vae_widen:  # more latent channels; the old ones held in place
+        anchor = components.load_vae(init_dir / "vae")
+        vae = components.widen_vae(anchor, cfg.vae_widen)
+        vae_losses = train_vae(vae, images, cfg.vae_steps, preset.vae_batch, 1e-3, 1e-6, cfg.seed, cfg.vae_minutes * 60,
+                               False, preset.vae_crop, "cpu", progress, cfg.vae_foreground_weight,
+                               cfg.vae_colour_weight, anchor=anchor, anchor_weight=cfg.anchor_weight)  # fmt: skip
+    elif init_dir is not None:  # continue an existing prior: its VAE as it is
         vae = components.load_vae(init_dir / "vae").to(torch.float32)
         vae_losses: list[float] = []
     else:
@@ -346,7 +381,9 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
     vae.eval().requires_grad_(False)
     mean, std = encode_latent_dist(vae, images)
     per_channel = cfg.latent_norm == "channel"
-    if init_dir is None or (per_channel and getattr(vae.config, "latents_mean", None) is None):
+    if anchor is not None:  # per channel, the old channels normalised exactly as the UNet knows them
+        shift, scale = fit_latent_scaling(vae, mean, std, per_channel=True, keep=anchor)
+    elif init_dir is None or (per_channel and getattr(vae.config, "latents_mean", None) is None):
         shift, scale = fit_latent_scaling(vae, mean, std, per_channel)  # the UNet (re)learns this space
     else:
         shift, scale = vae.config.shift_factor or 0.0, vae.config.scaling_factor
@@ -359,6 +396,8 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
     side = res // components.vae_scale(vae)
     if init_dir is not None:
         unet = load_prior_unet(init_dir, preset.cross_attention_dim, side)
+        if anchor is not None:
+            unet = components.widen_unet(unet, vae.config.latent_channels)
         n_zeroed = 0
     else:
         unet = components.build_unet(cfg.preset, preset.cross_attention_dim, sample_size=side,
@@ -460,6 +499,7 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         "config": asdict(cfg),
         "seconds": seconds,
         "vae_steps": len(vae_losses),
+        "vae_widened_from": anchor.config.latent_channels if anchor is not None else None,
         "vae_recon_mse_fresh": recon_after,
         "vae_recon_mse_fresh_before_decoder": recon_mse,
         "decoder_steps": decoder_steps,

@@ -114,11 +114,16 @@ def vae_loss(
     foreground_weight: float = 0.0,
     colour_weight: float = 0.0,
     colour_head: torch.nn.Module | None = None,
+    colour_from: int = 0,
+    anchor_mean: torch.Tensor | None = None,
+    anchor_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one batch ``x (B, 3, H, W)`` in [-1, 1]: L1 + L2 + edge + colour + KL; returns (loss, parts).
 
     ``foreground_weight`` > 0 weights L1 and L2 towards the subject (:func:`foreground_weights`).
-    ``colour_weight`` > 0 adds :func:`latent_colour_loss` through ``colour_head`` (same weighting)."""
+    ``colour_weight`` > 0 adds :func:`latent_colour_loss` through ``colour_head`` (same weighting), read
+    from latent channels ``colour_from`` on. ``anchor_mean (B, C', h, w)`` holds the posterior means of
+    the first ``C'`` channels in place (MSE relative to the anchor's variance, times ``anchor_weight``)."""
     posterior = vae.encode(x).latent_dist
     z = posterior.sample(generator=generator)  # (B, C, h, w)
     recon = vae.decode(z).sample
@@ -131,9 +136,14 @@ def vae_loss(
     if colour_weight > 0:
         if colour_head is None:
             raise ValueError("colour_weight > 0 needs a colour_head (a 1x1 conv, latent channels -> 3)")
-        colour = latent_colour_loss(posterior.mean, x, colour_head, w)
+        colour = latent_colour_loss(posterior.mean[:, colour_from:], x, colour_head, w)
         loss = loss + colour_weight * colour
         parts["colour"] = colour.item()
+    if anchor_mean is not None:
+        held = posterior.mean[:, : anchor_mean.shape[1]]
+        anchor = ((held - anchor_mean) ** 2).mean() / anchor_mean.var().clamp_min(1e-6)
+        loss = loss + anchor_weight * anchor
+        parts["anchor"] = anchor.item()
     return loss, parts
 
 
@@ -171,8 +181,15 @@ def train_vae(
     progress: bool = False,
     foreground_weight: float = 0.0,
     colour_weight: float = 0.0,
+    anchor: AutoencoderKL | None = None,
+    anchor_weight: float = 1.0,
 ) -> list[float]:
     """Train ``vae`` in place on ``images`` (uint8 ``(N, 3, H, W)`` or float in [-1, 1]).
+
+    ``anchor`` (a frozen VAE with fewer latent channels, e.g. the one :func:`~phenogen.diffusion.
+    components.widen_vae` widened) keeps ``vae``'s first channels where the anchor's encoder puts them,
+    so a UNet trained on the anchor's latents stays valid on them; the latent colour loss is then read
+    from the new channels only, which is where the colour has to go.
 
     AdamW with a short warmup and cosine decay; stops early when ``max_seconds`` (> 0) is spent.
     With ``max_seconds``, the number of steps is re-fitted every 10 steps to the time left (so the
@@ -186,8 +203,13 @@ def train_vae(
     vae.to(device).train()
     head = None
     params = list(vae.parameters())
+    colour_from = 0 if anchor is None else anchor.config.latent_channels
+    if anchor is not None:
+        if anchor.config.latent_channels >= vae.config.latent_channels:
+            raise ValueError("an anchor VAE must have fewer latent channels than the VAE it anchors")
+        anchor.to(device).eval().requires_grad_(False)
     if colour_weight > 0:  # the latent colour read-out (latent_colour_loss), trained alongside, not kept
-        head = torch.nn.Conv2d(vae.config.latent_channels, 3, 1).to(device)
+        head = torch.nn.Conv2d(vae.config.latent_channels - colour_from, 3, 1).to(device)
         params += list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     plan = {"steps": steps}  # a time budget shortens it, so the cosine still ends at zero
@@ -217,14 +239,22 @@ def train_vae(
         if 0 < crop < min(x.shape[-2:]):
             i, j = (int(v) for v in torch.randint(0, min(x.shape[-2:]) - crop + 1, (2,), generator=gen))
             x = x[..., i : i + crop, j : j + crop]
+        x = x.to(device)
+        anchor_mean = None
+        if anchor is not None:
+            with torch.no_grad():
+                anchor_mean = anchor.encode(x).latent_dist.mean
         loss, parts = vae_loss(
             vae,
-            x.to(device),
+            x,
             noise_gen,
             kl_weight,
             foreground_weight=foreground_weight,
             colour_weight=colour_weight,
             colour_head=head,
+            colour_from=colour_from,
+            anchor_mean=anchor_mean,
+            anchor_weight=anchor_weight,
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -344,20 +374,34 @@ def encode_latent_dist(
 
 
 def fit_latent_scaling(
-    vae: AutoencoderKL, mean: torch.Tensor, std: torch.Tensor, per_channel: bool = False
+    vae: AutoencoderKL,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    per_channel: bool = False,
+    keep: AutoencoderKL | None = None,
 ) -> tuple[float, float]:
     """Set the VAE's latent normalisation so that latent samples have mean 0, std 1.
 
     Global (default): ``shift_factor`` and ``scaling_factor``; returns ``(shift, scale)``. Per channel:
     ``latents_mean`` / ``latents_std`` (one value per channel) with ``shift_factor = 0`` and
     ``scaling_factor = 1``; returns ``(0.0, 1.0)``. Stored in ``vae.config`` (saved with the pipeline).
+    ``keep`` (per channel only): a VAE with fewer channels whose normalisation the first channels keep
+    exactly (a widened VAE's old channels, so the UNet trained on them sees the same numbers).
     """
     gen = torch.Generator().manual_seed(0)
     z = mean + std * torch.randn(mean.shape, generator=gen)
+    if keep is not None and not per_channel:
+        raise ValueError("keep= needs per_channel=True")
     if per_channel:
         dims = [d for d in range(z.ndim) if d != 1]
         c_mean = z.mean(dims).tolist()
         c_std = z.std(dim=dims).clamp_min(1e-6).tolist()
+        if keep is not None:
+            k = keep.config.latent_channels
+            k_mean, k_std = _latent_stats(keep, z[:1, :k])
+            k_std = torch.as_tensor(k_std, dtype=z.dtype) / keep.config.scaling_factor
+            c_mean[:k] = torch.as_tensor(k_mean, dtype=z.dtype).expand(1, k, 1, 1).flatten().tolist()
+            c_std[:k] = k_std.expand(1, k, 1, 1).flatten().tolist()
         vae.register_to_config(shift_factor=0.0, scaling_factor=1.0, latents_mean=c_mean, latents_std=c_std)
         return 0.0, 1.0
     shift = float(z.mean())
