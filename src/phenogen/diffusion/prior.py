@@ -37,8 +37,11 @@ the new channels only, and the UNet is widened to match (:func:`~phenogen.diffus
 widen_unet`: new input channels enter through zeros, new outputs start at zero), with per-channel latent
 statistics that keep the old channels' numbers. So the UNet keeps everything it learned about the old
 latent space and only has to learn what the new channels add — the way Stable Diffusion's inpainting
-UNet was widened. This is how the 4x VAE's lost plumage colour came back without the 4x slower UNet a
-2x VAE needs (BENCHMARKS.md).
+UNet was widened. Measured (BENCHMARKS.md): 6 minutes bring the 4x VAE's lost plumage colour back
+(the VAE alone now costs the demo's portraits 0.01-0.02 trait RMSE instead of 0.13-0.20) without the
+4x slower UNet a 2x VAE needs; a UNet widened and trained on for 48 CPU minutes paints the captions'
+colours but on speckled backgrounds of unnatural colours, and scores worse than the shipped prior, so
+the shipped prior is not widened yet.
 
 The VAE's loss weights the bird's pixels up (``vae_foreground_weight``; the bird is a few percent of
 the image). The ``cpu`` preset's 4x VAE still paints every bird in the average brown after minutes of
