@@ -830,6 +830,7 @@ def test_a_prior_widened_for_colour_fine_tunes_and_paints(dataset, tmp_path, cap
                       vae_colour_weight=5.0)  # fmt: skip
     record = pretrain_prior(tmp_path / "wide", cfg, progress=False)
     assert record["vae_widened_from"] == 4 and record["vae_steps"] == 6 and record["unet_steps"] == 3
+    assert record["latent_statistics"] == "per_channel"  # whatever prior.latent_norm says
     old, wide = load_vae(captioned_prior / "vae"), load_vae(tmp_path / "wide" / "vae")
     assert wide.config.latent_channels == 6 and len(wide.config.latents_mean) == 6
     z = torch.randn(2, 6, 8, 8)

@@ -508,6 +508,7 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         "decoder_steps": decoder_steps,
         "latent_shift": shift,
         "latent_scale": scale,
+        "latent_statistics": "per_channel" if getattr(vae.config, "latents_mean", None) else "global",
         "latents_mean": getattr(vae.config, "latents_mean", None),
         "latents_std": getattr(vae.config, "latents_std", None),
         "unet_steps": step,
