@@ -260,11 +260,11 @@ def build_noise_scheduler(
     )
 
 
-def _copy_into(new: torch.nn.Module, old: torch.nn.Module, what: str) -> None:
-    """``new`` gets every weight of ``old``: same shape as is, a larger one into its leading corner
-    (the rest left as ``new`` initialised it). Used to widen a model's latent channels."""
+def _copy_into(new: torch.nn.Module, weights: dict[str, torch.Tensor], what: str) -> None:
+    """``new`` gets every tensor of ``weights`` (a state dict): same shape as is, a smaller one into the
+    leading corner of ``new``'s (the rest left as ``new`` holds it). Used to widen latent channels."""
     target = new.state_dict()
-    for key, value in old.state_dict().items():
+    for key, value in weights.items():
         if key not in target:
             raise CheckpointError(f"{what}: weight {key} has no place in the widened model")
         dst = target[key]
@@ -298,14 +298,14 @@ def widen_vae(vae: AutoencoderKL, extra: int, logvar: float = -9.0) -> Autoencod
     config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
     config.update(latent_channels=new_c, latents_mean=None, latents_std=None)
     new = AutoencoderKL.from_config(config)
-    old = vae if vae.dtype == torch.float32 else vae.to(torch.float32)
+    # (index assignment into the new float32 model casts fp16 weights)
     # the 2C-channel moments (mean, logvar) are laid out [mean_0..C-1, logvar_0..C-1]: move logvar rows
     moment_rows = list(range(old_c)) + [new_c + i for i in range(old_c)]
     enc_w, enc_b = new.encoder.conv_out.weight, new.encoder.conv_out.bias
     torch.nn.init.normal_(enc_w, std=1e-3)
     enc_b.zero_()
-    enc_w[moment_rows] = old.encoder.conv_out.weight
-    enc_b[moment_rows] = old.encoder.conv_out.bias
+    enc_w[moment_rows] = vae.encoder.conv_out.weight
+    enc_b[moment_rows] = vae.encoder.conv_out.bias
     enc_w[new_c + old_c :] = 0.0
     enc_b[new_c + old_c :] = logvar
     if new.quant_conv is not None:
@@ -313,34 +313,19 @@ def widen_vae(vae: AutoencoderKL, extra: int, logvar: float = -9.0) -> Autoencod
         w.zero_()
         b.zero_()
         w[:, :, 0, 0] = torch.eye(2 * new_c)
-        ow = old.quant_conv.weight[:, :, 0, 0]
+        ow = vae.quant_conv.weight[:, :, 0, 0]
         w[moment_rows, :, 0, 0] = 0.0
         for i, row in enumerate(moment_rows):
             w[row, moment_rows, 0, 0] = ow[i]
-            b[row] = old.quant_conv.bias[i]
-    if new.post_quant_conv is not None:
-        w, b = new.post_quant_conv.weight, new.post_quant_conv.bias
-        w.zero_()
-        b.zero_()
-        w[:, :, 0, 0] = torch.eye(new_c)
-        w[:old_c, :old_c] = old.post_quant_conv.weight
-        b[:old_c] = old.post_quant_conv.bias
-    skip = {"encoder.conv_out.weight", "encoder.conv_out.bias", "quant_conv.weight", "quant_conv.bias",
-            "post_quant_conv.weight", "post_quant_conv.bias"}  # fmt: skip
-    state = new.state_dict()
-    for key, value in old.state_dict().items():
-        if key in skip:
-            continue
-        if key == "decoder.conv_in.weight":  # new channels enter through zeros
-            state[key].zero_()
-            state[key][:, :old_c] = value
-        elif state[key].shape != value.shape:
-            raise CheckpointError(
-                f"widen_vae: weight {key} {tuple(value.shape)} != {tuple(state[key].shape)}"
-            )
-        else:
-            state[key].copy_(value)
-    new.load_state_dict(state)
+            b[row] = vae.quant_conv.bias[i]
+    if new.post_quant_conv is not None:  # identity; the old block goes into its corner below
+        new.post_quant_conv.weight.zero_()
+        new.post_quant_conv.bias.zero_()
+        new.post_quant_conv.weight[:, :, 0, 0] = torch.eye(new_c)
+    new.decoder.conv_in.weight.zero_()  # new channels enter the decoder through zeros
+    moments = {"encoder.conv_out.weight", "encoder.conv_out.bias", "quant_conv.weight", "quant_conv.bias"}
+    rest = {k: v for k, v in vae.state_dict().items() if k not in moments}
+    _copy_into(new, rest, "widen_vae")
     return new
 
 
@@ -359,5 +344,5 @@ def widen_unet(unet: UNet2DConditionModel, channels: int) -> UNet2DConditionMode
     torch.nn.init.zeros_(new.conv_in.weight)
     torch.nn.init.zeros_(new.conv_out.weight)
     torch.nn.init.zeros_(new.conv_out.bias)
-    _copy_into(new, unet if unet.dtype == torch.float32 else unet.to(torch.float32), "widen_unet")
+    _copy_into(new, unet.state_dict(), "widen_unet")
     return new

@@ -367,20 +367,19 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
     t0 = time.perf_counter()
     init_dir = resolve_init(cfg.init, cfg.preset)
     anchor = None
-    if init_dir is not None and cfg.vae_widen:  # more latent channels; the old ones held in place
-        anchor = components.load_vae(init_dir / "vae")
-        vae = components.widen_vae(anchor, cfg.vae_widen)
-        vae_losses = train_vae(vae, images, cfg.vae_steps, preset.vae_batch, 1e-3, 1e-6, cfg.seed, cfg.vae_minutes * 60,
-                               False, preset.vae_crop, "cpu", progress, cfg.vae_foreground_weight,
-                               cfg.vae_colour_weight, anchor=anchor, anchor_weight=cfg.anchor_weight)  # fmt: skip
-    elif init_dir is not None:  # continue an existing prior: its VAE as it is
+    if init_dir is not None and not cfg.vae_widen:  # continue an existing prior: its VAE as it is
         vae = components.load_vae(init_dir / "vae").to(torch.float32)
         vae_losses: list[float] = []
-    else:
-        vae = components.build_vae(cfg.preset, res)
-        vae_losses = train_vae(vae, images, cfg.vae_steps, preset.vae_batch, 2e-3, 1e-6, cfg.seed, cfg.vae_minutes * 60,
+    else:  # a new VAE, or the init prior's widened with its old channels held in place
+        if init_dir is not None:
+            anchor = components.load_vae(init_dir / "vae")
+            vae = components.widen_vae(anchor, cfg.vae_widen)
+        else:
+            vae = components.build_vae(cfg.preset, res)
+        lr = 2e-3 if anchor is None else 1e-3  # a widened VAE's old weights are trained already
+        vae_losses = train_vae(vae, images, cfg.vae_steps, preset.vae_batch, lr, 1e-6, cfg.seed, cfg.vae_minutes * 60,
                                False, preset.vae_crop, "cpu", progress, cfg.vae_foreground_weight,
-                               cfg.vae_colour_weight)  # fmt: skip
+                               cfg.vae_colour_weight, anchor=anchor, anchor_weight=cfg.anchor_weight)  # fmt: skip
     vae.eval().requires_grad_(False)
     mean, std = encode_latent_dist(vae, images)
     per_channel = cfg.latent_norm == "channel"
