@@ -17,6 +17,7 @@ TOY = [
     "image.vae_steps=10", "generate.steps=2", "demo.sweep_sequences=1",
     "demo.sweep_guidance=[1.0, 8.0]", "demo.sweep_steps=[2]", "demo.images_per_target=1",
     "demo.max_targets_per_split=3", "evaluate.probe_epochs=2",
+    'ancestors.portrait_condition="sequence"',  # the toy model has the tokens head
 ]  # fmt: skip
 
 

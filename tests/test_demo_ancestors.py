@@ -112,3 +112,38 @@ def test_an_explicit_with_extinct_setting_is_respected(tmp_path):
     cfg.write_text("[ancestors]\nwith_extinct = false\n")
     argv = _ancestors_argv(tmp_path / "d", tmp_path / "a", tmp_path / "missing.fasta", cfg)
     assert "ancestors.with_extinct=true" not in argv and "--lm-samples" not in argv
+
+
+@needs_fasttree
+def test_tree_captions_file_for_the_ancestor_targets(run_dir, tmp_path):
+    """[ancestors] portrait_condition = "tree": RUN/ancestors/captions.tsv holds one caption per ancestor
+    target, the BM reconstruction at its matched node from what every tip's barcode writes; "sequence"
+    writes none; a tokens-head model is a ConfigError."""
+    import csv
+
+    import numpy as np
+    from test_phylo import _caption_pipeline_dir, _tiny_pipeline_dir
+
+    from phenogen.demo import _tree_captions_file
+    from phenogen.diffusion.pipeline import load_pipeline
+    from phenogen.errors import ConfigError
+    from phenogen.phylo.portraits import tree_captions
+
+    _ancestor_targets(run_dir, _cfg(run_dir))
+    model = _caption_pipeline_dir(tmp_path / "pipeline")
+    assert _tree_captions_file(run_dir, model, run_dir / "config.toml") is None  # the default: sequences
+    conf = tmp_path / "c.toml"
+    conf.write_text((run_dir / "config.toml").read_text().replace("[ancestors]", '[ancestors]\nportrait_condition = "tree"'))
+    path = _tree_captions_file(run_dir, model, conf)
+    with open(path, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    targets = json.loads((run_dir / "ancestors" / "targets.json").read_text())["targets"]
+    assert [r["record_id"] for r in rows] == [t["record_id"] for t in targets]
+    cond = load_pipeline(model).conditioner
+    tips = {r.id: r.sequence for r in read_fasta(run_dir / "ancestors" / "input.fasta", policy="mask").records}
+    written = dict(zip(tips, cond.caption_matrix(list(tips.values())), strict=True))
+    expect = tree_captions(run_dir / "ancestors" / "tree.nwk", written, [t["recon_node"] for t in targets])
+    for row, t in zip(rows, targets, strict=True):
+        assert np.allclose([float(row[k]) for k in ("size", "hue", "crest")], expect[t["recon_node"]], atol=1e-4)
+    with pytest.raises(ConfigError, match="cond_head"):
+        _tree_captions_file(run_dir, _tiny_pipeline_dir(tmp_path / "tokens"), conf)

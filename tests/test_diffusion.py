@@ -976,3 +976,90 @@ def test_the_shipped_cpu_prior_loads_and_reconstructs_birds():
         eps = unet(torch.cat([x[:1], x[:1]]), t, encoder_hidden_states=enc(traits)).sample
         null = unet(x[:1], t[:1], encoder_hidden_states=torch.zeros(1, 1, 128)).sample
     assert (eps[0] - eps[1]).abs().mean() > 1e-3 and (eps[0] - null[0]).abs().mean() > 1e-3
+
+
+def _caption_pipeline(tmp: Path) -> DNAToImagePipeline:
+    """A tiny pipeline with the caption head (random DNA → caption map, so barcodes write different captions)."""
+    from phenogen.diffusion.prior import CaptionEncoder
+
+    torch.manual_seed(0)
+    CaptionEncoder(n_traits=3, dim=32, traits=("size", "hue", "crest")).save_pretrained(tmp / "cap")
+    cond = build_conditioner("kmer", 32, kmer_k=2, kmer_segments=3, head="caption", caption_encoder=tmp / "cap")
+    torch.nn.init.normal_(cond.to_caption.weight, std=0.3)
+    pipe = DNAToImagePipeline(
+        build_vae("tiny"), build_unet("tiny"), make_scheduler("ddim", build_noise_scheduler().config), cond
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_captions_given_directly_paint_what_the_barcode_would(tmp_path):
+    """encode_captions(caption_matrix(seqs)) is encode(seqs), so pipe(captions=…) of the captions two barcodes
+    write paints their images bit for bit; another caption paints another image; mistakes are clear errors."""
+    pipe = _caption_pipeline(tmp_path)
+    cond = pipe.conditioner.eval()
+    values = cond.caption_matrix(SEQS)
+    assert values.shape == (2, 3) and not np.allclose(values[0], values[1])
+    assert cond.caption_names == ["size", "hue", "crest"]
+    with torch.no_grad():
+        assert torch.equal(cond.encode_captions(values)[0], cond.encode(SEQS)[0])
+
+    def paint(**given):
+        gens = [torch.Generator().manual_seed(i) for i in range(2)]
+        return pipe(**given, num_inference_steps=2, generator=gens, output_type="np").images
+
+    from_dna = paint(sequences=SEQS)
+    assert np.array_equal(paint(captions=values), from_dna)
+    other = values.copy()
+    other[1] += 3.0
+    changed = paint(captions=other)
+    assert np.array_equal(changed[0], from_dna[0]) and not np.allclose(changed[1], from_dna[1])
+    with pytest.raises(InputError, match="either sequences"):
+        pipe(SEQS, captions=values)
+    with pytest.raises(InputError, match="either sequences"):
+        pipe()
+    with pytest.raises(InputError, match=r"captions must be \(N, 3\)"):
+        pipe(captions=values[:, :2], num_inference_steps=1)
+    with pytest.raises(InputError, match="NaN"):
+        pipe(captions=np.full((1, 3), np.nan), num_inference_steps=1)
+    with pytest.raises(InputError, match="caption head"):
+        _tiny_pipeline()(captions=values, num_inference_steps=1)
+
+
+def test_generate_paints_records_from_a_captions_file(tmp_path, capsys):
+    """`generate --captions`: the listed records are painted from their caption (the others exactly as from
+    their barcode), captions.tsv records what was given; bad files are specific errors."""
+    from phenogen.cli import main
+    from phenogen.diffusion.command_generate import read_captions
+
+    pipe = _caption_pipeline(tmp_path)
+    pipe.save_pretrained(tmp_path / "model")
+    fasta = tmp_path / "q.fasta"
+    fasta.write_text(f">a\n{SEQS[0]}\n>b\n{SEQS[1]}\n")
+    caps = tmp_path / "caps.tsv"
+    caps.write_text("record_id\tcrest\tsize\thue\nb\t2.0\t-1.5\t0.5\n")  # any column order
+    assert read_captions(caps, ["size", "hue", "crest"]) == {"b": [-1.5, 0.5, 2.0]}
+    base = ["generate", "--model", str(tmp_path / "model"), "--fasta", str(fasta), "--n", "1", "--steps", "2"]
+    assert main([*base, "--out", str(tmp_path / "dna")]) == 0
+    assert main([*base, "--out", str(tmp_path / "cap"), "--captions", str(caps)]) == 0
+    same = [np.asarray(Image.open(tmp_path / d / "images" / "a_0.png")) for d in ("dna", "cap")]
+    diff = [np.asarray(Image.open(tmp_path / d / "images" / "b_0.png")) for d in ("dna", "cap")]
+    assert np.array_equal(*same) and not np.array_equal(*diff)
+    assert (tmp_path / "cap" / "captions.tsv").read_text().splitlines() == ["record_id\tsize\thue\tcrest", "b\t-1.5\t0.5\t2"]
+    assert not (tmp_path / "dna" / "captions.tsv").exists()
+
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("record_id\tsize\thue\nb\t1\t2\n")
+    with pytest.raises(InputError, match="missing column"):
+        read_captions(bad, ["size", "hue", "crest"])
+    bad.write_text("record_id\tsize\thue\tcrest\nb\t1\tx\t2\n")
+    with pytest.raises(InputError, match="line 2"):
+        read_captions(bad, ["size", "hue", "crest"])
+    bad.write_text("record_id\tsize\thue\tcrest\nzz\t1\t1\t2\n")
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "x"), "--captions", str(bad)]) != 0
+    assert "captions for record(s) zz that are not among the records" in capsys.readouterr().err
+    _tiny_pipeline().save_pretrained(tmp_path / "tokens")
+    assert main(["generate", "--model", str(tmp_path / "tokens"), "--fasta", str(fasta), "--out", str(tmp_path / "y"),
+                 "--captions", str(caps)]) != 0  # fmt: skip
+    assert "--captions needs a model with the caption head" in capsys.readouterr().err

@@ -380,6 +380,82 @@ def test_portraits_through_a_saved_pipeline(tmp_path, clade):
     assert summary["settings"]["num_inference_steps"] == 2
 
 
+def _caption_pipeline_dir(path):
+    """A tiny real pipeline with the caption head (random DNA → caption map), saved with save_pretrained."""
+    import torch
+
+    from phenogen.diffusion.components import build_noise_scheduler, build_unet, build_vae
+    from phenogen.diffusion.conditioning import build_conditioner
+    from phenogen.diffusion.pipeline import DNAToImagePipeline, make_scheduler
+    from phenogen.diffusion.prior import CaptionEncoder
+
+    torch.manual_seed(0)
+    CaptionEncoder(n_traits=3, dim=32, traits=("size", "hue", "crest")).save_pretrained(path.parent / "cap")
+    cond = build_conditioner("kmer", 32, kmer_k=2, kmer_segments=3, head="caption", caption_encoder=path.parent / "cap")
+    torch.nn.init.normal_(cond.to_caption.weight, std=0.3)
+    scheduler = make_scheduler("ddim", build_noise_scheduler().config)
+    DNAToImagePipeline(build_vae("tiny"), build_unet("tiny"), scheduler, cond).save_pretrained(path)
+    return path
+
+
+def test_tree_captions_are_the_brownian_motion_reconstruction(tmp_path):
+    """Internal nodes get the BM conditional mean of the tips' captions: sister tips' mean pulled toward the
+    rest by the GLS root, the root between clades; a tip keeps its own; unknown nodes are a DataError."""
+    from phenogen.errors import DataError
+    from phenogen.phylo.portraits import tree_captions
+
+    nwk = tmp_path / "t.nwk"
+    nwk.write_text("((a:1,b:1)x:1,(c:1,d:1)y:1)r;")
+    caps = {"a": np.array([1.0, 0.0]), "b": np.array([3.0, 0.0]), "c": np.array([-1.0, 2.0]), "d": np.array([-3.0, 2.0])}
+    got = tree_captions(nwk, caps, ["x", "y", "r", "a"])
+    # symmetric tree: root = mean of the tips; x = root + (cov 1, 1 with a, b) … = (2 + 0) / 2 pulled: 4/3 of the way
+    assert np.allclose(got["r"], [0.0, 1.0], atol=1e-4)
+    assert np.allclose(got["x"], [4 / 3, 1 / 3], atol=1e-4) and np.allclose(got["y"], [-4 / 3, 5 / 3], atol=1e-4)
+    assert np.allclose(got["a"], caps["a"], atol=1e-4)
+    with pytest.raises(DataError, match="zz"):
+        tree_captions(nwk, caps, ["zz"])
+    with pytest.raises(DataError, match="at least one tip"):
+        tree_captions(nwk, {}, ["x"])
+
+
+def test_portraits_from_tree_captions(tmp_path, clade):
+    """portrait_condition = 'tree': chosen nodes are painted from the tips' captions reconstructed on the tree
+    (recorded in portraits.json, equal to tree_captions of what the tips write); a tokens-head model is a
+    ConfigError that says what to do."""
+    from phenogen.diffusion.pipeline import load_pipeline
+    from phenogen.errors import ConfigError
+    from phenogen.phylo.portraits import tree_captions
+
+    _, _, tips = clade
+    fasta = write_fasta(tmp_path / "in.fasta", list(tips.items()))
+    nwk = tmp_path / "t.nwk"
+    nwk.write_text(TRUE_NEWICK)
+    model = _caption_pipeline_dir(tmp_path / "pipeline")
+    out = tmp_path / "out"
+    argv = ["--fasta", str(fasta), "--aligned", "--tree", str(nwk), "--out", str(out), "--model", str(model),
+            "--node", "n1", "--node", "n4", "--set", "ancestors.images_per_node=1",
+            "--set", "ancestors.num_inference_steps=2", "--set", 'ancestors.portrait_condition="tree"']  # fmt: skip
+    assert run_command(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())["portraits"]
+    assert summary["settings"]["portrait_condition"] == "tree"
+    assert sorted(summary["images"]) == ["n1", "n4"] and (out / "portraits" / "n4_0.png").is_file()
+    cond = load_pipeline(model).conditioner
+    names = sorted(tips)
+    written = dict(zip(names, cond.caption_matrix([tips[n] for n in names]), strict=True))
+    from Bio import Phylo
+
+    tree = Phylo.read(str(out / "tree.nwk"), "newick")
+    expect = tree_captions(tree, written, ["n1", "n4"])
+    for node in ("n1", "n4"):
+        got = [summary["captions"][node][k] for k in ("size", "hue", "crest")]
+        assert np.allclose(got, expect[node], atol=1e-3)
+    assert not np.allclose(expect["n1"], expect["n4"], atol=1e-3)
+
+    tokens = _tiny_pipeline_dir(tmp_path / "tokens")
+    with pytest.raises(ConfigError, match="caption head"):
+        run_command([*argv[:5], "--out", str(tmp_path / "o2"), "--model", str(tokens), *argv[9:]])
+
+
 def test_portraits_with_a_directory_that_is_no_pipeline(tmp_path, clade):
     """--model pointing at a directory without model_index.json is one CheckpointError naming it."""
     from phenogen.errors import CheckpointError

@@ -15,7 +15,10 @@ in-process with the demo's configuration (``configs/demo.toml`` inside the packa
     RUN/lm_eval     its evaluation: bits/base, samples, checkpoint pick (identity by epoch)
     RUN/ancestors   `phenogen ancestors` on the barcodes a user would have (living species + extinct
                     ones as fossils with DNA): reconstructed ancestors scored against the truth
-                    (metrics.json, identity_vs_depth.png) and targets.json (the ancestor targets)
+                    (metrics.json, identity_vs_depth.png) and targets.json (the ancestor targets);
+                    with [ancestors] portrait_condition = "tree" (the default here) captions.tsv: each
+                    ancestor target's caption reconstructed on the tree from what the tips' barcodes
+                    write, which `generate --captions` paints instead of its reconstructed barcode
     RUN/image       diffusion model (pipeline/, losses, sample grids)
     RUN/targets.fasta   one barcode per target: held-out living, extinct (their barcodes), ancestors
                     (the RECONSTRUCTED sequence under the true ancestor's record id, so `evaluate`
@@ -208,6 +211,38 @@ def _ancestor_targets(out: Path, cfg: DemoConfig) -> dict[str, int]:
     return counts
 
 
+def _tree_captions_file(out: Path, pipeline: Path, resolved: Path) -> Path | None:
+    """``[ancestors] portrait_condition = "tree"``: write RUN/ancestors/captions.tsv, the caption of each
+    ancestor target reconstructed on the ancestors stage's tree from the captions the tips' barcodes
+    write (:func:`phenogen.phylo.portraits.tree_captions`); ``None`` for ``"sequence"``."""
+    from phenogen.config import load_sections
+    from phenogen.diffusion.conditioning import DNAConditioner
+    from phenogen.dna.seqio import read_fasta
+    from phenogen.errors import ConfigError
+    from phenogen.phylo.config import AncestorsConfig
+    from phenogen.phylo.portraits import tree_captions
+
+    if load_sections({"ancestors": AncestorsConfig}, resolved)["ancestors"].portrait_condition != "tree":
+        return None
+    cond = DNAConditioner.from_pretrained(pipeline / "conditioner").eval()
+    if cond.config.head != "caption":
+        raise ConfigError("ancestors.portrait_condition = 'tree' needs image.cond_head = 'caption'")
+    anc = out / "ancestors"
+    targets = json.loads((anc / "targets.json").read_text(encoding="utf-8"))["targets"]
+    tips = [(r.id, r.sequence) for r in read_fasta(anc / "input.fasta", policy="mask", allow_gaps=True).records]
+    written = cond.caption_matrix([seq for _, seq in tips])
+    nodes = [t["recon_node"] for t in targets]
+    recon = tree_captions(anc / "tree.nwk", {n: v for (n, _), v in zip(tips, written, strict=True)}, nodes)
+    path = anc / "captions.tsv"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\t".join(["record_id", *cond.caption_names]) + "\n")
+        fh.writelines("\t".join([t["record_id"], *(f"{v:.6g}" for v in recon[t["recon_node"]])]) + "\n"
+                      for t in targets)  # fmt: skip
+    print(f"[demo] ancestor targets painted from tree captions ({len(targets)} nodes, {len(tips)} tips)",
+          file=sys.stderr)  # fmt: skip
+    return path
+
+
 def _sweep_grid(run: Path, name: str, values: list, dirs: list[Path]) -> None:
     """Compose one grid: rows = sequences, columns = setting values."""
     import csv
@@ -276,10 +311,11 @@ def run_demo(out: Path, config_file: Path | None, overrides: list[str], skip_rep
     counts = _ancestor_targets(out, cfg)
     print(f"[demo] targets: {counts}", file=sys.stderr)
     pipeline = image / "pipeline"
+    from_tree = _tree_captions_file(out, pipeline, resolved)
     stage(
         "generate",
         ["generate", "--model", str(pipeline), "--fasta", str(out / "targets.fasta"), "--out", str(gen),
-         "--n", str(cfg.images_per_target), *common],
+         "--n", str(cfg.images_per_target), *common, *(["--captions", str(from_tree)] if from_tree else [])],
     )  # fmt: skip
     _run_sweeps(stage, out, pipeline, cfg, common)
     stage(

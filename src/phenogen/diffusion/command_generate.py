@@ -1,7 +1,9 @@
 """``phenogen generate --model DIR --fasta FILE --out DIR``: portraits for the barcodes of a FASTA file.
 
 Settings come from the ``[generate]`` section; ``--n``, ``--steps``, ``--guidance``, ``--scheduler``,
-``--seed`` override it. Writes ``OUT/images/<record_id>_<k>.png``, ``OUT/generated.tsv``,
+``--seed`` override it. ``--captions FILE.tsv`` (a ``caption``-head model: ``record_id`` and one
+column per caption value) paints those records from the given caption instead of their barcode —
+e.g. ancestral captions reconstructed on a tree. Writes ``OUT/images/<record_id>_<k>.png``, ``OUT/generated.tsv``,
 ``OUT/grid.png`` and the resolved settings in ``OUT/config.json``.
 """
 
@@ -11,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "read_captions", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +35,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
     )
+    parser.add_argument(
+        "--captions",
+        type=Path,
+        help="TSV (record_id + one column per caption value): paint these records from the caption "
+        "instead of their barcode (caption-head models)",
+    )
+
+
+def read_captions(path: Path, names: list[str]) -> dict[str, list[float]]:
+    """``--captions`` TSV → record_id -> values in the model's caption order (clear errors)."""
+    import csv
+
+    from phenogen.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"--captions {path} does not exist")
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        header = reader.fieldnames or []
+        missing = [c for c in ("record_id", *names) if c not in header]
+        if missing:
+            raise InputError(f"--captions {path}: missing column(s) {', '.join(missing)}")
+        out: dict[str, list[float]] = {}
+        for line, row in enumerate(reader, start=2):
+            rid = row["record_id"]
+            if rid in out:
+                raise InputError(f"--captions {path}: record {rid} appears twice (line {line})")
+            try:
+                out[rid] = [float(row[n]) for n in names]
+            except (TypeError, ValueError):
+                raise InputError(f"--captions {path}, line {line}: a caption value is not a number") from None
+    if not out:
+        raise InputError(f"--captions {path} holds no caption rows")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,12 +91,20 @@ def run(args: argparse.Namespace) -> int:
     fasta = read_fasta(args.fasta, policy=cfg.policy, allow_gaps=True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = load_pipeline(args.model, device=device)
-    save_resolved({"generate": cfg}, args.out, command="generate", model=str(args.model), fasta=str(args.fasta),
+    save_resolved({"generate": cfg}, args.out, command="generate", model=str(args.model), fasta=str(args.fasta), captions=str(args.captions) if args.captions else None,
                   device=device, n_records=len(fasta.records), dropped=fasta.dropped)  # fmt: skip
+    captions = None
+    if args.captions is not None:
+        if pipe.conditioner.config.head != "caption":
+            from phenogen.errors import ConfigError
+
+            raise ConfigError(f"--captions needs a model with the caption head; {args.model} has "
+                              f"the '{pipe.conditioner.config.head}' head")  # fmt: skip
+        captions = read_captions(args.captions, pipe.conditioner.caption_names)
     rows = generate_images(
         pipe, [(r.id, r.sequence) for r in fasta.records], args.out, images_per_sequence=cfg.images_per_sequence,
         steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler, seed=cfg.seed,
-        batch_size=cfg.batch_size, progress=True,
+        batch_size=cfg.batch_size, progress=True, captions=captions,
     )  # fmt: skip
     print(f"wrote {len(rows)} images for {len(fasta.records)} sequences to {args.out}", file=sys.stderr)
     return 0

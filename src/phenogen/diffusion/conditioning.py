@@ -504,16 +504,45 @@ class DNAConditioner(ModelMixin, ConfigMixin):
             pooled = nn.functional.pad(f, (0, 0, 0, self.max_tokens - f.shape[1])).flatten(1)
         return self.to_caption(pooled)
 
+    @property
+    def caption_names(self) -> list[str]:
+        """``caption`` head: the names of the caption's values (the prior's traits, else ``v0, v1 …``)."""
+        return list(self.config.caption_traits) or [f"v{i}" for i in range(self.config.caption_n)]
+
     @torch.no_grad()
-    def describe(self, sequences: Sequence[str]) -> dict[str, np.ndarray]:
-        """``caption`` head: the caption each barcode writes, by value name (what the DNA is read as)."""
+    def caption_matrix(self, sequences: Sequence[str]) -> np.ndarray:
+        """``caption`` head: the captions the barcodes write, ``(N, caption_n)`` float64 (see :meth:`describe`)."""
         if self.config.head != "caption":
-            raise ConfigError("describe() needs the caption head")
+            raise ConfigError("captions need the caption head (image.cond_head = 'caption')")
         feats, mask = self.featurize(sequences)
         ref = self.null_token
-        values = self.caption_values(feats.to(ref.device, ref.dtype), mask.to(ref.device)).float().cpu()
-        names = list(self.config.caption_traits) or [f"v{i}" for i in range(self.config.caption_n)]
-        return {name: values[:, i].numpy() for i, name in enumerate(names)}
+        values = self.caption_values(feats.to(ref.device, ref.dtype), mask.to(ref.device))
+        return values.double().cpu().numpy()
+
+    def describe(self, sequences: Sequence[str]) -> dict[str, np.ndarray]:
+        """``caption`` head: the caption each barcode writes, by value name (what the DNA is read as)."""
+        values = self.caption_matrix(sequences)
+        return {name: values[:, i] for i, name in enumerate(self.caption_names)}
+
+    def encode_captions(
+        self, values: torch.Tensor | np.ndarray, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``caption`` head: the conditional embedding of captions given directly, ``(N, caption_n)``.
+
+        What :meth:`encode` does after the DNA → caption map, for captions that come from elsewhere —
+        e.g. ancestral captions reconstructed on a tree from the tips' (:func:`phenogen.phylo.portraits.
+        tree_captions`). ``encode_captions(caption_matrix(seqs))`` equals ``encode(seqs)``.
+        """
+        if self.config.head != "caption":
+            raise ConfigError("captions need the caption head (image.cond_head = 'caption')")
+        ref = self.null_token
+        x = torch.as_tensor(values).to(device or ref.device, ref.dtype)
+        if x.ndim != 2 or x.shape[1] != self.config.caption_n:
+            raise ValueError(f"captions must be (N, {self.config.caption_n}), got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("captions hold NaN or infinite values")
+        hidden = self.caption(x)  # (N, caption_n, D)
+        return hidden, torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
 
     def null_condition(
         self, batch: int, tokens: int, device: torch.device | None = None

@@ -5,6 +5,7 @@
     OUT/images/<record_id>_<k>.png   image k of each record (ids made file-name safe)
     OUT/generated.tsv                record_id, k, image (path relative to OUT)
     OUT/grid.png                     one row per record (labelled), one column per image
+    OUT/captions.tsv                 (with ``captions``) the captions painted instead of barcodes
 
 Image ``k`` of the ``i``-th record is drawn from its own seeded generator, so it does not depend on
 the batch size or on the other records in the file.
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from phenogen.errors import InputError
+from phenogen.errors import ConfigError, InputError
 
 __all__ = ["generate_images", "image_seed", "safe_name"]
 
@@ -52,6 +54,7 @@ def generate_images(
     seed: int = 0,
     batch_size: int = 16,
     progress: bool = False,
+    captions: Mapping[str, Sequence[float]] | None = None,
 ) -> list[dict[str, str]]:
     """Generate ``images_per_sequence`` images per ``(record_id, sequence)`` and write them to ``out_dir``.
 
@@ -61,6 +64,10 @@ def generate_images(
     records : list of (record_id, sequence)
     scheduler : str or None
         Swap the pipeline's scheduler (:func:`~phenogen.diffusion.pipeline.make_scheduler`); ``None`` keeps it.
+    captions : record_id -> caption values, optional
+        A ``caption``-head model only: these records are painted from the given caption instead of
+        their barcode (the others from the caption their barcode writes — the same embedding as
+        painting the barcode); ``OUT/captions.tsv`` lists the given ones. Seeds do not change.
 
     Returns
     -------
@@ -87,6 +94,28 @@ def generate_images(
         while name in names.values():
             name += "_"
         names[rid] = name
+    values = None
+    if captions:
+        unknown = sorted(set(captions) - set(ids))
+        if unknown:
+            raise InputError(f"captions for record(s) {', '.join(unknown[:5])} that are not among the records")
+        cond = pipeline.conditioner
+        try:
+            values = cond.caption_matrix([seq for _, seq in records])  # (N, caption_n)
+        except ConfigError as exc:
+            raise ConfigError(f"painting from captions: {exc}") from None
+        for i, rid in enumerate(ids):
+            if rid in captions:
+                row = np.asarray(captions[rid], dtype=np.float64)
+                if row.shape != (values.shape[1],):
+                    raise InputError(
+                        f"record {rid}: a caption of {row.size} values, the model's has {values.shape[1]}"
+                    )
+                values[i] = row
+        with open(out / "captions.tsv", "w", encoding="utf-8") as fh:
+            fh.write("\t".join(["record_id", *cond.caption_names]) + "\n")
+            fh.writelines("\t".join([rid, *(f"{v:.6g}" for v in values[i])]) + "\n"
+                          for i, rid in enumerate(ids) if rid in captions)  # fmt: skip
     rows: list[dict[str, str]] = []
     all_images = []
     bar = tqdm(total=len(records), desc="generate", disable=not progress, leave=False)
@@ -97,8 +126,9 @@ def generate_images(
             for i in range(len(chunk))
             for k in range(images_per_sequence)
         ]
+        given = {"sequences": [seq for _, seq in chunk]} if values is None else {"captions": values[a : a + batch_size]}
         images = pipeline(
-            [seq for _, seq in chunk],
+            **given,
             num_inference_steps=steps,
             guidance_scale=guidance_scale,
             generator=gens,

@@ -36,7 +36,7 @@ from phenogen.diffusion.components import denoise
 from phenogen.diffusion.conditioning import DNAConditioner
 from phenogen.diffusion.vae import unscale_latents
 from phenogen.dna.seqio import clean_sequence
-from phenogen.errors import CheckpointError, InputError
+from phenogen.errors import CheckpointError, ConfigError, InputError
 
 __all__ = ["DNAToImagePipeline", "make_scheduler", "SCHEDULERS", "load_pipeline"]
 
@@ -85,6 +85,7 @@ class DNAToImagePipeline(DiffusionPipeline):
         guidance_scale: float,
         num_images_per_sequence: int,
         generator: torch.Generator | list[torch.Generator] | None,
+        check_sequences: bool = True,
     ) -> list[str]:
         """Validate arguments; returns the cleaned sequences (upper case, ambiguity codes as N)."""
         if isinstance(sequences, str):
@@ -102,6 +103,8 @@ class DNAToImagePipeline(DiffusionPipeline):
             raise InputError(
                 f"got {len(generator)} generators for {n} images; pass one per image or a single one"
             )
+        if not check_sequences:
+            return list(sequences)
         cleaned = []
         for i, seq in enumerate(sequences):
             if not isinstance(seq, str):
@@ -147,7 +150,7 @@ class DNAToImagePipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        sequences: Sequence[str],
+        sequences: Sequence[str] | None = None,
         num_inference_steps: int = 50,
         guidance_scale: float = 8.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -156,8 +159,9 @@ class DNAToImagePipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         return_dict: bool = True,
         progress: bool = False,
+        captions: torch.Tensor | np.ndarray | None = None,
     ):
-        """Generate images for barcodes.
+        """Generate images for barcodes (or, with a caption head, for captions given directly).
 
         Parameters
         ----------
@@ -173,15 +177,23 @@ class DNAToImagePipeline(DiffusionPipeline):
             Images per barcode; images of sequence ``i`` are ``[i * n, (i + 1) * n)``.
         output_type : {"pil", "np", "pt"}
             PIL images, a ``(N, H, W, 3)`` array in [0, 1], or a ``(N, 3, H, W)`` tensor in [0, 1].
+        captions : (B, caption_n) array, optional
+            Instead of ``sequences`` (the ``caption`` head only): the captions to paint, e.g. ancestral
+            captions reconstructed on a tree (:func:`phenogen.phylo.portraits.tree_captions`); the
+            diffusers pipelines' ``prompt_embeds`` counterpart, one step earlier.
 
         Returns
         -------
         ImagePipelineOutput with ``.images``
         """
         # 1. check inputs
+        if (sequences is None) == (captions is None):
+            raise InputError("pass either sequences (barcodes) or captions, not both or neither")
         seqs = self.check_inputs(
-            sequences, num_inference_steps, guidance_scale, num_images_per_sequence, generator
-        )
+            sequences if captions is None else [""] * len(captions),
+            num_inference_steps, guidance_scale, num_images_per_sequence, generator,
+            check_sequences=captions is None,
+        )  # fmt: skip
         if output_type not in ("pil", "np", "pt", "latent"):
             raise InputError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
         device = self._execution_device
@@ -193,7 +205,13 @@ class DNAToImagePipeline(DiffusionPipeline):
         modes = {m: m.training for m in (self.vae, self.unet, self.conditioner)}
         for m in modes:
             m.eval()
-        cond, cond_mask = self.conditioner.encode(seqs, device=device)  # (B, T, D), (B, T)
+        if captions is None:
+            cond, cond_mask = self.conditioner.encode(seqs, device=device)  # (B, T, D), (B, T)
+        else:
+            try:
+                cond, cond_mask = self.conditioner.encode_captions(captions, device=device)
+            except (ValueError, ConfigError) as exc:
+                raise InputError(f"captions: {exc}") from None
         cond = cond.repeat_interleave(num_images_per_sequence, dim=0).to(dtype)
         cond_mask = cond_mask.repeat_interleave(num_images_per_sequence, dim=0)
         uncond = uncond_mask = None

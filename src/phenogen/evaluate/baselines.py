@@ -139,15 +139,22 @@ def sample_paths(pool: Sequence[str | Path], n: int, rng: np.random.Generator) -
     return out
 
 
-def tree_covariance(newick_path: str | Path, names: Sequence[str]) -> np.ndarray:
+def _as_tree(tree):
+    """A Newick path or an already parsed Bio.Phylo tree → (tree, a name for messages)."""
+    if isinstance(tree, (str, Path)):
+        from Bio import Phylo
+
+        return Phylo.read(str(tree), "newick"), str(tree)
+    return tree, "the tree"
+
+
+def tree_covariance(newick_path, names: Sequence[str]) -> np.ndarray:
     """(N, N) Brownian-motion covariance of named nodes: the root-to-MRCA path length of each pair.
 
-    Nodes are looked up by label (tips and internal nodes alike); a name absent from the tree
-    raises :class:`DataError`.
+    ``newick_path`` is a Newick file or a parsed Bio.Phylo tree. Nodes are looked up by label (tips
+    and internal nodes alike); a name absent from the tree raises :class:`DataError`.
     """
-    from Bio import Phylo
-
-    tree = Phylo.read(str(newick_path), "newick")
+    tree, newick_path = _as_tree(newick_path)
     depths = tree.depths()  # clade -> root-to-node length (missing branch lengths count 0)
     by_name = {c.name: c for c in tree.find_clades() if c.name}
     missing = [n for n in names if n not in by_name]
@@ -165,15 +172,13 @@ def tree_covariance(newick_path: str | Path, names: Sequence[str]) -> np.ndarray
     return cov
 
 
-def tree_node_names(newick_path: str | Path) -> set[str]:
-    """All node labels of a Newick tree."""
-    from Bio import Phylo
-
-    return {c.name for c in Phylo.read(str(newick_path), "newick").find_clades() if c.name}
+def tree_node_names(newick_path) -> set[str]:
+    """All node labels of a Newick tree (a file or a parsed Bio.Phylo tree)."""
+    return {c.name for c in _as_tree(newick_path)[0].find_clades() if c.name}
 
 
 def bm_conditional_mean(
-    newick_path: str | Path, known: Mapping[str, np.ndarray], targets: Sequence[str]
+    newick_path, known: Mapping[str, np.ndarray], targets: Sequence[str]
 ) -> dict[str, np.ndarray]:
     """Predict the traits of ``targets`` from ``known`` node values under Brownian motion.
 

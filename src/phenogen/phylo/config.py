@@ -69,6 +69,14 @@ class AncestorsConfig:
     images_per_node: int = field(default=4, metadata=_help("portraits painted per chosen node (--model)"))
     num_inference_steps: int = field(default=50, metadata=_help("diffusion sampling steps for portraits"))
     guidance_scale: float = field(default=3.0, metadata=_help("classifier-free guidance scale for portraits"))
+    portrait_condition: Literal["sequence", "tree"] = field(
+        default="sequence",
+        metadata=_help(
+            "what an internal node's portrait is painted from: 'sequence' (its reconstructed barcode) or "
+            "'tree' (a caption-head model only: the captions the tips' barcodes write, reconstructed at "
+            "the node under Brownian motion on the tree)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.rooting == "outgroup" and not self.outgroup:
@@ -82,3 +90,5 @@ class AncestorsConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.portrait_condition not in ("sequence", "tree"):
+            raise ValueError(f"portrait_condition must be 'sequence' or 'tree', got {self.portrait_condition!r}")
