@@ -133,17 +133,25 @@ def test_tree_captions_file_for_the_ancestor_targets(run_dir, tmp_path):
     model = _caption_pipeline_dir(tmp_path / "pipeline")
     assert _tree_captions_file(run_dir, model, run_dir / "config.toml") is None  # the default: sequences
     conf = tmp_path / "c.toml"
-    conf.write_text((run_dir / "config.toml").read_text().replace("[ancestors]", '[ancestors]\nportrait_condition = "tree"'))
+    conf.write_text(
+        (run_dir / "config.toml")
+        .read_text()
+        .replace("[ancestors]", '[ancestors]\nportrait_condition = "tree"')
+    )
     path = _tree_captions_file(run_dir, model, conf)
     with open(path, encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     targets = json.loads((run_dir / "ancestors" / "targets.json").read_text())["targets"]
     assert [r["record_id"] for r in rows] == [t["record_id"] for t in targets]
     cond = load_pipeline(model).conditioner
-    tips = {r.id: r.sequence for r in read_fasta(run_dir / "ancestors" / "input.fasta", policy="mask").records}
+    tips = {
+        r.id: r.sequence for r in read_fasta(run_dir / "ancestors" / "input.fasta", policy="mask").records
+    }
     written = dict(zip(tips, cond.caption_matrix(list(tips.values())), strict=True))
     expect = tree_captions(run_dir / "ancestors" / "tree.nwk", written, [t["recon_node"] for t in targets])
     for row, t in zip(rows, targets, strict=True):
-        assert np.allclose([float(row[k]) for k in ("size", "hue", "crest")], expect[t["recon_node"]], atol=1e-4)
+        assert np.allclose(
+            [float(row[k]) for k in ("size", "hue", "crest")], expect[t["recon_node"]], atol=1e-4
+        )
     with pytest.raises(ConfigError, match="cond_head"):
         _tree_captions_file(run_dir, _tiny_pipeline_dir(tmp_path / "tokens"), conf)

@@ -984,7 +984,9 @@ def _caption_pipeline(tmp: Path) -> DNAToImagePipeline:
 
     torch.manual_seed(0)
     CaptionEncoder(n_traits=3, dim=32, traits=("size", "hue", "crest")).save_pretrained(tmp / "cap")
-    cond = build_conditioner("kmer", 32, kmer_k=2, kmer_segments=3, head="caption", caption_encoder=tmp / "cap")
+    cond = build_conditioner(
+        "kmer", 32, kmer_k=2, kmer_segments=3, head="caption", caption_encoder=tmp / "cap"
+    )
     torch.nn.init.normal_(cond.to_caption.weight, std=0.3)
     pipe = DNAToImagePipeline(
         build_vae("tiny"), build_unet("tiny"), make_scheduler("ddim", build_noise_scheduler().config), cond
@@ -1045,7 +1047,10 @@ def test_generate_paints_records_from_a_captions_file(tmp_path, capsys):
     same = [np.asarray(Image.open(tmp_path / d / "images" / "a_0.png")) for d in ("dna", "cap")]
     diff = [np.asarray(Image.open(tmp_path / d / "images" / "b_0.png")) for d in ("dna", "cap")]
     assert np.array_equal(*same) and not np.array_equal(*diff)
-    assert (tmp_path / "cap" / "captions.tsv").read_text().splitlines() == ["record_id\tsize\thue\tcrest", "b\t-1.5\t0.5\t2"]
+    assert (tmp_path / "cap" / "captions.tsv").read_text().splitlines() == [
+        "record_id\tsize\thue\tcrest",
+        "b\t-1.5\t0.5\t2",
+    ]
     assert not (tmp_path / "dna" / "captions.tsv").exists()
 
     bad = tmp_path / "bad.tsv"

@@ -391,7 +391,9 @@ def _caption_pipeline_dir(path):
 
     torch.manual_seed(0)
     CaptionEncoder(n_traits=3, dim=32, traits=("size", "hue", "crest")).save_pretrained(path.parent / "cap")
-    cond = build_conditioner("kmer", 32, kmer_k=2, kmer_segments=3, head="caption", caption_encoder=path.parent / "cap")
+    cond = build_conditioner(
+        "kmer", 32, kmer_k=2, kmer_segments=3, head="caption", caption_encoder=path.parent / "cap"
+    )
     torch.nn.init.normal_(cond.to_caption.weight, std=0.3)
     scheduler = make_scheduler("ddim", build_noise_scheduler().config)
     DNAToImagePipeline(build_vae("tiny"), build_unet("tiny"), scheduler, cond).save_pretrained(path)
@@ -406,11 +408,18 @@ def test_tree_captions_are_the_brownian_motion_reconstruction(tmp_path):
 
     nwk = tmp_path / "t.nwk"
     nwk.write_text("((a:1,b:1)x:1,(c:1,d:1)y:1)r;")
-    caps = {"a": np.array([1.0, 0.0]), "b": np.array([3.0, 0.0]), "c": np.array([-1.0, 2.0]), "d": np.array([-3.0, 2.0])}
+    caps = {
+        "a": np.array([1.0, 0.0]),
+        "b": np.array([3.0, 0.0]),
+        "c": np.array([-1.0, 2.0]),
+        "d": np.array([-3.0, 2.0]),
+    }
     got = tree_captions(nwk, caps, ["x", "y", "r", "a"])
     # symmetric tree: root = mean of the tips; x = root + (cov 1, 1 with a, b) … = (2 + 0) / 2 pulled: 4/3 of the way
     assert np.allclose(got["r"], [0.0, 1.0], atol=1e-4)
-    assert np.allclose(got["x"], [4 / 3, 1 / 3], atol=1e-4) and np.allclose(got["y"], [-4 / 3, 5 / 3], atol=1e-4)
+    assert np.allclose(got["x"], [4 / 3, 1 / 3], atol=1e-4) and np.allclose(
+        got["y"], [-4 / 3, 5 / 3], atol=1e-4
+    )
     assert np.allclose(got["a"], caps["a"], atol=1e-4)
     with pytest.raises(DataError, match="zz"):
         tree_captions(nwk, caps, ["zz"])

@@ -229,7 +229,9 @@ def _tree_captions_file(out: Path, pipeline: Path, resolved: Path) -> Path | Non
         raise ConfigError("ancestors.portrait_condition = 'tree' needs image.cond_head = 'caption'")
     anc = out / "ancestors"
     targets = json.loads((anc / "targets.json").read_text(encoding="utf-8"))["targets"]
-    tips = [(r.id, r.sequence) for r in read_fasta(anc / "input.fasta", policy="mask", allow_gaps=True).records]
+    tips = [
+        (r.id, r.sequence) for r in read_fasta(anc / "input.fasta", policy="mask", allow_gaps=True).records
+    ]
     written = cond.caption_matrix([seq for _, seq in tips])
     nodes = [t["recon_node"] for t in targets]
     recon = tree_captions(anc / "tree.nwk", {n: v for (n, _), v in zip(tips, written, strict=True)}, nodes)

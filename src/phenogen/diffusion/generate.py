@@ -98,7 +98,9 @@ def generate_images(
     if captions:
         unknown = sorted(set(captions) - set(ids))
         if unknown:
-            raise InputError(f"captions for record(s) {', '.join(unknown[:5])} that are not among the records")
+            raise InputError(
+                f"captions for record(s) {', '.join(unknown[:5])} that are not among the records"
+            )
         cond = pipeline.conditioner
         try:
             values = cond.caption_matrix([seq for _, seq in records])  # (N, caption_n)
@@ -126,7 +128,11 @@ def generate_images(
             for i in range(len(chunk))
             for k in range(images_per_sequence)
         ]
-        given = {"sequences": [seq for _, seq in chunk]} if values is None else {"captions": values[a : a + batch_size]}
+        given = (
+            {"sequences": [seq for _, seq in chunk]}
+            if values is None
+            else {"captions": values[a : a + batch_size]}
+        )
         images = pipeline(
             **given,
             num_inference_steps=steps,

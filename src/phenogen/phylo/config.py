@@ -91,4 +91,6 @@ class AncestorsConfig:
         if self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if self.portrait_condition not in ("sequence", "tree"):
-            raise ValueError(f"portrait_condition must be 'sequence' or 'tree', got {self.portrait_condition!r}")
+            raise ValueError(
+                f"portrait_condition must be 'sequence' or 'tree', got {self.portrait_condition!r}"
+            )

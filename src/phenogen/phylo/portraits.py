@@ -87,7 +87,9 @@ def tree_figure(tree, portraits: Mapping[str, str | Path], path: str | Path, *, 
     return path
 
 
-def tree_captions(tree, tip_captions: Mapping[str, np.ndarray], nodes: Sequence[str]) -> dict[str, np.ndarray]:
+def tree_captions(
+    tree, tip_captions: Mapping[str, np.ndarray], nodes: Sequence[str]
+) -> dict[str, np.ndarray]:
     """Captions of ``nodes`` reconstructed from the tips' under Brownian motion on ``tree``.
 
     The conditional mean ``μ̂ + C_nK C_KK⁻¹ (x_K − μ̂)`` of every caption value
