@@ -155,3 +155,4 @@ def test_tree_captions_file_for_the_ancestor_targets(run_dir, tmp_path):
         )
     with pytest.raises(ConfigError, match="cond_head"):
         _tree_captions_file(run_dir, _tiny_pipeline_dir(tmp_path / "tokens"), conf)
+    assert _tree_captions_file(run_dir, model, run_dir / "config.toml") is None and not path.exists()

@@ -336,8 +336,13 @@ def test_caption_readout_reports_how_well_the_written_caption_tracks_the_truth(t
         opt.step()
     cond.eval().save_pretrained(model / "conditioner", safe_serialization=True)
     block = caption_readout(targets, gen, ["a", "b", "c"])["splits"]["heldout"]
-    assert block["n_targets"] == 8 and block["per_trait_r"]["a"] > 0.95
+    assert block["n_targets"] == 8 and block["per_trait_r"]["a"] > 0.95 and block["n_given"] == 0
     assert block["per_trait_r"]["c"] is None  # the true trait is constant
+    # targets painted from given captions (generate --captions) are read with those captions
+    lines = ["record_id\ta\tc"] + [f"r{i}\t{-v}\t0" for i, v in enumerate(values[:6])]
+    (gen / "captions.tsv").write_text("\n".join(lines) + "\n")
+    block = caption_readout(targets, gen, ["a", "b", "c"])["splits"]["heldout"]
+    assert block["n_given"] == 6 and block["per_trait_r"]["a"] < 0
 
     tokens = build_conditioner("kmer", 8, kmer_k=2, kmer_segments=2)
     tokens.save_pretrained(model / "conditioner", safe_serialization=True)

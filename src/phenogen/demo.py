@@ -222,7 +222,9 @@ def _tree_captions_file(out: Path, pipeline: Path, resolved: Path) -> Path | Non
     from phenogen.phylo.config import AncestorsConfig
     from phenogen.phylo.portraits import tree_captions
 
+    path = out / "ancestors" / "captions.tsv"
     if load_sections({"ancestors": AncestorsConfig}, resolved)["ancestors"].portrait_condition != "tree":
+        path.unlink(missing_ok=True)  # a rerun into the same directory: no stale captions
         return None
     cond = DNAConditioner.from_pretrained(pipeline / "conditioner").eval()
     if cond.config.head != "caption":
@@ -235,7 +237,6 @@ def _tree_captions_file(out: Path, pipeline: Path, resolved: Path) -> Path | Non
     written = cond.caption_matrix([seq for _, seq in tips])
     nodes = [t["recon_node"] for t in targets]
     recon = tree_captions(anc / "tree.nwk", {n: v for (n, _), v in zip(tips, written, strict=True)}, nodes)
-    path = anc / "captions.tsv"
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("\t".join(["record_id", *cond.caption_names]) + "\n")
         fh.writelines("\t".join([t["record_id"], *(f"{v:.6g}" for v in recon[t["recon_node"]])]) + "\n"
@@ -396,7 +397,10 @@ def _print_headline(out: Path, metrics: dict, summary: dict) -> None:
         rec = json.loads(anc.read_text(encoding="utf-8"))
         row = "  ".join(f"{m}={v:.4f}" for m, v in rec["all_nodes_mean_identity"].items() if v is not None)
         print(f"  ancestral sequences, identity with the truth ({rec['n_identifiable']} nodes): {row}")
-        print(f"  ancestor targets painted from: {rec['ancestor_sequences']} sequences")
+        how = f"{rec['ancestor_sequences']} sequences"
+        if (out / "generated" / "captions.tsv").is_file():
+            how = "the tips' captions reconstructed on the tree"
+        print(f"  ancestor targets painted from: {how}")
     report = out / "report.html"
     print(f"  metrics: {out / 'eval' / 'metrics.json'}")
     if report.exists():

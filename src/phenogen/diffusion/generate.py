@@ -95,6 +95,7 @@ def generate_images(
             name += "_"
         names[rid] = name
     values = None
+    (out / "captions.tsv").unlink(missing_ok=True)  # a rerun into the same directory: no stale captions
     if captions:
         unknown = sorted(set(captions) - set(ids))
         if unknown:

@@ -122,7 +122,9 @@ def caption_readout(
 ) -> dict[str, Any] | None:
     """What the DNA wrote, when the generator has the caption head: per split, Pearson r between the
     caption value each target's barcode writes and the target's true trait (continuous traits the
-    caption names). ``None`` for any other generator (or one whose model directory is gone).
+    caption names). Targets painted from a given caption (``generate --captions``: the generated
+    directory's ``captions.tsv``, e.g. ancestors reconstructed on the tree) are read with that caption
+    (``n_given`` per split). ``None`` for any other generator (or one whose model directory is gone).
     """
     cfg_path = Path(generated_dir) / "config.json"
     if not cfg_path.is_file():
@@ -137,11 +139,22 @@ def caption_readout(
 
     cond = DNAConditioner.from_pretrained(cond_dir).eval()
     names = [n for n in cond.config.caption_traits if n in continuous]
+    given: dict[str, list[float]] = {}
+    if (Path(generated_dir) / "captions.tsv").is_file():
+        from phenogen.diffusion.command_generate import read_captions
+
+        given = read_captions(Path(generated_dir) / "captions.tsv", cond.caption_names)
     splits: dict[str, Any] = {}
     for split, ts in targets.items():
         if len(ts) < 3 or not names:
             continue
         written = cond.describe([t.painted for t in ts])
+        n_given = 0
+        for i, t in enumerate(ts):
+            if t.record.record_id in given:
+                n_given += 1
+                for j, name in enumerate(cond.caption_names):
+                    written[name][i] = given[t.record.record_id][j]
         per_trait = {}
         for name in names:
             w = written[name].astype(np.float64)
@@ -151,6 +164,7 @@ def caption_readout(
         rs = [r for r in per_trait.values() if r is not None]
         splits[split] = {
             "n_targets": len(ts),
+            "n_given": n_given,
             "mean_r": float(np.mean(rs)) if rs else None,
             "per_trait_r": per_trait,
         }
