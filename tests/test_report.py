@@ -152,3 +152,18 @@ def test_report_command(full_run, tmp_path, capsys):
     assert "report:" in capsys.readouterr().out
     assert json.loads((tmp_path / "report.config.json").read_text())["report"]["max_targets"] == 2
     assert out.read_text().count('class="g"') <= 3 * 2 * 4  # at most 2 targets × 3 splits × 4 images
+
+
+def test_ancestors_section_says_what_the_ancestors_were_painted_from(tmp_path):
+    """Reconstructed sequences by default; the tree captions when the generated directory has captions.tsv."""
+    from phenogen.report.html import _ancestors
+
+    (tmp_path / "ancestors").mkdir()
+    record = {"ancestor_sequences": "reconstructed", "all_nodes_mean_identity": {"treetime": 0.97},
+              "n_identifiable": 5, "n_true_internal": 6}  # fmt: skip
+    (tmp_path / "ancestors" / "targets.json").write_text(json.dumps(record))
+    assert "<b>reconstructed</b> sequences" in _ancestors(tmp_path)
+    (tmp_path / "generated").mkdir()
+    (tmp_path / "generated" / "captions.tsv").write_text("record_id\ta\nn1\t0.5\n")
+    section = _ancestors(tmp_path)
+    assert "reconstructed at each ancestor on the tree" in section and "0.9700" in section

@@ -313,10 +313,16 @@ def _ancestors(run: Path) -> str:
         return ""
     rec = json.loads((d / "targets.json").read_text(encoding="utf-8"))
     means = rec["all_nodes_mean_identity"]
+    painted = f"the <b>{html.escape(rec['ancestor_sequences'])}</b> sequences"
+    if (run / "generated" / "captions.tsv").is_file():
+        painted = (
+            "the captions the tips' barcodes write, <b>reconstructed at each ancestor on the tree</b> "
+            '(Brownian motion; <code>[ancestors] portrait_condition = "tree"</code>)'
+        )
     out = [
         f"<p>Identity with the true ancestral sequences, mean over {rec['n_identifiable']} identifiable "
         f"nodes of {rec['n_true_internal']} (nearest-of-pool rows pick with hindsight). Ancestor targets "
-        f"are painted from the <b>{html.escape(rec['ancestor_sequences'])}</b> sequences.</p><table>"
+        f"are painted from {painted}.</p><table>"
         '<tr><th class="l">method</th><th>identity</th></tr>'
     ]
     out += [
