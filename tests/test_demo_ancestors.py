@@ -122,7 +122,7 @@ def test_tree_captions_file_for_the_ancestor_targets(run_dir, tmp_path):
     import csv
 
     import numpy as np
-    from test_phylo import _caption_pipeline_dir, _tiny_pipeline_dir
+    from test_phylo import _tiny_pipeline_dir
 
     from phenogen.demo import _tree_captions_file
     from phenogen.diffusion.pipeline import load_pipeline
@@ -130,7 +130,7 @@ def test_tree_captions_file_for_the_ancestor_targets(run_dir, tmp_path):
     from phenogen.phylo.portraits import tree_captions
 
     _ancestor_targets(run_dir, _cfg(run_dir))
-    model = _caption_pipeline_dir(tmp_path / "pipeline")
+    model = _tiny_pipeline_dir(tmp_path / "pipeline", caption=True)
     assert _tree_captions_file(run_dir, model, run_dir / "config.toml") is None  # the default: sequences
     conf = tmp_path / "c.toml"
     conf.write_text(

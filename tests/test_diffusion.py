@@ -1032,7 +1032,7 @@ def test_generate_paints_records_from_a_captions_file(tmp_path, capsys):
     """`generate --captions`: the listed records are painted from their caption (the others exactly as from
     their barcode), captions.tsv records what was given; bad files are specific errors."""
     from phenogen.cli import main
-    from phenogen.diffusion.command_generate import read_captions
+    from phenogen.diffusion.generate import read_captions
 
     pipe = _caption_pipeline(tmp_path)
     pipe.save_pretrained(tmp_path / "model")

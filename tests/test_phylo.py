@@ -338,16 +338,27 @@ def test_model_without_a_node_choice_is_refused(tmp_path, clade):
         run_command(["--fasta", str(fasta), "--model", str(tmp_path), "--out", str(tmp_path / "o")])
 
 
-def _tiny_pipeline_dir(path):
-    """A tiny real DNA-to-image pipeline (16 px, kmer encoder), saved with save_pretrained."""
+def _tiny_pipeline_dir(path, caption: bool = False):
+    """A tiny real DNA-to-image pipeline (16 px, kmer encoder), saved with save_pretrained; ``caption``:
+    with the caption head (a random DNA → caption map, so barcodes write different captions)."""
     import torch
 
     from phenogen.diffusion.components import build_noise_scheduler, build_unet, build_vae
     from phenogen.diffusion.conditioning import build_conditioner
     from phenogen.diffusion.pipeline import DNAToImagePipeline, make_scheduler
+    from phenogen.diffusion.prior import CaptionEncoder
 
     torch.manual_seed(0)
-    cond = build_conditioner("kmer", 32, kmer_k=2, kmer_segments=3, max_length=24, heads=2)
+    if caption:
+        CaptionEncoder(n_traits=3, dim=32, traits=("size", "hue", "crest")).save_pretrained(
+            path.parent / "cap"
+        )
+        cond = build_conditioner(
+            "kmer", 32, kmer_k=2, kmer_segments=3, head="caption", caption_encoder=path.parent / "cap"
+        )
+        torch.nn.init.normal_(cond.to_caption.weight, std=0.3)
+    else:
+        cond = build_conditioner("kmer", 32, kmer_k=2, kmer_segments=3, max_length=24, heads=2)
     scheduler = make_scheduler("ddim", build_noise_scheduler().config)
     DNAToImagePipeline(build_vae("tiny"), build_unet("tiny"), scheduler, cond).save_pretrained(path)
     return path
@@ -378,26 +389,6 @@ def test_portraits_through_a_saved_pipeline(tmp_path, clade):
     summary = json.loads((out / "summary.json").read_text())["portraits"]
     assert summary["images"] == {"n2": ["n2_0.png", "n2_1.png"], "E": ["E_0.png", "E_1.png"]}
     assert summary["settings"]["num_inference_steps"] == 2
-
-
-def _caption_pipeline_dir(path):
-    """A tiny real pipeline with the caption head (random DNA → caption map), saved with save_pretrained."""
-    import torch
-
-    from phenogen.diffusion.components import build_noise_scheduler, build_unet, build_vae
-    from phenogen.diffusion.conditioning import build_conditioner
-    from phenogen.diffusion.pipeline import DNAToImagePipeline, make_scheduler
-    from phenogen.diffusion.prior import CaptionEncoder
-
-    torch.manual_seed(0)
-    CaptionEncoder(n_traits=3, dim=32, traits=("size", "hue", "crest")).save_pretrained(path.parent / "cap")
-    cond = build_conditioner(
-        "kmer", 32, kmer_k=2, kmer_segments=3, head="caption", caption_encoder=path.parent / "cap"
-    )
-    torch.nn.init.normal_(cond.to_caption.weight, std=0.3)
-    scheduler = make_scheduler("ddim", build_noise_scheduler().config)
-    DNAToImagePipeline(build_vae("tiny"), build_unet("tiny"), scheduler, cond).save_pretrained(path)
-    return path
 
 
 def test_tree_captions_are_the_brownian_motion_reconstruction(tmp_path):
@@ -439,7 +430,7 @@ def test_portraits_from_tree_captions(tmp_path, clade):
     fasta = write_fasta(tmp_path / "in.fasta", list(tips.items()))
     nwk = tmp_path / "t.nwk"
     nwk.write_text(TRUE_NEWICK)
-    model = _caption_pipeline_dir(tmp_path / "pipeline")
+    model = _tiny_pipeline_dir(tmp_path / "pipeline", caption=True)
     out = tmp_path / "out"
     argv = ["--fasta", str(fasta), "--aligned", "--tree", str(nwk), "--out", str(out), "--model", str(model),
             "--node", "n1", "--node", "n4", "--set", "ancestors.images_per_node=1",

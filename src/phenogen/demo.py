@@ -217,30 +217,21 @@ def _tree_captions_file(out: Path, pipeline: Path, resolved: Path) -> Path | Non
     write (:func:`phenogen.phylo.portraits.tree_captions`); ``None`` for ``"sequence"``."""
     from phenogen.config import load_sections
     from phenogen.diffusion.conditioning import DNAConditioner
+    from phenogen.diffusion.generate import write_captions
     from phenogen.dna.seqio import read_fasta
-    from phenogen.errors import ConfigError
     from phenogen.phylo.config import AncestorsConfig
-    from phenogen.phylo.portraits import tree_captions
+    from phenogen.phylo.portraits import reconstruct_captions
 
-    path = out / "ancestors" / "captions.tsv"
+    anc = out / "ancestors"
+    path = anc / "captions.tsv"
     if load_sections({"ancestors": AncestorsConfig}, resolved)["ancestors"].portrait_condition != "tree":
         path.unlink(missing_ok=True)  # a rerun into the same directory: no stale captions
         return None
     cond = DNAConditioner.from_pretrained(pipeline / "conditioner").eval()
-    if cond.config.head != "caption":
-        raise ConfigError("ancestors.portrait_condition = 'tree' needs image.cond_head = 'caption'")
-    anc = out / "ancestors"
     targets = json.loads((anc / "targets.json").read_text(encoding="utf-8"))["targets"]
-    tips = [
-        (r.id, r.sequence) for r in read_fasta(anc / "input.fasta", policy="mask", allow_gaps=True).records
-    ]
-    written = cond.caption_matrix([seq for _, seq in tips])
-    nodes = [t["recon_node"] for t in targets]
-    recon = tree_captions(anc / "tree.nwk", {n: v for (n, _), v in zip(tips, written, strict=True)}, nodes)
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write("\t".join(["record_id", *cond.caption_names]) + "\n")
-        fh.writelines("\t".join([t["record_id"], *(f"{v:.6g}" for v in recon[t["recon_node"]])]) + "\n"
-                      for t in targets)  # fmt: skip
+    tips = {r.id: r.sequence for r in read_fasta(anc / "input.fasta", policy="mask", allow_gaps=True).records}
+    recon = reconstruct_captions(cond, anc / "tree.nwk", tips, [t["recon_node"] for t in targets])
+    write_captions(path, cond.caption_names, {t["record_id"]: recon[t["recon_node"]] for t in targets})
     print(f"[demo] ancestor targets painted from tree captions ({len(targets)} nodes, {len(tips)} tips)",
           file=sys.stderr)  # fmt: skip
     return path

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["add_arguments", "read_captions", "run"]
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,34 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_captions(path: Path, names: list[str]) -> dict[str, list[float]]:
-    """``--captions`` TSV → record_id -> values in the model's caption order (clear errors)."""
-    import csv
-
-    from phenogen.errors import InputError
-
-    if not path.is_file():
-        raise InputError(f"--captions {path} does not exist")
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t")
-        header = reader.fieldnames or []
-        missing = [c for c in ("record_id", *names) if c not in header]
-        if missing:
-            raise InputError(f"--captions {path}: missing column(s) {', '.join(missing)}")
-        out: dict[str, list[float]] = {}
-        for line, row in enumerate(reader, start=2):
-            rid = row["record_id"]
-            if rid in out:
-                raise InputError(f"--captions {path}: record {rid} appears twice (line {line})")
-            try:
-                out[rid] = [float(row[n]) for n in names]
-            except (TypeError, ValueError):
-                raise InputError(f"--captions {path}, line {line}: a caption value is not a number") from None
-    if not out:
-        raise InputError(f"--captions {path} holds no caption rows")
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     import json
 
@@ -78,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from phenogen.config import load_sections, save_resolved
     from phenogen.diffusion.config import GenerateConfig
-    from phenogen.diffusion.generate import generate_images
+    from phenogen.diffusion.generate import generate_images, read_captions
     from phenogen.diffusion.pipeline import load_pipeline
     from phenogen.dna.seqio import read_fasta
 

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from phenogen.errors import ConfigError, InputError
+from phenogen.errors import InputError
 
-__all__ = ["generate_images", "image_seed", "safe_name"]
+__all__ = ["generate_images", "image_seed", "read_captions", "safe_name", "write_captions"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -40,6 +40,39 @@ def image_seed(seed: int, index: int, k: int) -> int:
 def safe_name(record_id: str) -> str:
     """A file-name-safe version of a record id (runs of other characters become ``_``)."""
     return _UNSAFE.sub("_", record_id).strip("._") or "record"
+
+
+def read_captions(path: Path, names: list[str]) -> dict[str, list[float]]:
+    """A captions TSV (``record_id`` + one column per caption value, any order) → record_id -> values
+    in the order of ``names`` (the model's :attr:`~phenogen.diffusion.conditioning.DNAConditioner.caption_names`)."""
+    if not path.is_file():
+        raise InputError(f"--captions {path} does not exist")
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        header = reader.fieldnames or []
+        missing = [c for c in ("record_id", *names) if c not in header]
+        if missing:
+            raise InputError(f"--captions {path}: missing column(s) {', '.join(missing)}")
+        out: dict[str, list[float]] = {}
+        for line, row in enumerate(reader, start=2):
+            rid = row["record_id"]
+            if rid in out:
+                raise InputError(f"--captions {path}: record {rid} appears twice (line {line})")
+            try:
+                out[rid] = [float(row[n]) for n in names]
+            except (TypeError, ValueError):
+                raise InputError(f"--captions {path}, line {line}: a caption value is not a number") from None
+    if not out:
+        raise InputError(f"--captions {path} holds no caption rows")
+    return out
+
+
+def write_captions(path: Path, names: Sequence[str], captions: Mapping[str, Sequence[float]]) -> Path:
+    """Write ``record_id -> caption values`` as the TSV :func:`read_captions` reads (``generate --captions``)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\t".join(["record_id", *names]) + "\n")
+        fh.writelines("\t".join([rid, *(f"{v:.6g}" for v in row)]) + "\n" for rid, row in captions.items())
+    return path
 
 
 def generate_images(
@@ -103,10 +136,7 @@ def generate_images(
                 f"captions for record(s) {', '.join(unknown[:5])} that are not among the records"
             )
         cond = pipeline.conditioner
-        try:
-            values = cond.caption_matrix([seq for _, seq in records])  # (N, caption_n)
-        except ConfigError as exc:
-            raise ConfigError(f"painting from captions: {exc}") from None
+        values = cond.caption_matrix([seq for _, seq in records])  # (N, caption_n)
         for i, rid in enumerate(ids):
             if rid in captions:
                 row = np.asarray(captions[rid], dtype=np.float64)
@@ -115,10 +145,8 @@ def generate_images(
                         f"record {rid}: a caption of {row.size} values, the model's has {values.shape[1]}"
                     )
                 values[i] = row
-        with open(out / "captions.tsv", "w", encoding="utf-8") as fh:
-            fh.write("\t".join(["record_id", *cond.caption_names]) + "\n")
-            fh.writelines("\t".join([rid, *(f"{v:.6g}" for v in values[i])]) + "\n"
-                          for i, rid in enumerate(ids) if rid in captions)  # fmt: skip
+        given = {rid: values[i] for i, rid in enumerate(ids) if rid in captions}
+        write_captions(out / "captions.tsv", cond.caption_names, given)
     rows: list[dict[str, str]] = []
     all_images = []
     bar = tqdm(total=len(records), desc="generate", disable=not progress, leave=False)

@@ -41,6 +41,7 @@ __all__ = [
     "align_identity",
     "nearest_by_barcode",
     "sample_paths",
+    "as_tree",
     "tree_covariance",
     "tree_node_names",
     "bm_conditional_mean",
@@ -139,7 +140,7 @@ def sample_paths(pool: Sequence[str | Path], n: int, rng: np.random.Generator) -
     return out
 
 
-def _as_tree(tree):
+def as_tree(tree):
     """A Newick path or an already parsed Bio.Phylo tree → (tree, a name for messages)."""
     if isinstance(tree, (str, Path)):
         from Bio import Phylo
@@ -154,7 +155,7 @@ def tree_covariance(newick_path, names: Sequence[str]) -> np.ndarray:
     ``newick_path`` is a Newick file or a parsed Bio.Phylo tree. Nodes are looked up by label (tips
     and internal nodes alike); a name absent from the tree raises :class:`DataError`.
     """
-    tree, newick_path = _as_tree(newick_path)
+    tree, newick_path = as_tree(newick_path)
     depths = tree.depths()  # clade -> root-to-node length (missing branch lengths count 0)
     by_name = {c.name: c for c in tree.find_clades() if c.name}
     missing = [n for n in names if n not in by_name]
@@ -174,7 +175,7 @@ def tree_covariance(newick_path, names: Sequence[str]) -> np.ndarray:
 
 def tree_node_names(newick_path) -> set[str]:
     """All node labels of a Newick tree (a file or a parsed Bio.Phylo tree)."""
-    return {c.name for c in _as_tree(newick_path)[0].find_clades() if c.name}
+    return {c.name for c in as_tree(newick_path)[0].find_clades() if c.name}
 
 
 def bm_conditional_mean(

@@ -141,7 +141,7 @@ def caption_readout(
     names = [n for n in cond.config.caption_traits if n in continuous]
     given: dict[str, list[float]] = {}
     if (Path(generated_dir) / "captions.tsv").is_file():
-        from phenogen.diffusion.command_generate import read_captions
+        from phenogen.diffusion.generate import read_captions
 
         given = read_captions(Path(generated_dir) / "captions.tsv", cond.caption_names)
     splits: dict[str, Any] = {}

@@ -29,7 +29,7 @@ import numpy as np
 
 from phenogen.errors import CheckpointError, ConfigError, DataError
 
-__all__ = ["paint_portraits", "tree_captions", "tree_figure", "tree_layout"]
+__all__ = ["paint_portraits", "reconstruct_captions", "tree_captions", "tree_figure", "tree_layout"]
 
 
 def tree_layout(tree) -> dict[str, tuple[float, float]]:
@@ -120,6 +120,31 @@ def tree_captions(
     return bm_conditional_mean(tree, dict(tip_captions), list(nodes))
 
 
+def reconstruct_captions(
+    conditioner, tree, tip_sequences: Mapping[str, str], nodes: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The captions the tips of ``tree`` (those in ``tip_sequences``) write with ``conditioner``,
+    reconstructed at ``nodes`` by :func:`tree_captions` — what ``portrait_condition = "tree"`` paints.
+
+    Raises
+    ------
+    ConfigError
+        ``conditioner`` has no caption head.
+    """
+    from phenogen.evaluate.baselines import as_tree
+    from phenogen.phylo.align import ungap
+
+    if conditioner.config.head != "caption":
+        raise ConfigError(
+            f"portrait_condition = 'tree' needs a model with the caption head (image.cond_head = 'caption'); "
+            f"this one has the '{conditioner.config.head}' head (or paint from 'sequence')"
+        )
+    tree = as_tree(tree)[0]
+    tips = [c.name for c in tree.get_terminals() if c.name in tip_sequences]
+    written = conditioner.caption_matrix([ungap(tip_sequences[t]) for t in tips])  # (n_tips, caption_n)
+    return tree_captions(tree, dict(zip(tips, written, strict=True)), list(nodes))
+
+
 def paint_portraits(
     tree,
     result,
@@ -162,21 +187,14 @@ def paint_portraits(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline(model_dir)
-    condition = getattr(cfg, "portrait_condition", "sequence")
-    painted: dict[str, Any] = {"sequences": [ungap(seqs[n]) for n in selected]}
+    condition = cfg.portrait_condition
     captions = None
     if condition == "tree":
-        cond = pipe.conditioner
-        if cond.config.head != "caption":
-            raise ConfigError(
-                f"portrait_condition = 'tree' needs a model with the caption head; {model_dir} has the "
-                f"'{cond.config.head}' head (train with image.cond_head = 'caption', or paint from 'sequence')"
-            )
-        tips = [c.name for c in tree.get_terminals() if c.name in seqs]
-        written = cond.caption_matrix([ungap(seqs[t]) for t in tips])  # (n_tips, caption_n)
-        recon = tree_captions(tree, dict(zip(tips, written, strict=True)), list(selected))
+        recon = reconstruct_captions(pipe.conditioner, tree, seqs, selected)
         captions = np.stack([recon[n] for n in selected])
-        painted = {"captions": captions}
+        painted: dict[str, Any] = {"captions": captions}
+    else:
+        painted = {"sequences": [ungap(seqs[n]) for n in selected]}
     generator = torch.Generator().manual_seed(cfg.seed)
     images = pipe(
         **painted,
