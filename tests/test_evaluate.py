@@ -19,6 +19,7 @@ from phenogen.evaluate.config import METHODS, EvaluateConfig
 from phenogen.evaluate.metrics import ROW_KEYS, SCHEMA_VERSION, evaluate
 from phenogen.evaluate.probe import ProbeSpec, TraitProbe, load_probe, predict, save_probe
 from phenogen.evaluate.retrieval import kmer_profile, rank_species, success_rates
+from phenogen.evaluate.steps import redraw_se, rmse_text
 from phenogen.evaluate.targets import match_targets, read_generated, read_painted
 
 torch.set_num_threads(2)
@@ -107,6 +108,37 @@ def test_metrics_json_matches_schema(clade):
         assert re.search(rf"`{key}[`\[]", doc), key
     tsv = (clade["root"] / "eval_truth" / "targets.tsv").read_text().splitlines()
     assert len(tsv) == 1 + sum(b["n_targets"] for b in m["splits"].values())
+
+
+def test_redraw_se_matches_the_spread_of_redrawn_images():
+    """The standard error from one draw predicts how much the RMSE moves when the images are redrawn."""
+    rng = np.random.default_rng(0)
+    n_targets, per_target = 16, 4
+    centre = rng.normal(0.0, 0.6, (n_targets, 12))  # each target's systematic error
+    target = np.repeat(np.arange(n_targets), per_target)
+
+    def draw() -> np.ndarray:  # per-image MSE over 12 traits: systematic + image noise of sd 0.5
+        return np.mean((centre[target] + rng.normal(0.0, 0.5, (len(target), 12))) ** 2, axis=1)
+
+    draws = [draw() for _ in range(2000)]
+    spread = float(np.std([np.sqrt(d.mean()) for d in draws]))
+    predicted = float(np.mean([redraw_se(d, target) for d in draws[:200]]))
+    assert 0.85 < predicted / spread < 1.15, (predicted, spread)
+    assert redraw_se(draws[0], np.arange(len(target))) is None  # one image per target: unknown
+    assert redraw_se(np.zeros(4), np.array([0, 0, 1, 1])) is None
+
+
+def test_image_rows_carry_their_standard_error(clade):
+    """Image rows report ± from redrawing; vectors have none; the printed table shows it."""
+    for block in clade["truth"]["splits"].values():
+        rows = block["methods"]
+        for m in ("generated", "nearest", "random", "truth"):
+            se = rows[m]["trait_rmse_se"]
+            assert se is not None and 0.0 < se < 0.5 * rows[m]["trait_rmse"], m
+        assert rows["mean"]["trait_rmse_se"] is None and rows["oracle"]["trait_rmse_se"] is None
+    row = clade["truth"]["splits"]["heldout"]["methods"]["generated"]
+    assert rmse_text(row) in command.format_table(clade["truth"])
+    assert rmse_text(row) == f"{row['trait_rmse']:.3f} ± {row['trait_rmse_se']:.3f}"
 
 
 def test_retrieval_truth_beats_chance_on_ancestors(clade):

@@ -44,16 +44,15 @@ def _fmt(value: Any, pct: bool = False) -> str:
 
 def format_table(metrics: dict[str, Any]) -> str:
     """The per-split method table as plain text (what the command prints)."""
+    from phenogen.evaluate.steps import rmse_text
+
     lines = []
     for split, block in metrics["splits"].items():
         lines.append(f"{split}: {block['n_targets']} targets, {block['n_images']} images")
-        lines.append(f"  {'method':<10} {'trait RMSE':>10} {'top-1':>7} {'top-5':>7} {'FID':>8}")
+        lines.append(f"  {'method':<10} {'trait RMSE':>15} {'top-1':>7} {'top-5':>7} {'FID':>8}")
         for method, row in block["methods"].items():
-            rmse = _fmt(row["trait_rmse"])
-            if row.get("trait_rmse_std") is not None:
-                rmse += f"±{row['trait_rmse_std']:.2f}"
             lines.append(
-                f"  {method:<10} {rmse:>10} {_fmt(row['top1'], True):>7} {_fmt(row['top5'], True):>7} "
+                f"  {method:<10} {rmse_text(row):>15} {_fmt(row['top1'], True):>7} {_fmt(row['top5'], True):>7} "
                 f"{_fmt(row['fid']):>8}"
             )
         chance = next(iter(block["methods"].values()))
@@ -61,6 +60,7 @@ def format_table(metrics: dict[str, Any]) -> str:
             lines.append(
                 f"  chance: top-1 {_fmt(chance['chance_top1'], True)}, top-5 {_fmt(chance['chance_top5'], True)}"
             )
+    lines.append("± standard error of the trait RMSE from redrawing the images for the same targets")
     probe = metrics["probe"]["r2_mean"]
     lines.append(
         "probe R² (mean over continuous traits): " + ", ".join(f"{s} {_fmt(v)}" for s, v in probe.items())

@@ -52,11 +52,11 @@ def plot_trait_rmse(metrics: dict[str, Any], path: str | Path) -> Path:
             if row.get("trait_rmse") is not None:
                 xs.append(i + (j - (len(methods) - 1) / 2) * width)
                 ys.append(row["trait_rmse"])
-                errs.append(row.get("trait_rmse_std") or 0.0)
+                errs.append(row.get("trait_rmse_se") or 0.0)  # ± standard error (redrawn images)
         ax.bar(xs, ys, width, yerr=errs, label=m, color=METHOD_COLORS.get(m), capsize=2)
     ax.set_xticks(range(len(splits)), [_SPLIT_LABELS.get(s, s) for s in splits])
     ax.set_ylabel("trait RMSE (z-scored)")
-    ax.set_title("Trait error of generated images vs baselines (lower is better)")
+    ax.set_title("Trait error of generated images vs baselines (lower is better; bars ± s.e.)")
     ax.legend(ncol=3, fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -22,7 +22,7 @@ from phenogen.evaluate.config import METHODS, EvaluateConfig
 from phenogen.evaluate.targets import ImageBank, Target, trait_matrix
 from phenogen.sim.traitspec import DISCRETE, TRAIT_NAMES
 
-__all__ = ["Evaluation", "ROW_KEYS", "IMAGE_METHODS", "score_predictions"]
+__all__ = ["Evaluation", "ROW_KEYS", "IMAGE_METHODS", "redraw_se", "rmse_text", "score_predictions"]
 
 IMAGE_METHODS = ("generated", "nearest", "random", "truth")
 #: The keys of every method's row, per split (see docs/metrics_schema.md).
@@ -31,6 +31,7 @@ ROW_KEYS: tuple[str, ...] = (
     "n_targets",
     "trait_rmse",
     "trait_rmse_std",
+    "trait_rmse_se",
     "per_trait_rmse",
     "discrete_accuracy",
     "top1",
@@ -63,6 +64,43 @@ def score_predictions(
         float(np.mean((pred[:, n_cont:] > 0.5) == (truth[:, n_cont:] > 0.5))) if len(names) > n_cont else None
     )
     return {"trait_rmse": rmse, "per_trait_rmse": per, "discrete_accuracy": acc}
+
+
+def redraw_se(sq: np.ndarray, target: np.ndarray) -> float | None:
+    """Standard error of a trait RMSE from redrawing the images of the same targets.
+
+    ``sq`` holds each image's mean squared error over the continuous traits, ``target`` its target.
+    The within-target spread of ``sq`` gives the variance of their mean (targets fixed; the delta
+    method carries it to the root). ``None`` when some target has fewer than two images or the
+    error is zero.
+
+    >>> round(redraw_se(np.array([0.5, 1.5, 1.0, 1.0]), np.array([0, 0, 1, 1])), 4)
+    0.125
+    """
+    sq, target = np.asarray(sq, dtype=np.float64), np.asarray(target)
+    n = len(sq)
+    groups = [sq[target == t] for t in np.unique(target)]
+    if not n or min(len(g) for g in groups) < 2:
+        return None
+    rmse = float(np.sqrt(sq.mean()))
+    if rmse == 0.0:
+        return None
+    var_mean = sum(len(g) * float(np.var(g, ddof=1)) for g in groups) / n**2
+    return float(np.sqrt(var_mean) / (2.0 * rmse))
+
+
+def rmse_text(row: dict[str, Any], digits: int = 3) -> str:
+    """A row's trait RMSE as text, with ``± se`` (:func:`redraw_se`) when known; ``—`` when missing.
+
+    >>> rmse_text({"trait_rmse": 0.6381, "trait_rmse_se": 0.0123}), rmse_text({"trait_rmse": None})
+    ('0.638 ± 0.012', '—')
+    """
+    if row.get("trait_rmse") is None:
+        return "—"
+    text = f"{row['trait_rmse']:.{digits}f}"
+    if row.get("trait_rmse_se") is not None:
+        text += f" ± {row['trait_rmse_se']:.{digits}f}"
+    return text
 
 
 def _empty_row(note: str | None = None) -> dict[str, Any]:
@@ -326,18 +364,21 @@ class Evaluation:
         draws = [d for d in self.sets[split][method] if d]
         if not draws:
             return _empty_row("no images available")
-        scores = []
+        scores, ses = [], []
         for draw in draws:
             idx = np.array([i for i, _ in draw])
             pred = self.predict([p for _, p in draw])
             scores.append(score_predictions(pred, truth_z[idx], self.n_cont, self.ordered))
+            sq = np.mean((pred - truth_z[idx])[:, : self.n_cont] ** 2, axis=1)  # per-image MSE
+            ses.append(redraw_se(sq, idx))
             if method == "generated":
-                sq = np.mean((pred - truth_z[idx])[:, : self.n_cont] ** 2, axis=1)
                 for i in np.unique(idx):
                     rid = self.targets[split][int(i)].record.record_id
                     self.gen_error[rid] = float(np.sqrt(np.mean(sq[idx == i])))
         row = _empty_row()
         row.update(scores[0])
+        if all(se is not None for se in ses):  # independent draws: the mean's error shrinks by √draws
+            row["trait_rmse_se"] = float(np.mean(ses)) / np.sqrt(len(ses))
         if len(scores) > 1:
             vals = [s["trait_rmse"] for s in scores]
             accs = [s["discrete_accuracy"] for s in scores if s["discrete_accuracy"] is not None]

@@ -134,6 +134,8 @@ def _headline(metrics: dict[str, Any] | None) -> str:
 
 
 def _metric_tables(metrics: dict[str, Any] | None, eval_dir: Path) -> str:
+    from phenogen.evaluate.steps import rmse_text
+
     if not metrics:
         return _missing("evaluation (phenogen evaluate)", eval_dir / "metrics.json")
     out = [
@@ -142,7 +144,8 @@ def _metric_tables(metrics: dict[str, Any] | None, eval_dir: Path) -> str:
         "<code>nearest</code> = renders of the training species with the closest barcode, <code>random</code> = "
         "a random training species, <code>mean</code> = the average training bird, <code>oracle</code> = "
         "Brownian-motion prediction from the true tree, <code>truth</code> = renders of the target itself "
-        "(the probe's noise floor). Top-1/top-5: DNA→image retrieval success.</p>"
+        "(the probe's noise floor). ± is the standard error of an image row's trait RMSE from redrawing its "
+        "images for the same targets. Top-1/top-5: DNA→image retrieval success.</p>"
     ]
     for split, block in metrics["splits"].items():
         out.append(
@@ -151,9 +154,7 @@ def _metric_tables(metrics: dict[str, Any] | None, eval_dir: Path) -> str:
         rows = ['<table><tr><th class="l">method</th><th>trait RMSE</th><th>binary acc.</th><th>top-1</th>'
                 "<th>top-5</th><th>mean rank</th><th>FID</th><th>KID</th><th class=\"l\">note</th></tr>"]  # fmt: skip
         for method, r in block["methods"].items():
-            rmse = _fmt(r["trait_rmse"]) + (
-                f" ± {r['trait_rmse_std']:.3f}" if r.get("trait_rmse_std") else ""
-            )
+            rmse = rmse_text(r)
             rows.append(
                 f'<tr class="{"gen" if method == "generated" else ""}"><td class="l">{method}</td><td>{rmse}</td>'
                 f"<td>{_fmt(r['discrete_accuracy'], True)}</td><td>{_fmt(r['top1'], True)}</td>"
@@ -313,10 +314,12 @@ def _ancestors(run: Path) -> str:
         return ""
     rec = json.loads((d / "targets.json").read_text(encoding="utf-8"))
     means = rec["all_nodes_mean_identity"]
+    from phenogen.demo import tree_caption_tips
+
     painted = f"the <b>{html.escape(rec['ancestor_sequences'])}</b> sequences"
-    if (run / "generated" / "captions.tsv").is_file():
+    if tips := tree_caption_tips(run):
         painted = (
-            "the captions the tips' barcodes write, <b>reconstructed at each ancestor on the tree</b> "
+            f"the captions the barcodes of {tips} write, <b>reconstructed at each ancestor on the tree</b> "
             '(Brownian motion; <code>[ancestors] portrait_condition = "tree"</code>)'
         )
     out = [
