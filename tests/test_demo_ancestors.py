@@ -153,6 +153,54 @@ def test_tree_captions_file_for_the_ancestor_targets(run_dir, tmp_path):
         assert np.allclose(
             [float(row[k]) for k in ("size", "hue", "crest")], expect[t["recon_node"]], atol=1e-4
         )
+    # caption_tips = "train": the training species' captions only, which moves every ancestor's caption
+    conf_train = tmp_path / "c_train.toml"
+    conf_train.write_text(conf.read_text().replace("[ancestors]", '[ancestors]\ncaption_tips = "train"'))
+    with open(_tree_captions_file(run_dir, model, conf_train), encoding="utf-8") as fh:
+        rows_train = list(csv.DictReader(fh, delimiter="\t"))
+    train = set(load_dataset(run_dir / "data").species("train"))
+    assert train < set(written)
+    expect_train = tree_captions(
+        run_dir / "ancestors" / "tree.nwk",
+        {k: v for k, v in written.items() if k in train},
+        [t["recon_node"] for t in targets],
+    )
+    for row, t in zip(rows_train, targets, strict=True):
+        got = [float(row[k]) for k in ("size", "hue", "crest")]
+        assert np.allclose(got, expect_train[t["recon_node"]], atol=1e-4)
+        assert not np.allclose(got, expect[t["recon_node"]], atol=1e-3)
     with pytest.raises(ConfigError, match="cond_head"):
         _tree_captions_file(run_dir, _tiny_pipeline_dir(tmp_path / "tokens"), conf)
     assert _tree_captions_file(run_dir, model, run_dir / "config.toml") is None and not path.exists()
+
+
+@needs_fasttree
+def test_dataset_mode_portraits_from_the_training_species_captions(run_dir, tmp_path):
+    """phenogen ancestors --dataset --model with caption_tips = "train": the chosen nodes' captions are the
+    BM reconstruction from the training species' captions alone (listed in portraits.json)."""
+    import numpy as np
+    from Bio import Phylo
+    from test_phylo import _tiny_pipeline_dir
+
+    from phenogen.diffusion.pipeline import load_pipeline
+    from phenogen.phylo.portraits import tree_captions
+
+    model = _tiny_pipeline_dir(tmp_path / "pipeline", caption=True)
+    out = tmp_path / "anc"
+    argv = ["ancestors", "--dataset", str(run_dir / "data"), "--out", str(out), "--model", str(model),
+            "--all-internal", "--set", "ancestors.images_per_node=1", "--set", "ancestors.num_inference_steps=1",
+            "--set", 'ancestors.portrait_condition="tree"', "--set", 'ancestors.caption_tips="train"',
+            "--set", "ancestors.iqtree_peer=false"]  # fmt: skip
+    assert main(argv) == 0
+    portraits = json.loads((out / "summary.json").read_text())["portraits"]
+    train = sorted(load_dataset(run_dir / "data").species("train"))
+    assert portraits["settings"]["caption_tips"] == train
+    tips = {r.id: r.sequence for r in read_fasta(out / "input.fasta", policy="mask").records}
+    assert set(train) < set(tips)
+    cond = load_pipeline(model).conditioner
+    written = dict(zip(train, cond.caption_matrix([tips[t] for t in train]), strict=True))
+    nodes = sorted(portraits["captions"])
+    expect = tree_captions(Phylo.read(str(out / "tree.nwk"), "newick"), written, nodes)
+    for node in nodes:
+        got = [portraits["captions"][node][k] for k in ("size", "hue", "crest")]
+        assert np.allclose(got, expect[node], atol=1e-3), node

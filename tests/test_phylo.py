@@ -12,7 +12,7 @@ import pytest
 from phenogen.cli import add_common_arguments
 from phenogen.data.dataset import Record, write_dataset
 from phenogen.dna.seqio import write_fasta
-from phenogen.errors import ExternalToolError, InputError, SequenceError
+from phenogen.errors import DataError, ExternalToolError, InputError, SequenceError
 from phenogen.phylo import command
 from phenogen.phylo.align import align, check_aligned, is_aligned, read_sequences, run_mafft
 from phenogen.phylo.asr import node_table, reconstruct_iqtree, reconstruct_treetime
@@ -394,7 +394,6 @@ def test_portraits_through_a_saved_pipeline(tmp_path, clade):
 def test_tree_captions_are_the_brownian_motion_reconstruction(tmp_path):
     """Internal nodes get the BM conditional mean of the tips' captions: sister tips' mean pulled toward the
     rest by the GLS root, the root between clades; a tip keeps its own; unknown nodes are a DataError."""
-    from phenogen.errors import DataError
     from phenogen.phylo.portraits import tree_captions
 
     nwk = tmp_path / "t.nwk"
@@ -454,6 +453,35 @@ def test_portraits_from_tree_captions(tmp_path, clade):
     tokens = _tiny_pipeline_dir(tmp_path / "tokens")
     with pytest.raises(ConfigError, match="caption head"):
         run_command([*argv[:5], "--out", str(tmp_path / "o2"), "--model", str(tokens), *argv[9:]])
+    # the training species are known in dataset mode only
+    with pytest.raises(ConfigError, match="--dataset"):
+        run_command(
+            [*argv[:5], "--out", str(tmp_path / "o3"), *argv[7:], "--set", 'ancestors.caption_tips="train"']
+        )
+
+
+def test_reconstruct_captions_from_chosen_tips(tmp_path):
+    """reconstruct_captions with tips: only those tips' captions are reconstructed (equal to tree_captions
+    over them); tips outside the tree are a DataError; a bad caption_tips value is refused."""
+    from phenogen.diffusion.pipeline import load_pipeline
+    from phenogen.phylo.config import AncestorsConfig
+    from phenogen.phylo.portraits import reconstruct_captions, tree_captions
+
+    cond = load_pipeline(_tiny_pipeline_dir(tmp_path / "pipeline", caption=True)).conditioner
+    nwk = tmp_path / "t.nwk"
+    nwk.write_text("((a:1,b:1)x:1,(c:1,d:1)y:1)r;")
+    rng = np.random.default_rng(0)
+    seqs = {t: "".join(rng.choice(list("ACGT"), 120)) for t in "abcd"}
+    written = dict(zip("abcd", cond.caption_matrix([seqs[t] for t in "abcd"]), strict=True))
+    got = reconstruct_captions(cond, nwk, seqs, ["x", "y"], tips={"a", "c", "d"})
+    expect = tree_captions(nwk, {t: written[t] for t in "acd"}, ["x", "y"])
+    every = reconstruct_captions(cond, nwk, seqs, ["x", "y"])
+    assert np.allclose(got["x"], expect["x"]) and np.allclose(got["y"], expect["y"])
+    assert not np.allclose(got["x"], every["x"])
+    with pytest.raises(DataError, match="none of the tips"):
+        reconstruct_captions(cond, nwk, seqs, ["x"], tips={"zz"})
+    with pytest.raises(ValueError, match="caption_tips"):
+        AncestorsConfig(caption_tips="some")
 
 
 def test_portraits_with_a_directory_that_is_no_pipeline(tmp_path, clade):

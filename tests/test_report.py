@@ -167,3 +167,6 @@ def test_ancestors_section_says_what_the_ancestors_were_painted_from(tmp_path):
     (tmp_path / "generated" / "captions.tsv").write_text("record_id\ta\nn1\t0.5\n")
     section = _ancestors(tmp_path)
     assert "reconstructed at each ancestor on the tree" in section and "0.9700" in section
+    assert "barcodes of every tip write" in section  # no config: caption_tips = "all"
+    (tmp_path / "config.toml").write_text('[ancestors]\ncaption_tips = "train"\n')
+    assert "barcodes of the training species write" in _ancestors(tmp_path)

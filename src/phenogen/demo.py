@@ -51,7 +51,7 @@ __all__ = ["DemoConfig", "run_demo", "default_config_path"]
 class DemoConfig:
     """The ``[demo]`` section: what the demo generates and how it sweeps."""
 
-    images_per_target: int = field(default=2, metadata={"help": "portraits per target sequence"})
+    images_per_target: int = field(default=8, metadata={"help": "portraits per target sequence"})
     max_targets_per_split: int = field(default=24, metadata={"help": "cap on targets per split (0 = all)"})
     sweep_guidance: tuple[float, ...] = field(
         default=(1.0, 3.0, 8.0, 12.0), metadata={"help": "guidance scales"}
@@ -219,22 +219,39 @@ def _tree_captions_file(out: Path, pipeline: Path, resolved: Path) -> Path | Non
     from phenogen.diffusion.conditioning import DNAConditioner
     from phenogen.diffusion.generate import write_captions
     from phenogen.dna.seqio import read_fasta
+    from phenogen.phylo.command import training_species
     from phenogen.phylo.config import AncestorsConfig
     from phenogen.phylo.portraits import reconstruct_captions
 
     anc = out / "ancestors"
     path = anc / "captions.tsv"
-    if load_sections({"ancestors": AncestorsConfig}, resolved)["ancestors"].portrait_condition != "tree":
+    cfg = load_sections({"ancestors": AncestorsConfig}, resolved)["ancestors"]
+    if cfg.portrait_condition != "tree":
         path.unlink(missing_ok=True)  # a rerun into the same directory: no stale captions
         return None
     cond = DNAConditioner.from_pretrained(pipeline / "conditioner").eval()
     targets = json.loads((anc / "targets.json").read_text(encoding="utf-8"))["targets"]
     tips = {r.id: r.sequence for r in read_fasta(anc / "input.fasta", policy="mask", allow_gaps=True).records}
-    recon = reconstruct_captions(cond, anc / "tree.nwk", tips, [t["recon_node"] for t in targets])
+    used = training_species(out / "data") if cfg.caption_tips == "train" else None
+    recon = reconstruct_captions(cond, anc / "tree.nwk", tips, [t["recon_node"] for t in targets], used)
     write_captions(path, cond.caption_names, {t["record_id"]: recon[t["recon_node"]] for t in targets})
-    print(f"[demo] ancestor targets painted from tree captions ({len(targets)} nodes, {len(tips)} tips)",
+    n_used = len(tips) if used is None else len(used & set(tips))
+    print(f"[demo] ancestor targets painted from tree captions ({len(targets)} nodes, {n_used} of {len(tips)} tips)",
           file=sys.stderr)  # fmt: skip
     return path
+
+
+def tree_caption_tips(run: Path) -> str | None:
+    """Whose captions a demo run's ancestor targets were reconstructed from ("every tip" or "the
+    training species"); ``None`` when they were painted from sequences."""
+    from phenogen.config import load_sections
+    from phenogen.phylo.config import AncestorsConfig
+
+    if not (run / "generated" / "captions.tsv").is_file():
+        return None
+    conf = run / "config.toml"
+    cfg = load_sections({"ancestors": AncestorsConfig}, conf if conf.is_file() else None)["ancestors"]
+    return "the training species" if cfg.caption_tips == "train" else "every tip"
 
 
 def _sweep_grid(run: Path, name: str, values: list, dirs: list[Path]) -> None:
@@ -362,6 +379,8 @@ def _run_sweeps(stage: _Stages, out: Path, pipeline: Path, cfg: DemoConfig, comm
 
 
 def _print_headline(out: Path, metrics: dict, summary: dict) -> None:
+    from phenogen.evaluate.steps import rmse_text
+
     print(f"\nphenogen demo finished in {summary['total_minutes']:.1f} min", flush=True)
     splits = metrics.get("splits", {})
     for split in ("heldout", "extinct", "ancestor", "train"):
@@ -369,7 +388,7 @@ def _print_headline(out: Path, metrics: dict, summary: dict) -> None:
         if not methods:
             continue
         row = "  ".join(
-            f"{m}={methods[m]['trait_rmse']:.3f}"
+            f"{m}={rmse_text(methods[m]).replace(' ', '')}"
             for m in ("generated", "nearest", "random", "mean", "oracle", "truth")
             if m in methods and methods[m].get("trait_rmse") is not None
         )
@@ -389,8 +408,8 @@ def _print_headline(out: Path, metrics: dict, summary: dict) -> None:
         row = "  ".join(f"{m}={v:.4f}" for m, v in rec["all_nodes_mean_identity"].items() if v is not None)
         print(f"  ancestral sequences, identity with the truth ({rec['n_identifiable']} nodes): {row}")
         how = f"{rec['ancestor_sequences']} sequences"
-        if (out / "generated" / "captions.tsv").is_file():
-            how = "the tips' captions reconstructed on the tree"
+        if tips := tree_caption_tips(out):
+            how = f"the captions of {tips}, reconstructed on the tree"
         print(f"  ancestor targets painted from: {how}")
     report = out / "report.html"
     print(f"  metrics: {out / 'eval' / 'metrics.json'}")

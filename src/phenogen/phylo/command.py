@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from phenogen.errors import DataError, InputError
+from phenogen.errors import ConfigError, DataError, InputError
 
-__all__ = ["add_arguments", "run", "reconstruct", "dataset_input"]
+__all__ = ["add_arguments", "run", "reconstruct", "dataset_input", "training_species"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,16 @@ def dataset_input(dataset_dir: str | Path, *, with_extinct: bool = False):
         extinct = sorted({r.species for r in ds.records("extinct")})
         truth = {"tree": read_tree(ds.tree_path), "sequences": ancestors, "extinct": extinct}
     return list(chosen), list(chosen.values()), truth
+
+
+def training_species(dataset_dir: str | Path) -> set[str]:
+    """The species of a dataset's ``train`` split (tip names in dataset mode)."""
+    from phenogen.data.dataset import load_dataset
+
+    species = set(load_dataset(dataset_dir).species("train"))
+    if not species:
+        raise DataError(f"{dataset_dir}: no species in split train")
+    return species
 
 
 def reconstruct(names, sequences, *, cfg, tree_file=None, assume_aligned=False, source="<input>"):
@@ -259,6 +269,13 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.model and not (args.node or args.mrca or args.all_internal):
         raise InputError("--model paints chosen nodes: choose them with --node, --mrca or --all-internal")
+    caption_tips = None
+    if args.model and cfg.portrait_condition == "tree" and cfg.caption_tips == "train":
+        if not args.dataset:
+            raise ConfigError(
+                "caption_tips = 'train' takes the training species from --dataset; with --fasta use 'all'"
+            )
+        caption_tips = training_species(args.dataset)
     piece = reconstruct(
         names, sequences, cfg=cfg, tree_file=args.tree, assume_aligned=args.aligned, source=source
     )
@@ -294,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         tips = dict(zip(aln.names, aln.sequences, strict=True))
         summary["portraits"] = paint_portraits(
-            tree, result, selected, args.model, cfg, out / "portraits", tips
+            tree, result, selected, args.model, cfg, out / "portraits", tips, caption_tips
         )
         piece["timings"]["portraits_s"] = time.perf_counter() - t0
     piece["timings"]["total_s"] = time.perf_counter() - start

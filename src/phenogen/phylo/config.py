@@ -78,7 +78,18 @@ class AncestorsConfig:
         ),
     )
 
+    caption_tips: Literal["all", "train"] = field(
+        default="all",
+        metadata=_help(
+            "with portrait_condition = 'tree': whose captions are reconstructed — 'all' tips, or 'train' "
+            "(--dataset only): the dataset's training species, whose captions the model fitted to their "
+            "photos (held-out and fossil tips' captions are predictions from DNA alone)"
+        ),
+    )
+
     def __post_init__(self) -> None:
+        if self.caption_tips not in ("all", "train"):
+            raise ValueError(f"caption_tips must be 'all' or 'train', got {self.caption_tips!r}")
         if self.rooting == "outgroup" and not self.outgroup:
             raise ValueError("rooting 'outgroup' needs outgroup = [\"TIP\", ...]")
         if not 0 < self.missing_branch_length < 1:

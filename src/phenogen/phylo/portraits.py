@@ -21,7 +21,7 @@ chosen node — the figure the HTML report shows.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +121,16 @@ def tree_captions(
 
 
 def reconstruct_captions(
-    conditioner, tree, tip_sequences: Mapping[str, str], nodes: Sequence[str]
+    conditioner,
+    tree,
+    tip_sequences: Mapping[str, str],
+    nodes: Sequence[str],
+    tips: Collection[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """The captions the tips of ``tree`` (those in ``tip_sequences``) write with ``conditioner``,
     reconstructed at ``nodes`` by :func:`tree_captions` — what ``portrait_condition = "tree"`` paints.
+    ``tips`` restricts the tips whose captions are used (``[ancestors] caption_tips = "train"``: the
+    training species, whose captions were fitted to their photos); ``None`` uses every tip.
 
     Raises
     ------
@@ -140,9 +146,13 @@ def reconstruct_captions(
             f"this one has the '{conditioner.config.head}' head (or paint from 'sequence')"
         )
     tree = as_tree(tree)[0]
-    tips = [c.name for c in tree.get_terminals() if c.name in tip_sequences]
-    written = conditioner.caption_matrix([ungap(tip_sequences[t]) for t in tips])  # (n_tips, caption_n)
-    return tree_captions(tree, dict(zip(tips, written, strict=True)), list(nodes))
+    used = [
+        c.name for c in tree.get_terminals() if c.name in tip_sequences and (tips is None or c.name in tips)
+    ]
+    if not used:
+        raise DataError("none of the tips chosen for tree captions is a tip of the tree with a sequence")
+    written = conditioner.caption_matrix([ungap(tip_sequences[t]) for t in used])  # (n_tips, caption_n)
+    return tree_captions(tree, dict(zip(used, written, strict=True)), list(nodes))
 
 
 def paint_portraits(
@@ -153,13 +163,15 @@ def paint_portraits(
     cfg,
     out_dir: str | Path,
     tip_sequences: Mapping[str, str] | None = None,
+    caption_tips: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Paint ``cfg.images_per_node`` portraits per chosen node; draw the tree figure; return a summary.
 
     ``model_dir`` is a saved :class:`~phenogen.diffusion.pipeline.DNAToImagePipeline` (``train-image``'s
     ``OUT/pipeline``, or ``OUT``). With ``cfg.portrait_condition == "sequence"`` chosen internal nodes
     are painted from their ungapped reconstructed sequence, chosen tips from their own barcode; with
-    ``"tree"`` every chosen node from the tips' captions reconstructed on the tree (module doc).
+    ``"tree"`` every chosen node from the tips' captions reconstructed on the tree (module doc; only
+    the ``caption_tips`` when given).
     Files: ``NODE_k.png`` (k = 0 … images_per_node - 1), ``tree_portraits.png`` (the tree with
     portrait 0 of each chosen node) and ``portraits.json`` (with the captions painted, for ``tree``).
 
@@ -190,7 +202,7 @@ def paint_portraits(
     condition = cfg.portrait_condition
     captions = None
     if condition == "tree":
-        recon = reconstruct_captions(pipe.conditioner, tree, seqs, selected)
+        recon = reconstruct_captions(pipe.conditioner, tree, seqs, selected, caption_tips)
         captions = np.stack([recon[n] for n in selected])
         painted: dict[str, Any] = {"captions": captions}
     else:
@@ -223,6 +235,7 @@ def paint_portraits(
             "guidance_scale": cfg.guidance_scale,
             "seed": cfg.seed,
             "portrait_condition": condition,
+            "caption_tips": None if caption_tips is None else sorted(caption_tips),
         },
     }
     if captions is not None:
