@@ -77,6 +77,12 @@ def test_full_report_embeds_every_part(full_run):
     assert all(im.size[0] > 0 for im in images)
     assert (full_run / "report.html").is_file()
     assert '<img src="file:' not in page and 'src="/' not in page  # self-contained
+    metrics = json.loads((full_run / "eval" / "metrics.json").read_text())
+    split = metrics["headline"]["split"]
+    generated = metrics["splits"][split]["methods"]["generated"]
+    assert generated["trait_rmse_se"] is not None  # two images per target: the card shows the ±
+    card = f"<b>{generated['trait_rmse']:.3f} ± {generated['trait_rmse_se']:.3f}</b>"
+    assert card in page.split('<div class="cards">')[1].split("<p>")[0]
 
 
 def test_caption_readout_section_shows_only_for_the_caption_head(full_run, tmp_path):
