@@ -113,8 +113,11 @@ def _headline(metrics: dict[str, Any] | None) -> str:
     rmse = h["trait_rmse"]
     generated_row = metrics.get("splits", {}).get(h["split"], {}).get("methods", {}).get("generated")
     cards = [
-        ("trait RMSE, generated", rmse_text(generated_row) if generated_row else _fmt(rmse.get("generated")),
-         f"split {h['split']}"),
+        (
+            "trait RMSE, generated",
+            rmse_text(generated_row) if generated_row else _fmt(rmse.get("generated")),
+            f"split {h['split']}",
+        ),
         ("vs mean / random", f"{_fmt(rmse.get('mean'))} / {_fmt(rmse.get('random'))}", "DNA-blind baselines"),
         (
             "nearest / oracle / truth",
