@@ -138,6 +138,18 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(toy_run, tmp_path):
     assert [s["loss"] for s in resumed.history["steps"]] == [s["loss"] for s in full.history["steps"]]
 
 
+def test_trainings_with_different_precisions_run_in_one_process(tmp_path):
+    """accelerate keeps the precision process-wide; phenogen (the demo, a sweep) trains several models in
+    one process, each with its own ``mixed_precision``: the second must not fail."""
+    cfg = {**TOY_CFG, "epochs": 1}
+    first = train_lm(_toy_splits(), tmp_path / "a", LMConfig(**cfg, mixed_precision="no"), progress=False)
+    second = train_lm(_toy_splits(), tmp_path / "b", LMConfig(**cfg, mixed_precision="bf16"), progress=False)
+    again = train_lm(_toy_splits(), tmp_path / "c", LMConfig(**cfg, mixed_precision="no"), progress=False)
+    assert first.finished and second.finished and again.finished
+    a, c = (load_file(str(tmp_path / d / "model" / "model.safetensors")) for d in "ac")
+    assert all(torch.equal(a[k], c[k]) for k in a)  # back to full precision: the same run exactly
+
+
 def test_resume_guards(toy_run, tmp_path):
     out, _ = toy_run
     with pytest.raises(ConfigError, match="--resume"):
@@ -370,5 +382,5 @@ def test_null_embedding_is_bos_eos(toy_run):
     assert hidden.shape == (1, 2, enc.hidden_size) and mask.tolist() == [[1, 1]]
     lm = enc.lm
     with torch.no_grad():
-        want = lm.model(torch.tensor([[1, 2]]), output_hidden_states=True).hidden_states[-1]
-    assert torch.allclose(hidden, want, atol=1e-6)
+        want = lm.model(torch.tensor([[1, 2]], device=lm.device), output_hidden_states=True).hidden_states[-1]
+    assert torch.allclose(hidden.cpu(), want.cpu(), atol=1e-6)

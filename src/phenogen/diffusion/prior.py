@@ -430,7 +430,7 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         return min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / plan["steps"])))
 
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True)
+    ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True, foreach=params[0].is_cuda)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     null_ctx = torch.zeros(cfg.batch_size, 1, preset.cross_attention_dim)
     budget, losses, start = cfg.unet_minutes * 60, [], time.perf_counter()

@@ -181,9 +181,10 @@ def train_lm(
     >>> result.finished, (result.out_dir / "model" / "model.safetensors").is_file()  # doctest: +SKIP
     (True, True)
     """
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
+
+    from phenogen.accel import new_accelerator
 
     cfg = cfg or LMConfig()
     out = Path(out_dir)
@@ -220,12 +221,16 @@ def train_lm(
 
     # 3. accelerator, optimizer, schedule
     precision = _resolve_precision(cfg.mixed_precision)
-    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    accelerator = new_accelerator(precision, cpu=not torch.cuda.is_available())
     micro_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = torch.optim.AdamW(
-        _param_groups(lm.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8
+        _param_groups(lm.model, cfg.weight_decay),
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+        fused=True if accelerator.device.type == "cuda" else None,  # one kernel for all parameters
     )
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, round(cfg.warmup_fraction * total_steps), total_steps
