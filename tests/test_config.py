@@ -29,7 +29,9 @@ def test_defaults_file_and_overrides_in_order(tmp_path):
     """Defaults are overridden by the TOML file, which is overridden by --set."""
     cfg = tmp_path / "c.toml"
     cfg.write_text('[s]\nn = 7\nname = "file"\n[other]\nx = 1\n')
-    out = load_sections({"s": Section}, cfg, ["s.name=cli", "s.rate=2", "s.sizes=[4, 5]", "s.limit=1e-3"])["s"]
+    out = load_sections({"s": Section}, cfg, ["s.name=cli", "s.rate=2", "s.sizes=[4, 5]", "s.limit=1e-3"])[
+        "s"
+    ]
     assert (out.n, out.name, out.rate, out.sizes, out.limit) == (7, "cli", 2.0, (4, 5), 1e-3)
     assert isinstance(out.rate, float)
 
@@ -48,7 +50,9 @@ def test_defaults_file_and_overrides_in_order(tmp_path):
     ],
 )
 def test_bad_overrides_name_the_problem(override, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
+    ):
         load_sections({"s": Section}, None, [override])
 
 

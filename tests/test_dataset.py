@@ -12,7 +12,17 @@ def _records(tmp_path):
     (tmp_path / "images").mkdir(parents=True, exist_ok=True)
     (tmp_path / "images" / "a.png").write_bytes(b"x")
     return [
-        Record("a1", "sp a", "a_1", "train", "living", "ACGTACGT", ("images/a.png",), ("Aves", "c1"), {"size": 0.5}),
+        Record(
+            "a1",
+            "sp a",
+            "a_1",
+            "train",
+            "living",
+            "ACGTACGT",
+            ("images/a.png",),
+            ("Aves", "c1"),
+            {"size": 0.5},
+        ),
         Record("b1", "sp b", "b_1", "heldout", "living", "ACGTNCGT", (), ("Aves", "c2"), {"size": -1.0}),
         Record("n1", "n1", "n1", "ancestor", "internal", "ACGTACGA", (), (), {"size": 0.1}),
     ]
@@ -20,7 +30,9 @@ def _records(tmp_path):
 
 def test_round_trip(tmp_path):
     """Records, traits, taxonomy and info survive a write/read cycle; FASTA holds model splits only."""
-    ds = write_dataset(tmp_path, _records(tmp_path), {"source": "test", "trait_names": ["size"]}, "(a1,b1)n1;")
+    ds = write_dataset(
+        tmp_path, _records(tmp_path), {"source": "test", "trait_names": ["size"]}, "(a1,b1)n1;"
+    )
     again = load_dataset(tmp_path)
     assert again.records() == ds.records()
     assert [r.record_id for r in again.records(("train", "heldout"))] == ["a1", "b1"]
@@ -38,7 +50,10 @@ def test_round_trip(tmp_path):
         (lambda rows: rows[1].__setitem__(3, "test"), "split 'test' is not one of"),
         (lambda rows: rows[1].__setitem__(5, "ACGU"), "'U' at position 4"),
         (lambda rows: rows[2].__setitem__(0, "a1"), "duplicate record_id 'a1'"),
-        (lambda rows: rows[1].__setitem__(6, "images/missing.png"), "image images/missing.png does not exist"),
+        (
+            lambda rows: rows[1].__setitem__(6, "images/missing.png"),
+            "image images/missing.png does not exist",
+        ),
         (lambda rows: rows[1].__setitem__(8, "big"), "trait size = 'big' is not a number"),
         (lambda rows: rows[1].pop(), "fields, expected"),
     ],

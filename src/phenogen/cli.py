@@ -38,18 +38,38 @@ COMMANDS: tuple[Command, ...] = (
     Command("validate", "phenogen.dna.command", "read and validate a FASTA file or a dataset directory"),
     Command("train-lm", "phenogen.lm.command_train", "train the GPT-2 DNA language model"),
     Command("sample-dna", "phenogen.lm.command_sample", "sample new barcodes from a DNA language model"),
-    Command("evaluate-dna", "phenogen.lm.command_evaluate", "score a DNA model: bits/base, novelty, identity"),
     Command(
-        "pretrain-image", "phenogen.diffusion.command_prior", "pretrain the bird prior (VAE + UNet) on random renders"
+        "evaluate-dna", "phenogen.lm.command_evaluate", "score a DNA model: bits/base, novelty, identity"
+    ),
+    Command(
+        "pretrain-image",
+        "phenogen.diffusion.command_prior",
+        "pretrain the bird prior (VAE + UNet) on random renders",
     ),
     Command("train-image", "phenogen.diffusion.command_train", "train the DNA-conditioned diffusion model"),
     Command("generate", "phenogen.diffusion.command_generate", "paint images for the sequences of a FASTA"),
-    Command("ancestors", "phenogen.phylo.command", "reconstruct ancestors: alignment, tree, ancestral sequences, portraits"),
-    Command("evaluate", "phenogen.evaluate.command", "score generated images against ground truth and baselines"),
+    Command(
+        "ancestors",
+        "phenogen.phylo.command",
+        "reconstruct ancestors: alignment, tree, ancestral sequences, portraits",
+    ),
+    Command(
+        "evaluate", "phenogen.evaluate.command", "score generated images against ground truth and baselines"
+    ),
     Command("report", "phenogen.report.command", "write the HTML report of a run directory"),
-    Command("fetch", "phenogen.data.command_fetch", "fetch COI barcodes (NCBI, BOLD) or licensed photos (iNaturalist, GBIF)"),
-    Command("import", "phenogen.data.command_import", "import a FASTA+CSV folder, BIOSCAN-5M or a BOLD TSV export"),
-    Command("dataset", "phenogen.data.command_build", "dataset build: join fetched barcodes and photos into a dataset"),
+    Command(
+        "fetch",
+        "phenogen.data.command_fetch",
+        "fetch COI barcodes (NCBI, BOLD) or licensed photos (iNaturalist, GBIF)",
+    ),
+    Command(
+        "import", "phenogen.data.command_import", "import a FASTA+CSV folder, BIOSCAN-5M or a BOLD TSV export"
+    ),
+    Command(
+        "dataset",
+        "phenogen.data.command_build",
+        "dataset build: join fetched barcodes and photos into a dataset",
+    ),
     Command("demo", "phenogen.demo", "run the whole pipeline on the synthetic clade"),
 )
 

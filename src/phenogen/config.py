@@ -27,7 +27,14 @@ from typing import Any
 
 from phenogen.errors import ConfigError
 
-__all__ = ["load_sections", "section_from_dict", "to_jsonable", "save_resolved", "parse_override", "merge_to_toml"]
+__all__ = [
+    "load_sections",
+    "section_from_dict",
+    "to_jsonable",
+    "save_resolved",
+    "parse_override",
+    "merge_to_toml",
+]
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -75,7 +82,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+            return tuple(
+                _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
         inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
@@ -176,12 +185,17 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def save_resolved(configs: dict[str, Any], out_dir: str | Path, name: str = "config.json", **extra: Any) -> Path:
+def save_resolved(
+    configs: dict[str, Any], out_dir: str | Path, name: str = "config.json", **extra: Any
+) -> Path:
     """Write the resolved configuration (plus ``extra`` facts such as the command line) as JSON."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / name
-    payload = {**{k: to_jsonable(v) for k, v in configs.items()}, **{k: to_jsonable(v) for k, v in extra.items()}}
+    payload = {
+        **{k: to_jsonable(v) for k, v in configs.items()},
+        **{k: to_jsonable(v) for k, v in extra.items()},
+    }
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path
 

@@ -131,18 +131,28 @@ def _fail(path: Path, row: int | None, message: str) -> DataError:
 
 def _check_record(rec: Record, path: Path, row: int | None, trait_names: Sequence[str]) -> None:
     if not rec.record_id or any(c in rec.record_id for c in "\t\n;| "):
-        raise _fail(path, row, f"record_id {rec.record_id!r} must be non-empty without spaces, tabs, ';' or '|'")
+        raise _fail(
+            path, row, f"record_id {rec.record_id!r} must be non-empty without spaces, tabs, ';' or '|'"
+        )
     if not rec.species:
         raise _fail(path, row, f"record {rec.record_id}: empty species")
     if rec.split not in SPLITS:
-        raise _fail(path, row, f"record {rec.record_id}: split {rec.split!r} is not one of {', '.join(SPLITS)}")
+        raise _fail(
+            path, row, f"record {rec.record_id}: split {rec.split!r} is not one of {', '.join(SPLITS)}"
+        )
     if rec.node_kind not in NODE_KINDS:
         raise _fail(
-            path, row, f"record {rec.record_id}: node_kind {rec.node_kind!r} is not one of {', '.join(NODE_KINDS)}"
+            path,
+            row,
+            f"record {rec.record_id}: node_kind {rec.node_kind!r} is not one of {', '.join(NODE_KINDS)}",
         )
     if not rec.sequence:
         raise _fail(path, row, f"record {rec.record_id}: empty sequence")
-    bad = None if _DNA.issuperset(rec.sequence) else next(i for i, c in enumerate(rec.sequence) if c not in _DNA)
+    bad = (
+        None
+        if _DNA.issuperset(rec.sequence)
+        else next(i for i, c in enumerate(rec.sequence) if c not in _DNA)
+    )
     if bad is not None:
         raise _fail(
             path,
@@ -176,7 +186,9 @@ def write_dataset(
     for i, rec in enumerate(records, start=2):
         _check_record(rec, manifest, i, trait_names)
         if rec.record_id in seen:
-            raise _fail(manifest, i, f"duplicate record_id {rec.record_id!r} (first at row {seen[rec.record_id]})")
+            raise _fail(
+                manifest, i, f"duplicate record_id {rec.record_id!r} (first at row {seen[rec.record_id]})"
+            )
         seen[rec.record_id] = i
     full_info = {
         "format": FORMAT,
@@ -232,7 +244,9 @@ def load_dataset(root: str | Path, check_images: bool = True) -> Dataset:
     if info.get("format") != FORMAT:
         raise _fail(info_path, None, f"format is {info.get('format')!r}, expected {FORMAT!r}")
     if not isinstance(info.get("version"), int) or info["version"] > FORMAT_VERSION:
-        raise _fail(info_path, None, f"format version {info.get('version')!r} is newer than this phenogen reads")
+        raise _fail(
+            info_path, None, f"format version {info.get('version')!r} is newer than this phenogen reads"
+        )
     trait_names = list(info.get("trait_names", []))
     records: list[Record] = []
     seen: dict[str, int] = {}
@@ -249,7 +263,9 @@ def load_dataset(root: str | Path, check_images: bool = True) -> Dataset:
             trait_cols = {t: col.get(TRAIT_PREFIX + t) for t in trait_names}
             absent = [t for t, c in trait_cols.items() if c is None]
             if absent:
-                raise _fail(manifest, 1, f"trait column(s) {', '.join(absent)} declared in dataset.json are missing")
+                raise _fail(
+                    manifest, 1, f"trait column(s) {', '.join(absent)} declared in dataset.json are missing"
+                )
             for row_no, row in enumerate(reader, start=2):
                 if not row:
                     continue
@@ -276,13 +292,17 @@ def load_dataset(root: str | Path, check_images: bool = True) -> Dataset:
                 _check_record(rec, manifest, row_no, trait_names)
                 if rec.record_id in seen:
                     raise _fail(
-                        manifest, row_no, f"duplicate record_id {rec.record_id!r} (first at row {seen[rec.record_id]})"
+                        manifest,
+                        row_no,
+                        f"duplicate record_id {rec.record_id!r} (first at row {seen[rec.record_id]})",
                     )
                 seen[rec.record_id] = row_no
                 if check_images:
                     for rel in rec.images:
                         if not (root / rel).is_file():
-                            raise _fail(manifest, row_no, f"record {rec.record_id}: image {rel} does not exist")
+                            raise _fail(
+                                manifest, row_no, f"record {rec.record_id}: image {rel} does not exist"
+                            )
                 records.append(rec)
     except UnicodeDecodeError as exc:
         raise _fail(manifest, None, f"not UTF-8 text ({exc})") from exc
