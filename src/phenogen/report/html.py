@@ -316,13 +316,13 @@ def _sweeps(run: Path) -> str:
 
 def _ancestors(run: Path) -> str:
     """Ancestral sequences vs the truth (``phenogen ancestors`` in the demo); empty when not run."""
+    from phenogen.demo import tree_caption_tips
+
     d = run / "ancestors"
     if not (d / "targets.json").is_file():
         return ""
     rec = json.loads((d / "targets.json").read_text(encoding="utf-8"))
     means = rec["all_nodes_mean_identity"]
-    from phenogen.demo import tree_caption_tips
-
     painted = f"the <b>{html.escape(rec['ancestor_sequences'])}</b> sequences"
     if tips := tree_caption_tips(run):
         painted = (
