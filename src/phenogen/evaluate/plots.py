@@ -45,6 +45,7 @@ def plot_trait_rmse(metrics: dict[str, Any], path: str | Path) -> Path:
     splits = list(metrics["splits"])
     methods = list(metrics.get("methods", METHOD_COLORS))
     width = 0.8 / max(1, len(methods))
+    top = 0.0
     for j, m in enumerate(methods):
         xs, ys, errs = [], [], []
         for i, s in enumerate(splits):
@@ -54,10 +55,12 @@ def plot_trait_rmse(metrics: dict[str, Any], path: str | Path) -> Path:
                 ys.append(row["trait_rmse"])
                 errs.append(row.get("trait_rmse_se") or 0.0)  # ± standard error (redrawn images)
         ax.bar(xs, ys, width, yerr=errs, label=m, color=METHOD_COLORS.get(m), capsize=2)
+        top = max([top, *(y + e for y, e in zip(ys, errs, strict=True))])
     ax.set_xticks(range(len(splits)), [_SPLIT_LABELS.get(s, s) for s in splits])
     ax.set_ylabel("trait RMSE (z-scored)")
     ax.set_title("Trait error of generated images vs baselines (lower is better; bars ± s.e.)")
-    ax.legend(ncol=3, fontsize=8, frameon=False)
+    ax.set_ylim(0, 1.2 * top or 1.0)  # headroom: the legend sits above the tallest bar, never on one
+    ax.legend(ncol=len(methods), fontsize=8, frameon=False, loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

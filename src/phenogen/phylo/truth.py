@@ -170,7 +170,7 @@ def plot_identity_vs_depth(result: Mapping[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.0, 4.2), dpi=120)
     for method in result["summary"]:
         pts = [(r["depth"], r[method]) for r in result["nodes"] if r.get(method) is not None]
         if not pts:
@@ -181,7 +181,9 @@ def plot_identity_vs_depth(result: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_xlabel("true node depth (0 = root, 1 = present)")
     ax.set_ylabel("identity with the true ancestral sequence")
     ax.set_title("Ancestral sequences vs the truth")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(
+        fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False
+    )  # beside, not on, the points
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
