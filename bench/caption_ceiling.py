@@ -32,6 +32,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="use the prior's caption encoder as shipped (default: the fine-tuned one in the pipeline)",
     )
+    ap.add_argument(
+        "--caption-decoder",
+        type=Path,
+        help="decode with this caption decoder (a prior's caption_decoder/); 'none' = the VAE's own decoder",
+    )
+    ap.add_argument(
+        "--captions",
+        choices=["true", "dna"],
+        default="true",
+        help="paint the true traits (the ceiling) or what the DNA writes (the model as trained)",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -45,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     cond = pipe.conditioner
     if cond.config.head != "caption":
         sys.exit(f"{args.run}: the image model has no caption head (image.cond_head = 'caption')")
+    if args.caption_decoder is not None:
+        if str(args.caption_decoder) == "none":
+            pipe.caption_decoder = None
+        else:
+            from phenogen.diffusion.caption_decoder import CaptionDecoder
+
+            pipe.caption_decoder = CaptionDecoder.from_pretrained(
+                args.caption_decoder, torch_dtype=torch.float32
+            )
     if args.prior_caption_encoder:
         shipped = CaptionEncoder.from_pretrained(builtin_prior_dir("cpu") / "caption_encoder")
         cond.caption.load_state_dict(shipped.state_dict())
@@ -62,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             hidden = cond.caption(torch.stack([by_sequence[s] for s in sequences]))
         return hidden, torch.ones(hidden.shape[:2], dtype=torch.bool)
 
-    cond.encode = encode
+    if args.captions == "true":
+        cond.encode = encode
+        cond.caption_matrix = lambda sequences: (
+            torch.stack([by_sequence[s] for s in sequences]).double().numpy()
+        )
     gen_cfg = json.loads((args.run / "generated" / "config.json").read_text(encoding="utf-8"))
     eval_cfg = json.loads((args.run / "eval" / "config.json").read_text(encoding="utf-8"))
     splits = eval_cfg.get("evaluate", {}).get("splits", ["heldout", "extinct", "ancestor"])
@@ -70,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {
         "run": str(args.run),
         "caption_encoder": "prior" if args.prior_caption_encoder else "pipeline",
+        "caption_decoder": str(args.caption_decoder) if args.caption_decoder else "pipeline",
+        "captions": args.captions,
     }
     for guidance in args.guidance:
         out = args.out / f"g{guidance:g}"
@@ -92,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, table in result.items():
         if key.startswith("guidance_"):
             for split, row in table.items():
-                print(f"{key:14s} {split:9s} true-trait captions {row['generated']:.3f}   "
+                print(f"{key:14s} {split:9s} {args.captions} captions {row['generated']:.3f}   "
                       f"mean {row['mean']:.3f}  nearest {row['nearest']:.3f}  truth {row['truth']:.3f}")  # fmt: skip
     return 0
 

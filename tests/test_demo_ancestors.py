@@ -131,14 +131,15 @@ def test_tree_captions_file_for_the_ancestor_targets(run_dir, tmp_path):
 
     _ancestor_targets(run_dir, _cfg(run_dir))
     model = _tiny_pipeline_dir(tmp_path / "pipeline", caption=True)
-    assert _tree_captions_file(run_dir, model, run_dir / "config.toml") is None  # the default: sequences
+    only_ancestors = DemoConfig(tree_splits=())
+    assert _tree_captions_file(run_dir, model, run_dir / "config.toml", only_ancestors) is None  # sequences
     conf = tmp_path / "c.toml"
     conf.write_text(
         (run_dir / "config.toml")
         .read_text()
         .replace("[ancestors]", '[ancestors]\nportrait_condition = "tree"')
     )
-    path = _tree_captions_file(run_dir, model, conf)
+    path = _tree_captions_file(run_dir, model, conf, only_ancestors)
     with open(path, encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     targets = json.loads((run_dir / "ancestors" / "targets.json").read_text())["targets"]
@@ -156,7 +157,7 @@ def test_tree_captions_file_for_the_ancestor_targets(run_dir, tmp_path):
     # caption_tips = "train": the training species' captions only, which moves every ancestor's caption
     conf_train = tmp_path / "c_train.toml"
     conf_train.write_text(conf.read_text().replace("[ancestors]", '[ancestors]\ncaption_tips = "train"'))
-    with open(_tree_captions_file(run_dir, model, conf_train), encoding="utf-8") as fh:
+    with open(_tree_captions_file(run_dir, model, conf_train, only_ancestors), encoding="utf-8") as fh:
         rows_train = list(csv.DictReader(fh, delimiter="\t"))
     train = set(load_dataset(run_dir / "data").species("train"))
     assert train < set(written)
@@ -171,7 +172,59 @@ def test_tree_captions_file_for_the_ancestor_targets(run_dir, tmp_path):
         assert not np.allclose(got, expect[t["recon_node"]], atol=1e-3)
     with pytest.raises(ConfigError, match="cond_head"):
         _tree_captions_file(run_dir, _tiny_pipeline_dir(tmp_path / "tokens"), conf)
-    assert _tree_captions_file(run_dir, model, run_dir / "config.toml") is None and not path.exists()
+    assert _tree_captions_file(run_dir, model, run_dir / "config.toml", only_ancestors) is None
+    assert not path.exists()
+
+
+def test_heldout_and_extinct_targets_are_painted_from_their_place_on_the_tree(run_dir, tmp_path):
+    """[demo] tree_splits: each held-out / extinct target's caption is the BM conditional mean at its tip
+    of the training species' written captions (its own left out), blended with its own caption by
+    own_caption_weight; ancestors are untouched by it, and a tokens-head model gets no tree captions."""
+    import csv
+
+    import numpy as np
+    from test_phylo import _tiny_pipeline_dir
+
+    from phenogen.demo import _tree_captions_file
+    from phenogen.diffusion.pipeline import load_pipeline
+    from phenogen.errors import DataError as _DataError
+    from phenogen.phylo.portraits import place_captions, tree_captions
+
+    _ancestor_targets(run_dir, _cfg(run_dir))
+    model = _tiny_pipeline_dir(tmp_path / "pipeline", caption=True)
+    ds = load_dataset(run_dir / "data")
+    species = {r.record_id: r.species for s in ("heldout", "extinct") for r in ds.records(s)}
+    path = _tree_captions_file(run_dir, model, run_dir / "config.toml", DemoConfig())
+    with open(path, encoding="utf-8") as fh:
+        rows = {r["record_id"]: r for r in csv.DictReader(fh, delimiter="\t")}
+    targets = [r.id for r in read_fasta(run_dir / "targets.fasta", policy="mask").records]
+    painted = [t for t in targets if t in species]
+    assert painted and set(rows) == set(painted)  # portrait_condition = sequence: no ancestor rows
+    assert {species[t] for t in painted} & set(ds.species("extinct"))  # fossils are tips of that tree
+    cond = load_pipeline(model).conditioner
+    tips = {
+        r.id: r.sequence for r in read_fasta(run_dir / "ancestors" / "input.fasta", policy="mask").records
+    }
+    train = set(ds.species("train"))
+    written = dict(zip(tips, cond.caption_matrix(list(tips.values())), strict=True))
+    tree = run_dir / "ancestors" / "tree.nwk"
+    expect = tree_captions(
+        tree, {k: v for k, v in written.items() if k in train}, sorted(set(species.values()))
+    )
+    for rid in painted:
+        got = [float(rows[rid][k]) for k in ("size", "hue", "crest")]
+        assert np.allclose(got, expect[species[rid]], atol=1e-4)
+        assert not np.allclose(got, written[species[rid]], atol=1e-3)  # not its own caption
+    some = sorted({species[t] for t in painted})[:2]
+    half = place_captions(cond, tree, tips, train, some, own_weight=0.5)
+    for sp in some:
+        assert np.allclose(half[sp], 0.5 * expect[sp] + 0.5 * written[sp], atol=1e-5)
+    with pytest.raises(_DataError, match="own_weight"):
+        place_captions(cond, tree, tips, train, some, own_weight=2.0)
+    assert _tree_captions_file(run_dir, _tiny_pipeline_dir(tmp_path / "tokens"), run_dir / "config.toml",
+                               DemoConfig()) is None  # fmt: skip
+    with pytest.raises(ValueError, match="tree_splits"):
+        DemoConfig(tree_splits=("ancestor",))
 
 
 @needs_fasttree

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import html
 import io
 import json
 import re
@@ -14,6 +15,7 @@ from PIL import Image
 from toy_clade import fake_generated, make_clade
 
 from phenogen.cli import add_common_arguments
+from phenogen.data.dataset import load_dataset
 from phenogen.errors import InputError
 from phenogen.evaluate.config import EvaluateConfig
 from phenogen.evaluate.metrics import evaluate
@@ -176,3 +178,26 @@ def test_ancestors_section_says_what_the_ancestors_were_painted_from(tmp_path):
     assert "barcodes of every tip write" in section  # no config: caption_tips = "all"
     (tmp_path / "config.toml").write_text('[ancestors]\ncaption_tips = "train"\n')
     assert "barcodes of the training species write" in _ancestors(tmp_path)
+
+
+def test_first_screen_compares_with_every_baseline_and_shows_a_contact_sheet(full_run):
+    """The headline says, per split, whether the portraits beat nearest and mean and how far they are from
+    the oracle; a truth | generated contact sheet of held-out species (labelled) follows it at once."""
+    from phenogen.report.html import verdict_lines
+
+    metrics = json.loads((full_run / "eval" / "metrics.json").read_text())
+    lines = verdict_lines(metrics)
+    assert len(lines) == len(metrics["splits"])
+    held = metrics["splits"]["heldout"]["methods"]
+    line = next(v for v in lines if v.startswith("Held-out living species"))
+    gen, near = held["generated"]["trait_rmse"], held["nearest"]["trait_rmse"]
+    assert ("beats nearest" in line) == (gen < near)
+    assert ("worse than" in line) == (gen >= min(near, held["mean"]["trait_rmse"]))
+    assert f"{gen / held['oracle']['trait_rmse']:.2f} × oracle" in line
+    page = build_report(full_run).read_text()
+    first = page.split('<h2 id="s1">')[0]  # the headline section only
+    assert html.escape(line) in first
+    assert "true render (top) and generated portrait" in first
+    ds_species = {r.species for r in load_dataset(full_run / "data").records("heldout")}
+    assert any(f">{sp}</th>" in first for sp in ds_species)  # columns labelled with species names
+    assert len(_images(first)) >= 2 * min(len(ds_species), 16)

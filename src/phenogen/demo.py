@@ -60,6 +60,22 @@ class DemoConfig:
         default=(10, 25, 50), metadata={"help": "denoising steps for the sweep"}
     )
     sweep_sequences: int = field(default=3, metadata={"help": "held-out sequences shown in the sweeps"})
+    tree_splits: tuple[str, ...] = field(
+        default=("heldout", "extinct"),
+        metadata={
+            "help": "caption-head models: target splits of *tips* (heldout, extinct) painted from the captions "
+            "of the training species reconstructed at their place on the ancestors stage's tree (Brownian "
+            "motion, as the ancestors), blended with their own barcode's caption by own_caption_weight; () = "
+            "their own barcodes only. Ancestors follow [ancestors] portrait_condition"
+        },
+    )
+    own_caption_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "tree_splits: weight of a tip's own written caption against its tree caption (0 = the tree's "
+            "alone, 1 = its own alone)"
+        },
+    )
     ancestor_sequences: Literal["reconstructed", "true"] = field(
         default="reconstructed",
         metadata={
@@ -75,6 +91,11 @@ class DemoConfig:
             raise ValueError(
                 f"ancestor_sequences must be 'reconstructed' or 'true', got {self.ancestor_sequences!r}"
             )
+        bad = [t for t in self.tree_splits if t not in ("heldout", "extinct")]
+        if bad:
+            raise ValueError(f"tree_splits takes heldout and extinct, got {', '.join(bad)}")
+        if not 0.0 <= self.own_caption_weight <= 1.0:
+            raise ValueError(f"own_caption_weight must be in [0, 1], got {self.own_caption_weight}")
         if self.sweep_sequences < 0 or self.max_targets_per_split < 0:
             raise ValueError("sweep_sequences and max_targets_per_split must be >= 0")
 
@@ -211,10 +232,14 @@ def _ancestor_targets(out: Path, cfg: DemoConfig) -> dict[str, int]:
     return counts
 
 
-def _tree_captions_file(out: Path, pipeline: Path, resolved: Path) -> Path | None:
+def _tree_captions_file(
+    out: Path, pipeline: Path, resolved: Path, demo: DemoConfig | None = None
+) -> Path | None:
     """``[ancestors] portrait_condition = "tree"``: write RUN/ancestors/captions.tsv, the caption of each
     ancestor target reconstructed on the ancestors stage's tree from the captions the tips' barcodes
-    write (:func:`phenogen.phylo.portraits.tree_captions`); ``None`` for ``"sequence"``."""
+    write (:func:`phenogen.phylo.portraits.tree_captions`); with ``[demo] tree_splits`` the held-out and
+    extinct targets too, each at its own tip (:func:`phenogen.phylo.portraits.place_captions`); ``None``
+    when nothing is painted from the tree."""
     from phenogen.config import load_sections
     from phenogen.diffusion.conditioning import DNAConditioner
     from phenogen.diffusion.generate import write_captions
@@ -226,18 +251,39 @@ def _tree_captions_file(out: Path, pipeline: Path, resolved: Path) -> Path | Non
     anc = out / "ancestors"
     path = anc / "captions.tsv"
     cfg = load_sections({"ancestors": AncestorsConfig}, resolved)["ancestors"]
-    if cfg.portrait_condition != "tree":
+    demo = demo or DemoConfig()
+    cond = DNAConditioner.from_pretrained(pipeline / "conditioner").eval()
+    splits = demo.tree_splits if cond.config.head == "caption" else ()
+    if cfg.portrait_condition != "tree" and not splits:
         path.unlink(missing_ok=True)  # a rerun into the same directory: no stale captions
         return None
-    cond = DNAConditioner.from_pretrained(pipeline / "conditioner").eval()
-    targets = json.loads((anc / "targets.json").read_text(encoding="utf-8"))["targets"]
     tips = {r.id: r.sequence for r in read_fasta(anc / "input.fasta", policy="mask", allow_gaps=True).records}
-    used = training_species(out / "data") if cfg.caption_tips == "train" else None
-    recon = reconstruct_captions(cond, anc / "tree.nwk", tips, [t["recon_node"] for t in targets], used)
-    write_captions(path, cond.caption_names, {t["record_id"]: recon[t["recon_node"]] for t in targets})
-    n_used = len(tips) if used is None else len(used & set(tips))
-    print(f"[demo] ancestor targets painted from tree captions ({len(targets)} nodes, {n_used} of {len(tips)} tips)",
-          file=sys.stderr)  # fmt: skip
+    captions: dict[str, Any] = {}
+    if cfg.portrait_condition == "tree":
+        targets = json.loads((anc / "targets.json").read_text(encoding="utf-8"))["targets"]
+        used = training_species(out / "data") if cfg.caption_tips == "train" else None
+        recon = reconstruct_captions(cond, anc / "tree.nwk", tips, [t["recon_node"] for t in targets], used)
+        captions |= {t["record_id"]: recon[t["recon_node"]] for t in targets}
+        n_used = len(tips) if used is None else len(used & set(tips))
+        print(f"[demo] ancestor targets painted from tree captions ({len(targets)} nodes, {n_used} of {len(tips)} "
+              "tips)", file=sys.stderr)  # fmt: skip
+    if splits:
+        from phenogen.data.dataset import load_dataset
+        from phenogen.phylo.portraits import place_captions
+
+        species = {r.record_id: r.species for s in splits for r in load_dataset(out / "data").records(s)}
+        wanted = {}
+        for line in (out / "targets.fasta").read_text(encoding="utf-8").splitlines():
+            if line.startswith(">") and any(f"split={s}" in line for s in splits):
+                rid = line[1:].split()[0]
+                if species.get(rid) in tips:
+                    wanted[rid] = species[rid]
+        placed = place_captions(cond, anc / "tree.nwk", tips, training_species(out / "data"),
+                                sorted(set(wanted.values())), own_weight=demo.own_caption_weight)  # fmt: skip
+        captions |= {rid: placed[sp] for rid, sp in wanted.items()}
+        print(f"[demo] {len(wanted)} {' and '.join(splits)} targets painted from their place on the tree "
+              f"(own caption weight {demo.own_caption_weight:g})", file=sys.stderr)  # fmt: skip
+    write_captions(path, cond.caption_names, captions)
     return path
 
 
@@ -322,7 +368,7 @@ def run_demo(out: Path, config_file: Path | None, overrides: list[str], skip_rep
     counts = _ancestor_targets(out, cfg)
     print(f"[demo] targets: {counts}", file=sys.stderr)
     pipeline = image / "pipeline"
-    from_tree = _tree_captions_file(out, pipeline, resolved)
+    from_tree = _tree_captions_file(out, pipeline, resolved, cfg)
     stage(
         "generate",
         ["generate", "--model", str(pipeline), "--fasta", str(out / "targets.fasta"), "--out", str(gen),
@@ -380,8 +426,11 @@ def _run_sweeps(stage: _Stages, out: Path, pipeline: Path, cfg: DemoConfig, comm
 
 def _print_headline(out: Path, metrics: dict, summary: dict) -> None:
     from phenogen.evaluate.steps import rmse_text
+    from phenogen.report.html import verdict_lines
 
     print(f"\nphenogen demo finished in {summary['total_minutes']:.1f} min", flush=True)
+    for line in verdict_lines(metrics):
+        print(f"  {line}")
     splits = metrics.get("splits", {})
     for split in ("heldout", "extinct", "ancestor", "train"):
         methods = splits.get(split, {}).get("methods", {})

@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guidance", type=float, help="classifier-free guidance scale (generate.guidance_scale)"
     )
-    parser.add_argument("--scheduler", help="ddim, ddpm, dpm++2m-karras or euler-a (generate.scheduler)")
+    parser.add_argument(
+        "--scheduler", help="ddim, ddpm, dpm++2m-karras, unipc, euler or euler-a (generate.scheduler)"
+    )
     parser.add_argument("--seed", type=int, help="random seed (generate.seed)")
     parser.add_argument("--batch-size", type=int, help="sequences denoised together (generate.batch_size)")
     parser.add_argument(

@@ -38,10 +38,16 @@ def run(args: argparse.Namespace) -> int:
     save_resolved({"prior": cfg}, out, command="pretrain-image")
     record = pretrain_prior(out, cfg, progress=not args.no_progress)
     s = record["seconds"]
+    unet = f"UNet {record['unet_steps']} steps"
+    if record["unet_loss_last100"] is not None:
+        unet += f" (loss {record['unet_loss_last100']:.4f})"
+    cd = record.get("caption_decoder")
+    if cd:
+        unet += (f", caption decoder {cd['steps']} steps (recon MSE {cd['recon_mse_fresh']:.4f}, the VAE's decoder "
+                 f"{cd['recon_mse_fresh_plain_decoder']:.4f})")  # fmt: skip
     print(
         f"prior in {out}: VAE {record['vae_steps']} steps (recon MSE {record['vae_recon_mse_fresh']:.4f}), "
-        f"UNet {record['unet_steps']} steps (loss {record['unet_loss_last100']:.4f}); "
-        f"{sum(s.values()) / 60:.1f} min; samples: {out / 'samples.png'}",
+        f"{unet}; {sum(s.values()) / 60:.1f} min; samples: {out / 'samples.png'}",
         file=sys.stderr,
     )
     return 0

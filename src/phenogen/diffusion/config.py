@@ -108,6 +108,23 @@ class ImageConfig:
     train_caption_encoder: bool = field(
         default=True, metadata={"help": "caption head: fine-tune the prior's caption encoder too"}
     )
+    decoder_loss_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "caption head with a prior that has a caption decoder: weight of the pixel loss of "
+            "decoding each training photo's latents with the caption its barcode writes (the caption must "
+            "describe the photo, colour included; the decoder stays frozen). 0 = diffusion loss only"
+        },
+    )
+    decoder_loss_batch: int = field(
+        default=8, metadata={"help": "images of each batch that the decoder loss decodes"}
+    )
+    decoder_loss_crop: int = field(
+        default=32,
+        metadata={
+            "help": "the decoder loss decodes one random window of this side per batch (0 = whole images)"
+        },
+    )
     feature_dropout: float = field(
         default=0.0,
         metadata={
@@ -141,7 +158,9 @@ class ImageConfig:
     max_minutes: float = field(
         default=0.0,
         metadata={
-            "help": "wall-clock budget of the UNet loop; stops cleanly, checkpoints and saves. 0 = none"
+            "help": "safety cap on the wall-clock time of training: the step count stays fixed (a slow machine "
+            "is slower, not worse); a run that reaches the cap stops cleanly, warns loudly, checkpoints and "
+            "saves (resume to finish). 0 = none"
         },
     )
     sample_every: int = field(
@@ -249,6 +268,10 @@ class ImageConfig:
             )
         if not self.train_unet and not self.init:
             raise ValueError("image.train_unet = false freezes a pretrained UNet: set image.init to a prior")
+        if self.decoder_loss_weight < 0 or self.decoder_loss_batch < 1 or self.decoder_loss_crop < 0:
+            raise ValueError(
+                "decoder_loss_weight and decoder_loss_crop must be >= 0 and decoder_loss_batch >= 1"
+            )
         if not 0.0 <= self.feature_dropout < 1.0:
             raise ValueError(f"feature_dropout must be in [0, 1), got {self.feature_dropout}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
@@ -276,8 +299,11 @@ class GenerateConfig:
         default=8.0,
         metadata={"help": "classifier-free guidance scale (1 = conditional only; the thesis used 8)"},
     )
-    scheduler: Literal["ddim", "ddpm", "dpm++2m-karras", "euler-a"] = field(
-        default="ddim", metadata={"help": "sampler: ddim, ddpm, dpm++2m-karras (DPM-Solver++ 2M), euler-a"}
+    scheduler: Literal["ddim", "ddpm", "dpm++2m-karras", "unipc", "euler", "euler-a"] = field(
+        default="ddim",
+        metadata={
+            "help": "sampler: ddim, ddpm, dpm++2m-karras (DPM-Solver++ 2M), unipc, euler (Karras), euler-a"
+        },
     )
     images_per_sequence: int = field(default=1, metadata={"help": "portraits per sequence"})
     seed: int = field(default=0, metadata={"help": "seed; image k of record i is reproducible on its own"})

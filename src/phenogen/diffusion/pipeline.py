@@ -1,9 +1,12 @@
 """``DNAToImagePipeline``: from barcodes to images, as a diffusers ``DiffusionPipeline``.
 
 Components: ``vae`` (AutoencoderKL), ``unet`` (UNet2DConditionModel), ``scheduler`` (any diffusers
-scheduler; swap with :func:`make_scheduler`) and ``conditioner``
+scheduler; swap with :func:`make_scheduler`), ``conditioner``
 (:class:`~phenogen.diffusion.conditioning.DNAConditioner`, which carries the frozen DNA LM for the
-``gpt2`` encoder). ``save_pretrained`` writes ``model_index.json`` plus one folder per component
+``gpt2`` encoder) and, optionally, ``caption_decoder``
+(:class:`~phenogen.diffusion.caption_decoder.CaptionDecoder`): with the ``caption`` head, the latents
+are decoded *with the caption the UNet was given* (the colours the 4× latents cannot hold come from it);
+without one, or with the ``tokens`` head, the VAE's own decoder is used. ``save_pretrained`` writes ``model_index.json`` plus one folder per component
 (safetensors + JSON config); ``from_pretrained`` reads a local directory back.
 
 Sampling follows Stable Diffusion's pipeline: classifier-free guidance is one batched UNet call on
@@ -27,7 +30,9 @@ from diffusers import (
     DiffusionPipeline,
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
     ImagePipelineOutput,
+    UniPCMultistepScheduler,
 )
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
@@ -40,14 +45,15 @@ from phenogen.errors import CheckpointError, ConfigError, InputError
 
 __all__ = ["DNAToImagePipeline", "make_scheduler", "SCHEDULERS", "load_pipeline"]
 
-SCHEDULERS = ("ddim", "ddpm", "dpm++2m-karras", "euler-a")
+SCHEDULERS = ("ddim", "ddpm", "dpm++2m-karras", "unipc", "euler", "euler-a")
 
 
 def make_scheduler(name: str, config) -> object:
     """A sampling scheduler built from the training scheduler's ``config`` (``from_config``).
 
     ``ddim`` (deterministic), ``ddpm`` (ancestral, the training chain), ``dpm++2m-karras``
-    (DPM-Solver++ 2M with Karras sigmas) and ``euler-a`` (Euler ancestral).
+    (DPM-Solver++ 2M with Karras sigmas), ``unipc`` (UniPC, bh2, order 2), ``euler`` (Euler with Karras
+    sigmas, deterministic) and ``euler-a`` (Euler ancestral).
     """
     if name == "ddim":
         return DDIMScheduler.from_config(config)
@@ -57,6 +63,10 @@ def make_scheduler(name: str, config) -> object:
         return DPMSolverMultistepScheduler.from_config(
             config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
         )
+    if name == "unipc":
+        return UniPCMultistepScheduler.from_config(config, solver_order=2, solver_type="bh2")
+    if name == "euler":
+        return EulerDiscreteScheduler.from_config(config, use_karras_sigmas=True)
     if name == "euler-a":
         return EulerAncestralDiscreteScheduler.from_config(config)
     raise InputError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
@@ -66,10 +76,13 @@ class DNAToImagePipeline(DiffusionPipeline):
     """Paint images from DNA barcodes with a DNA-conditioned latent diffusion model."""
 
     model_cpu_offload_seq = "conditioner->unet->vae"
+    _optional_components = ["caption_decoder"]
 
-    def __init__(self, vae, unet, scheduler, conditioner: DNAConditioner):
+    def __init__(self, vae, unet, scheduler, conditioner: DNAConditioner, caption_decoder=None):
         super().__init__()
-        self.register_modules(vae=vae, unet=unet, scheduler=scheduler, conditioner=conditioner)
+        self.register_modules(
+            vae=vae, unet=unet, scheduler=scheduler, conditioner=conditioner, caption_decoder=caption_decoder
+        )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
@@ -202,16 +215,23 @@ class DNAToImagePipeline(DiffusionPipeline):
         do_cfg = guidance_scale != 1.0
 
         # 2. encode the barcodes (conditional and null embeddings); eval mode, restored at the end
-        modes = {m: m.training for m in (self.vae, self.unet, self.conditioner)}
+        parts = (self.vae, self.unet, self.conditioner, self.caption_decoder)
+        modes = {m: m.training for m in parts if m is not None}
         for m in modes:
             m.eval()
+        caption_values = None  # what the caption decoder paints from (the caption head only)
+        use_decoder = self.caption_decoder is not None and self.conditioner.config.head == "caption"
         if captions is None:
             cond, cond_mask = self.conditioner.encode(seqs, device=device)  # (B, T, D), (B, T)
+            if use_decoder:
+                caption_values = torch.as_tensor(self.conditioner.caption_matrix(seqs), dtype=torch.float32)
         else:
             try:
                 cond, cond_mask = self.conditioner.encode_captions(captions, device=device)
             except (ValueError, ConfigError) as exc:
                 raise InputError(f"captions: {exc}") from None
+            if use_decoder:
+                caption_values = torch.as_tensor(np.asarray(captions, dtype=np.float32))
         cond = cond.repeat_interleave(num_images_per_sequence, dim=0).to(dtype)
         cond_mask = cond_mask.repeat_interleave(num_images_per_sequence, dim=0)
         uncond = uncond_mask = None
@@ -244,7 +264,12 @@ class DNAToImagePipeline(DiffusionPipeline):
         if output_type == "latent":
             images = latents
         else:
-            decoded = self.vae.decode(unscale_latents(self.vae, latents)).sample
+            z = unscale_latents(self.vae, latents)
+            if caption_values is not None:
+                c = caption_values.to(device).repeat_interleave(num_images_per_sequence, dim=0)
+                decoded = self.caption_decoder(z, c)
+            else:
+                decoded = self.vae.decode(z).sample
             images = self.image_processor.postprocess(decoded.float(), output_type=output_type)
         self.maybe_free_model_hooks()
         for m, mode in modes.items():

@@ -120,7 +120,31 @@ class PriorConfig:
     decoder_minutes: float = field(
         default=0.0, metadata={"help": "decoder-only fine-tuning after the UNet (encoder frozen); 0 = none"}
     )
-    unet_minutes: float = field(default=30.0, metadata={"help": "wall-clock budget of the UNet"})
+    unet_minutes: float = field(
+        default=30.0, metadata={"help": "wall-clock budget of the UNet (0 with init: keep its UNet as it is)"}
+    )
+    caption_decoder_minutes: float = field(
+        default=0.0,
+        metadata={
+            "help": "captioned priors: train a caption decoder (the VAE decoder + FiLM on the caption, "
+            "phenogen.diffusion.caption_decoder) for this many minutes after the UNet; 0 = none (an init "
+            "prior's caption decoder is kept)"
+        },
+    )
+    caption_decoder_steps: int = field(
+        default=20000, metadata={"help": "caption decoder steps (the budget may stop it earlier)"}
+    )
+    caption_decoder_batch: int = field(default=32, metadata={"help": "caption decoder batch size"})
+    caption_decoder_denoised: float = field(
+        default=0.0,
+        metadata={
+            "help": "caption decoder: fraction of each batch decoded from the UNet's one-step clean-latent "
+            "estimate of a noised copy (the soft latents sampling gives) instead of the encoder's"
+        },
+    )
+    caption_decoder_crop: int = field(
+        default=0, metadata={"help": "caption decoder: train on random crops of this side (0 = whole images)"}
+    )
     unet_steps: int = field(default=40000, metadata={"help": "UNet steps (the budget may stop it earlier)"})
     batch_size: int = field(default=32, metadata={"help": "UNet batch size"})
     lr: float = field(default=1e-3, metadata={"help": "UNet peak learning rate (AdamW, cosine)"})
@@ -174,12 +198,24 @@ class PriorConfig:
             raise ValueError("n_images must be >= 8 and batch_size >= 1")
         if self.decoder_minutes < 0:
             raise ValueError(f"decoder_minutes must be >= 0, got {self.decoder_minutes}")
-        if min(self.vae_minutes, self.unet_minutes) <= 0 or min(self.vae_steps, self.unet_steps) < 1:
-            raise ValueError("vae/unet minutes must be > 0 and steps >= 1")
+        if self.vae_minutes <= 0 or self.unet_minutes < 0 or min(self.vae_steps, self.unet_steps) < 1:
+            raise ValueError("vae minutes must be > 0, unet minutes >= 0 and steps >= 1")
         if not 0 < self.trait_sd <= 3:
             raise ValueError(f"trait_sd must be in (0, 3], got {self.trait_sd}")
         if self.vae_widen < 0 or self.anchor_weight < 0:
             raise ValueError("vae_widen and anchor_weight must be >= 0")
+        if not 0.0 <= self.caption_decoder_denoised <= 1.0:
+            raise ValueError(f"caption_decoder_denoised must be in [0, 1], got {self.caption_decoder_denoised}")
+        if self.caption_decoder_batch < 1 or self.caption_decoder_crop < 0:
+            raise ValueError("caption_decoder_batch must be >= 1 and caption_decoder_crop >= 0")
+        if self.unet_minutes < 0 or self.caption_decoder_minutes < 0:
+            raise ValueError("unet_minutes and caption_decoder_minutes must be >= 0")
+        if self.unet_minutes == 0 and not self.init:
+            raise ValueError(
+                "unet_minutes = 0 keeps an init prior's UNet: set init (a prior directory or 'builtin')"
+            )
+        if self.caption_decoder_minutes > 0 and not self.captions:
+            raise ValueError("caption_decoder_minutes needs captions = true (it decodes with the caption)")
         if self.vae_widen and not self.init:
             raise ValueError(
                 "vae_widen widens an existing prior's VAE: set init (a prior directory or 'builtin'); "
@@ -268,10 +304,19 @@ def zero_cross_attention_out(unet) -> int:
 
 @torch.no_grad()
 def sample_unconditional(
-    unet, vae, n: int, steps: int, seed: int, context: torch.Tensor | None = None, guidance: float = 1.0
+    unet,
+    vae,
+    n: int,
+    steps: int,
+    seed: int,
+    context: torch.Tensor | None = None,
+    guidance: float = 1.0,
+    caption_decoder=None,
+    captions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``n`` images ``(n, 3, H, W)`` in [0, 1] (DDIM): unconditional (zero context), or from caption
-    tokens ``context (n, T, D)`` with classifier-free guidance ``guidance`` against the zero context."""
+    tokens ``context (n, T, D)`` with classifier-free guidance ``guidance`` against the zero context;
+    decoded by ``caption_decoder`` with ``captions (n, n_traits)`` when both are given."""
     from diffusers import DDIMScheduler
 
     from phenogen.diffusion.components import build_noise_scheduler
@@ -293,8 +338,28 @@ def sample_unconditional(
         x = sched.step(eps, t, x).prev_sample
     from phenogen.diffusion.vae import unscale_latents
 
-    images = vae.decode(unscale_latents(vae, x)).sample
+    z = unscale_latents(vae, x)
+    if caption_decoder is not None and captions is not None:
+        images = caption_decoder(z, captions.to(z.dtype))
+    else:
+        images = vae.decode(z).sample
     return ((images + 1) / 2).clamp(0, 1)
+
+
+@torch.no_grad()
+def _caption_decoder_mse(vae, caption_decoder, images: torch.Tensor, traits) -> float:
+    """MSE (on [-1, 1]) of decoding uint8 ``images``' posterior means with ``caption_decoder`` and their
+    captions (``None``: the VAE's own decoder)."""
+    from phenogen.diffusion.vae import to_model_range
+
+    x = to_model_range(images)
+    z = vae.encode(x).latent_dist.mean
+    if caption_decoder is None:
+        recon = vae.decode(z).sample
+    else:
+        caption_decoder.eval()
+        recon = caption_decoder(z, torch.as_tensor(traits, dtype=torch.float32))
+    return float(((recon - x) ** 2).mean())
 
 
 @torch.no_grad()
@@ -436,6 +501,8 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
     budget, losses, start = cfg.unet_minutes * 60, [], time.perf_counter()
     bar = tqdm(total=plan["steps"], desc="prior unet", disable=not progress, dynamic_ncols=True)
     step = 0
+    if cfg.unet_minutes == 0:  # keep the init prior's UNet (and caption encoder) exactly
+        plan["steps"] = 0
     while step < plan["steps"]:
         idx = torch.randint(0, len(mean), (cfg.batch_size,), generator=gen)
         z = scale_latents(vae, mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen))
@@ -466,9 +533,53 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         if elapsed > budget:
             break
     bar.close()
-    ema.copy_to(params)
+    if step:
+        ema.copy_to(params)
     unet.eval()
     seconds["unet"] = time.perf_counter() - t0
+
+    caption_decoder, cd_losses, cd_record = None, [], None
+    if cfg.caption_decoder_minutes > 0:  # the colours the latents cannot hold, read from the caption
+        from phenogen.diffusion.caption_decoder import CaptionDecoder, train_caption_decoder, unet_denoiser
+
+        t0 = time.perf_counter()
+        cd_init = None if init_dir is None or cfg.vae_widen else init_dir / "caption_decoder"
+        if cd_init is not None and (cd_init / "config.json").is_file():  # continue the init prior's
+            caption_decoder = CaptionDecoder.from_pretrained(cd_init, torch_dtype=torch.float32)
+        else:  # start as the VAE's own decoder
+            cd_init = None
+            caption_decoder = CaptionDecoder.from_vae(vae, traits_t.shape[1], traits=(*CONTINUOUS, *DISCRETE))
+        plain = _caption_decoder_mse(vae, None, fresh, fresh_traits)
+        denoiser = None
+        if cfg.caption_decoder_denoised > 0:
+            captioner.eval()
+            denoiser = unet_denoiser(unet.eval(), captioner, vae, sched)
+        cd_losses = train_caption_decoder(
+            caption_decoder, mean, std, traits_t, images, cfg.caption_decoder_steps, batch_size=cfg.caption_decoder_batch,
+            max_seconds=cfg.caption_decoder_minutes * 60, seed=cfg.seed, foreground_weight=cfg.vae_foreground_weight,
+            crop=cfg.caption_decoder_crop, denoiser=denoiser, denoised_fraction=cfg.caption_decoder_denoised,
+            progress=progress,
+        )  # fmt: skip
+        cd_record = {
+            "init": str(cd_init) if cd_init is not None else "the VAE's decoder",
+            "steps": len(cd_losses),
+            "loss_last100": float(np.mean(cd_losses[-100:])),
+            "recon_mse_fresh": _caption_decoder_mse(vae, caption_decoder, fresh, fresh_traits),
+            "recon_mse_fresh_plain_decoder": plain,
+        }
+        seconds["caption_decoder"] = time.perf_counter() - t0
+        log.info("caption decoder: %d steps, recon MSE %.4f (plain decoder %.4f)", len(cd_losses),
+                 cd_record["recon_mse_fresh"], plain)  # fmt: skip
+    elif (
+        init_dir is not None
+        and (init_dir / "caption_decoder" / "config.json").is_file()
+        and not cfg.vae_widen
+    ):
+        from phenogen.diffusion.caption_decoder import CaptionDecoder
+
+        caption_decoder = CaptionDecoder.from_pretrained(
+            init_dir / "caption_decoder", torch_dtype=torch.float32
+        )
 
     decoder_steps, recon_after = 0, recon_mse
     if cfg.decoder_minutes > 0:  # sharper colours without moving the latent space the UNet learned
@@ -490,9 +601,14 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         captioner.eval()
         with torch.no_grad():
             context = captioner(torch.as_tensor(fresh_traits[:8], dtype=torch.float32))
-        drawn = sample_unconditional(unet, vae, 8, 25, cfg.seed, context=context, guidance=3.0)
+        caps = torch.as_tensor(fresh_traits[:8], dtype=torch.float32)
+        drawn = sample_unconditional(unet, vae, 8, 25, cfg.seed, context=context, guidance=3.0,
+                                     caption_decoder=caption_decoder, captions=caps)  # fmt: skip
         _grid(torch.cat([fresh[:8].float() / 255, drawn]), 8, out / "caption_samples.png")
         captioner.save_pretrained(out / "caption_encoder", safe_serialization=True)
+    if caption_decoder is not None:
+        dt = torch.float16 if cfg.save_fp16 else torch.float32
+        caption_decoder.to(dt).save_pretrained(out / "caption_decoder", safe_serialization=True)
     dtype = torch.float16 if cfg.save_fp16 else torch.float32
     vae.to(dtype).save_pretrained(out / "vae", safe_serialization=True)
     unet.to(dtype).save_pretrained(out / "unet", safe_serialization=True)
@@ -511,7 +627,7 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         "latents_mean": getattr(vae.config, "latents_mean", None),
         "latents_std": getattr(vae.config, "latents_std", None),
         "unet_steps": step,
-        "unet_loss_last100": float(np.mean(losses[-100:])),
+        "unet_loss_last100": float(np.mean(losses[-100:])) if losses else None,
         "unet_losses_every": every,
         "unet_losses": losses[::every],
         "cross_attention_layers_zeroed": n_zeroed,
@@ -519,6 +635,7 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         "init": str(init_dir) if init_dir is not None else None,
         "init_record": _init_record(init_dir),
         "caption_encoder_from": str(caption_init) if caption_init is not None else None,
+        "caption_decoder": cd_record,
         "note": "renders of random birds only (captions: their own trait values): no clade, tree, "
         "barcode or species went into this prior",
     }

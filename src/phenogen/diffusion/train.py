@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,6 +248,7 @@ def train_image_model(
 
     from phenogen.accel import new_accelerator
     from phenogen.diffusion import components
+    from phenogen.diffusion.caption_decoder import caption_decoder_loss
     from phenogen.diffusion.conditioning import build_conditioner
     from phenogen.diffusion.pipeline import DNAToImagePipeline, make_scheduler
     from phenogen.diffusion.prior import load_prior_unet, resolve_init
@@ -405,6 +407,22 @@ def train_image_model(
         unet = unet.to(device)
         conditioner, optimizer, lr_scheduler = accelerator.prepare(conditioner, optimizer, lr_scheduler)
     raw_unet, raw_cond = accelerator.unwrap_model(unet), accelerator.unwrap_model(conditioner)
+    caption_decoder = None  # the prior's caption decoder: paints with the caption (frozen; decoder loss)
+    if (
+        cfg.cond_head == "caption"
+        and prior_dir is not None
+        and (prior_dir / "caption_decoder" / "config.json").is_file()
+    ):
+        from phenogen.diffusion.caption_decoder import CaptionDecoder
+
+        caption_decoder = CaptionDecoder.from_pretrained(
+            prior_dir / "caption_decoder", torch_dtype=torch.float32
+        )
+        caption_decoder.to(device).eval().requires_grad_(False)
+        if caption_decoder.config.n_traits != raw_cond.config.caption_n:
+            raise CheckpointError(f"{prior_dir}: the caption decoder reads {caption_decoder.config.n_traits} values, "
+                                  f"the caption encoder {raw_cond.config.caption_n}")  # fmt: skip
+    use_decoder_loss = caption_decoder is not None and cfg.decoder_loss_weight > 0
     ema_params = [p for p in raw_unet.parameters() if p.requires_grad] + raw_cond.trainable_parameters()
     # on a GPU, foreach: one multi-tensor update instead of a Python loop over every parameter (with fused
     # AdamW, 1.3-1.5x the training images/s on an H100); on the CPU the loop measured 5 % faster (BENCHMARKS.md)
@@ -428,7 +446,13 @@ def train_image_model(
         plan["steps"] = state.get("planned_steps", total_steps)
         log.info("resumed from %s at step %d", ckpts[-1], global_step)
 
-    pipe = DNAToImagePipeline(vae, raw_unet, make_scheduler("ddim", noise_scheduler.config), raw_cond)
+    pipe = DNAToImagePipeline(
+        vae,
+        raw_unet,
+        make_scheduler("ddim", noise_scheduler.config),
+        raw_cond,
+        caption_decoder=caption_decoder,
+    )
     pipe.set_progress_bar_config(disable=True)
     sample_rows = [train.sequences[i] for i in _spread(len(train.sequences), SAMPLE_ROWS)]
     sample_rows += [heldout.sequences[i] for i in _spread(len(heldout.sequences), SAMPLE_ROWS)]
@@ -459,7 +483,27 @@ def train_image_model(
         else:
             f, m = raw_cond.featurize([train.sequences[i] for i in sidx.tolist()])
         width = int(m.sum(1).max())  # trim padding to the batch's longest barcode
-        return scale_latents(vae, z), f[:, :width].to(device), m[:, :width].to(device)
+        if not use_decoder_loss:
+            return scale_latents(vae, z), f[:, :width].to(device), m[:, :width].to(device), None
+        k = min(
+            cfg.decoder_loss_batch, len(idx)
+        )  # the photos (flipped as their latents) for the decoder loss
+        x = to_model_range(train.images[idx[:k]])
+        if cfg.hflip:
+            x = torch.where(flip[:k, None, None, None], x.flip(-1), x)
+        zk, x = mean[:k], x.to(device)
+        s = x.shape[-1] // zk.shape[-1]
+        if 0 < cfg.decoder_loss_crop < x.shape[-1]:  # one random window, aligned to the latent grid
+            side = max(1, cfg.decoder_loss_crop // s)
+            i, j = (
+                int(v) for v in torch.randint(0, zk.shape[-1] - side + 1, (2,), generator=gen, device=device)
+            )
+            zk, x = (
+                zk[..., i : i + side, j : j + side],
+                x[..., i * s : (i + side) * s, j * s : (j + side) * s],
+            )
+        pix = (zk, x)
+        return scale_latents(vae, z), f[:, :width].to(device), m[:, :width].to(device), pix
 
     def loop_state() -> dict:
         return {
@@ -494,16 +538,22 @@ def train_image_model(
     bar = tqdm(
         total=plan["steps"], initial=global_step, desc="train-image", disable=not progress, dynamic_ncols=True
     )
-    images_seen, side_seconds, first_step = 0, 0.0, global_step
+    images_seen, side_seconds = 0, 0.0
     export_reserve = 30.0  # seconds kept for the final sample grid and saving (re-measured when sampling)
     while global_step < plan["steps"]:
         epoch, pos = divmod(micro, micro_per_epoch)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         idx = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
         with accelerator.accumulate(unet, conditioner):
-            latents, f, m = batch_inputs(idx)
+            latents, f, m, pix = batch_inputs(idx)
             with accelerator.autocast():
                 loss = diffusion_loss(unet, conditioner, noise_scheduler, latents, f, m, gen, cfg.snr_gamma)
+                if pix is not None:  # the written caption must describe the photo: decode it with the caption
+                    k = len(pix[0])
+                    written = raw_cond.caption_values(f[:k], m[:k])
+                    loss = loss + cfg.decoder_loss_weight * caption_decoder_loss(
+                        caption_decoder, pix[0], written, pix[1], foreground_weight=10.0
+                    )
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(params, 1.0)
@@ -533,24 +583,17 @@ def train_image_model(
             _save_checkpoint(accelerator, ckpt_root / f"checkpoint-{global_step:06d}", loop_state(), gen, ema,
                              cfg.checkpoints_total_limit)  # fmt: skip
         side_seconds += time.perf_counter() - ts
-        if budget and global_step - first_step >= 10 and global_step % 10 == 0:
-            # fit the schedule to the time left: the cosine then ends when the budget does
-            per_step = (time.perf_counter() - t0 - side_seconds) / (global_step - first_step)
-            left = budget - (time.perf_counter() - t_start) - export_reserve
-            fitted = max(global_step + 1, global_step + int(left / per_step))
-            if fitted < plan["steps"] or plan["steps"] < total_steps:
-                plan["steps"] = min(total_steps, fitted)
-                bar.total = plan["steps"]
         if stop_after_steps is not None and global_step >= stop_after_steps:
             stopped = "interrupted"
             break
-        if budget and time.perf_counter() - t_start > budget:
-            log.warning(
-                "train-image: time budget of %.1f min spent at step %d of %d",
-                cfg.max_minutes,
-                global_step,
-                total_steps,
-            )
+        if budget and time.perf_counter() - t_start > budget - export_reserve:
+            # a safety cap, not a schedule: the step count is fixed so that a slow machine is slower, not
+            # worse; a run stopped here is a different (shorter) run, and says so loudly
+            msg = (f"train-image: WARNING: the safety cap image.max_minutes = {cfg.max_minutes:g} stopped training "
+                   f"at step {global_step} of {plan['steps']}; the model is undertrained and its numbers are not "
+                   "those of a full run (raise image.max_minutes, or --resume to finish)")  # fmt: skip
+            log.warning(msg)
+            print(msg, file=sys.stderr, flush=True)
             stopped = "budget"
             break
     bar.close()

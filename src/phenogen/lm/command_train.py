@@ -10,6 +10,7 @@ Reads the ``[lm]`` section (``--config``, ``--set lm.KEY=VALUE``), trains with
 from __future__ import annotations
 
 import argparse
+import sys
 
 __all__ = ["add_arguments", "run"]
 
@@ -41,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     last = result.history["epochs"][-1] if result.history["epochs"] else None
     status = "finished" if result.finished else f"stopped ({result.stop_reason}); continue with --resume"
     print(f"train-lm: {status} after {result.epochs_done} epoch(s), {result.global_step} steps")
+    if not result.finished and result.stop_reason.startswith("max_minutes"):
+        print(f"train-lm: WARNING: the safety cap lm.{result.stop_reason} stopped training after "
+              f"{result.epochs_done} of {cfg.epochs} epochs; the model is undertrained and its numbers are not "
+              "those of a full run (raise lm.max_minutes, or --resume to finish)", file=sys.stderr, flush=True)  # fmt: skip
     if last:
         print(
             f"  held-out: {last['heldout_loss']:.4f} nats/token, {last['heldout_bits_per_base']:.4f} bits/base "

@@ -29,7 +29,14 @@ import numpy as np
 
 from phenogen.errors import CheckpointError, ConfigError, DataError
 
-__all__ = ["paint_portraits", "reconstruct_captions", "tree_captions", "tree_figure", "tree_layout"]
+__all__ = [
+    "paint_portraits",
+    "place_captions",
+    "reconstruct_captions",
+    "tree_captions",
+    "tree_figure",
+    "tree_layout",
+]
 
 
 def tree_layout(tree) -> dict[str, tuple[float, float]]:
@@ -153,6 +160,44 @@ def reconstruct_captions(
         raise DataError("none of the tips chosen for tree captions is a tip of the tree with a sequence")
     written = conditioner.caption_matrix([ungap(tip_sequences[t]) for t in used])  # (n_tips, caption_n)
     return tree_captions(tree, dict(zip(used, written, strict=True)), list(nodes))
+
+
+def place_captions(
+    conditioner,
+    tree,
+    tip_sequences: Mapping[str, str],
+    reference_tips: Collection[str],
+    targets: Sequence[str],
+    own_weight: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """Captions of the tips ``targets`` (held-out or extinct barcodes placed on ``tree``) read through their
+    relatives: the captions the ``reference_tips`` (training species) write, their Brownian-motion
+    conditional mean at each target's tip (:func:`tree_captions` with the target's own caption left out),
+    blended with the caption the target's own barcode writes: ``(1 − w)·tree + w·own``.
+
+    This is how phylogenetic comparative methods predict a species' continuous characters from its
+    relatives'; the k-mer map alone reads one barcode without its phylogenetic context.
+
+    Raises
+    ------
+    ConfigError
+        ``conditioner`` has no caption head.
+    DataError
+        A target is not a tip of the tree with a sequence, or ``own_weight`` is outside [0, 1].
+    """
+    from phenogen.phylo.align import ungap
+
+    if not 0.0 <= own_weight <= 1.0:
+        raise DataError(f"own_weight must be in [0, 1], got {own_weight}")
+    refs = [t for t in reference_tips if t not in set(targets)]
+    placed = reconstruct_captions(conditioner, tree, tip_sequences, list(targets), tips=refs)
+    missing = [t for t in targets if t not in placed or t not in tip_sequences]
+    if missing:
+        raise DataError(f"target(s) {', '.join(missing[:5])} are not tips of the tree with a sequence")
+    if own_weight == 0.0:
+        return placed
+    own = conditioner.caption_matrix([ungap(tip_sequences[t]) for t in targets])
+    return {t: (1 - own_weight) * placed[t] + own_weight * own[i] for i, t in enumerate(targets)}
 
 
 def paint_portraits(

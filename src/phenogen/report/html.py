@@ -56,7 +56,7 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}tr.gen td{background:#fff3f0;fon
 .pairs td,.pairs th{text-align:center;vertical-align:middle}.pairs img{margin:1px;border:1px solid #ccc}
 .pairs img.g{border:2px solid #d62728}.cards{display:flex;gap:12px;flex-wrap:wrap}
 .card{border:1px solid #ddd;border-radius:8px;padding:10px 14px;min-width:150px;background:#fafafa}
-.card b{font-size:22px;display:block}.fig{max-width:100%;border:1px solid #eee}.small{font-size:12px;color:#666}
+.card b{font-size:22px;display:block}ul.verdict{font-size:15px;margin:4px 0 12px}.fig{max-width:100%;border:1px solid #eee}.small{font-size:12px;color:#666}
 """
 
 
@@ -137,7 +137,76 @@ def _headline(metrics: dict[str, Any] | None) -> str:
         verdict.append(f"{h['ratio_to_random']:.2f} × random's error")
     if h.get("top5_over_chance") is not None:
         verdict.append(f"top-5 success {h['top5_over_chance']:.1f} × chance")
-    return f'<div class="cards">{body}</div><p>Generated images ({h["split"]}): {"; ".join(verdict)}.</p>'
+    lines = "".join(f"<li>{html.escape(v)}</li>" for v in verdict_lines(metrics))
+    return (
+        f'<ul class="verdict">{lines}</ul><div class="cards">{body}</div>'
+        f"<p>Generated images ({h['split']}): {'; '.join(verdict)}.</p>"
+    )
+
+
+def verdict_lines(metrics: dict[str, Any] | None) -> list[str]:
+    """One plain sentence per scored split: generated against ``nearest``, ``mean`` and ``oracle`` at once.
+
+    ``"held-out living species: generated 0.80 ± 0.01 — beats nearest (0.84) and mean (1.07); 1.18 × oracle
+    (0.68)"``. Shared by the report's first screen and the demo's printed headline.
+    """
+    from phenogen.evaluate.steps import rmse_text
+
+    out = []
+    for split, block in (metrics or {}).get("splits", {}).items():
+        m = block.get("methods", {})
+        gen = (m.get("generated") or {}).get("trait_rmse")
+        if gen is None:
+            continue
+        beats, loses = [], []
+        for base in ("nearest", "mean"):
+            v = (m.get(base) or {}).get("trait_rmse")
+            if v is not None:
+                (beats if gen < v else loses).append(f"{base} ({v:.3f})")
+        parts = []
+        if beats:
+            parts.append("beats " + " and ".join(beats))
+        if loses:
+            parts.append("worse than " + " and ".join(loses))
+        oracle = (m.get("oracle") or {}).get("trait_rmse")
+        if oracle:
+            parts.append(f"{gen / oracle:.2f} × oracle ({oracle:.3f})")
+        truth = (m.get("truth") or {}).get("trait_rmse")
+        if truth:
+            parts.append(f"{gen / truth:.2f} × truth")
+        name = _SPLIT_TITLES.get(split, split)
+        out.append(f"{name}: generated {rmse_text(m['generated'])} — {'; '.join(parts)}")
+    return out
+
+
+def _contact_sheet(
+    ds, generated: dict[str, list[Path]] | None, split: str = "heldout", limit: int = 16
+) -> str:
+    """Truth above generated, one column per target species of ``split``, labelled with its name."""
+    if ds is None or not generated:
+        return ""
+    recs, seen = [], set()
+    for r in ds.records(split):
+        if r.record_id in generated and r.species not in seen and r.images:
+            recs.append(r)
+            seen.add(r.species)
+    if not recs:
+        return ""
+    recs = recs[:limit]
+    head = "".join(f'<th class="small">{html.escape(r.species)}</th>' for r in recs)
+    truth = "".join(
+        f"<td>{_img(ds.root / r.images[0], width=64, title=r.species + ' (truth)')}</td>" for r in recs
+    )
+    gen = "".join(
+        f"<td>{_img(generated[r.record_id][0], width=64, cls='g', title=r.species + ' (generated)')}</td>"
+        for r in recs
+    )
+    return (
+        f"<p><b>{_SPLIT_TITLES.get(split, split)}</b>: true render (top) and generated portrait (bottom, red), "
+        f"one column per species.</p>"
+        f'<table class="pairs"><tr><th class="l"></th>{head}</tr><tr><th class="l">truth</th>{truth}</tr>'
+        f'<tr><th class="l">generated</th>{gen}</tr></table>'
+    )
 
 
 def _metric_tables(metrics: dict[str, Any] | None, eval_dir: Path) -> str:
@@ -427,7 +496,8 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None, *, max
     targets = _read_targets(eval_dir / "targets.tsv")
 
     sections: list[tuple[str, str]] = []
-    sections.append(("Headline", _headline(metrics) or _missing("evaluation", eval_dir / "metrics.json")))
+    headline = _headline(metrics) or _missing("evaluation", eval_dir / "metrics.json")
+    sections.append(("Headline", headline + _contact_sheet(ds, generated)))
     sections.append(("Metrics with baselines", _metric_tables(metrics, eval_dir)))
     pairs = _pairs(ds, generated, targets, max_targets)
     if not pairs:
