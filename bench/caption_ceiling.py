@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from _run_eval import score_with_run_probe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,13 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         generate_images(pipe, records, out / "generated", images_per_sequence=int(g.get("images_per_sequence", 2)),
                         steps=int(g.get("steps", 25)), guidance_scale=guidance,
                         scheduler=g.get("scheduler", "dpm++2m-karras"), seed=int(g.get("seed", 0)))  # fmt: skip
-        subprocess.run(
-            [sys.executable, "-m", "phenogen.cli", "evaluate", "--data", str(args.run / "data"),
-             "--generated", str(out / "generated"), "--out", str(out / "eval"), "--probe",
-             str(args.run / "eval" / "probe"), "--set", f"evaluate.splits={json.dumps(splits)}"],
-            check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        metrics = json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8"))
+        metrics = score_with_run_probe(args.run, out / "generated", out / "eval", splits)
         result[f"guidance_{guidance:g}"] = {
             split: {m: v["trait_rmse"] for m, v in body["methods"].items()}
             for split, body in metrics["splits"].items()

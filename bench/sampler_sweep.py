@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from _run_eval import score_with_run_probe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,13 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                         guidance_scale=guidance, scheduler=scheduler, seed=int(g.get("seed", 0)),
                         captions=captions)  # fmt: skip
         seconds = time.perf_counter() - t0
-        subprocess.run(
-            [sys.executable, "-m", "phenogen.cli", "evaluate", "--data", str(args.run / "data"),
-             "--generated", str(out / "generated"), "--out", str(out / "eval"), "--probe",
-             str(args.run / "eval" / "probe"), "--set", f"evaluate.splits={json.dumps(splits)}"],
-            check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        metrics = json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8"))
+        metrics = score_with_run_probe(args.run, out / "generated", out / "eval", splits)
         rows = {s: b["methods"]["generated"] for s, b in metrics["splits"].items()}
         result["settings"][setting] = {
             "seconds": seconds,

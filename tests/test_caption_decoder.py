@@ -13,7 +13,6 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from phenogen.cli import main
-from phenogen.data.dataset import Record, write_dataset
 from phenogen.diffusion.caption_decoder import CaptionDecoder, train_caption_decoder
 from phenogen.diffusion.components import build_vae, vae_scale
 from phenogen.diffusion.config import ImageConfig
@@ -105,28 +104,6 @@ def test_prior_config_checks_the_caption_decoder_settings():
         PriorConfig(unet_minutes=0.0)
 
 
-def _dataset(root: Path):
-    """Red and blue birds-as-discs, one colour per species, their barcodes differing at 10 sites."""
-    rng = np.random.default_rng(1)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    base = rng.choice(list("ACGT"), 48)
-    records = []
-    for s in range(4):
-        seq = base.copy()
-        seq[rng.choice(48, 10, replace=False)] = rng.choice(list("ACGT"), 10)
-        colour = (220, 30, 30) if s % 2 else (30, 30, 220)
-        rels = []
-        for k in range(2):
-            im = Image.new("RGB", (16, 16), (200, 220, 240))
-            ImageDraw.Draw(im).ellipse([3 + k, 4, 12 + k, 11], fill=colour)
-            rel = f"images/sp{s}_{k}.png"
-            im.save(root / rel)
-            rels.append(rel)
-        split = "heldout" if s == 3 else "train"
-        records.append(Record(f"sp{s}_i0", f"sp{s}", f"sp{s}_i0", split, "living", "".join(seq), tuple(rels)))
-    return write_dataset(root, records, {"source": "test"})
-
-
 def _cfg(prior: Path, **kw) -> ImageConfig:
     base = dict(preset="tiny", max_steps=4, batch_size=4, lr_warmup_steps=1, kmer_k=2, kmer_segments=2,
                 sample_steps=2, init=str(prior), cond_head="caption", train_unet=False, lr=1e-2)  # fmt: skip
@@ -136,7 +113,9 @@ def _cfg(prior: Path, **kw) -> ImageConfig:
 def test_train_image_uses_the_caption_decoder_and_its_loss_trains_the_written_caption(cd_prior, tmp_path):
     """With a prior that has a caption decoder, the pipeline decodes with the written caption (saved and
     loaded with it), and the decoder loss changes what the barcodes write (versus weight 0, same seed)."""
-    ds = _dataset(tmp_path / "data")
+    from test_diffusion import _tiny_dataset
+
+    ds = _tiny_dataset(tmp_path / "data")
     a = train_image_model(ds.root, tmp_path / "a", _cfg(cd_prior), progress=False)
     b = train_image_model(ds.root, tmp_path / "b", _cfg(cd_prior, decoder_loss_weight=0.0), progress=False)
     pipe_a, pipe_b = load_pipeline(a.pipeline_dir), load_pipeline(b.pipeline_dir)
