@@ -153,8 +153,10 @@ def verdict_lines(metrics: dict[str, Any] | None) -> list[str]:
     from phenogen.evaluate.steps import rmse_text
 
     out = []
-    for split, block in (metrics or {}).get("splits", {}).items():
-        m = block.get("methods", {})
+    splits = (metrics or {}).get("splits", {})
+    order = [s for s in ("heldout", "extinct", "ancestor", "train") if s in splits]
+    for split in order + [s for s in splits if s not in order]:
+        m = splits[split].get("methods", {})
         gen = (m.get("generated") or {}).get("trait_rmse")
         if gen is None:
             continue
