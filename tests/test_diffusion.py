@@ -957,19 +957,29 @@ def test_the_shipped_cpu_prior_loads_and_reconstructs_birds():
 
     path = resolve_init("builtin", "cpu")
     record = json.loads((path / "prior.json").read_text())
-    assert record["unet_steps"] >= 1000 and record["vae_recon_mse_fresh"] < 0.02
-    images, _ = prior_renders(CONTINUOUS, DISCRETE, 16, 64, np.random.default_rng(123), sd=1.2)
+    chain = [record]  # provenance: a chain of continued priors down to the one built from scratch
+    while chain[-1].get("init_record"):
+        chain.append(chain[-1]["init_record"])
+    assert sum(r["unet_steps"] for r in chain) >= 10_000 and record["vae_recon_mse_fresh"] < 0.02
+    images, traits_np = prior_renders(CONTINUOUS, DISCRETE, 16, 64, np.random.default_rng(123), sd=1.2)
+    vae = components.load_vae(path / "vae").float()
     with torch.no_grad():
-        assert reconstruction_mse(components.load_vae(path / "vae"), images) < 0.025
+        assert reconstruction_mse(vae, images) < 0.025
+    # the caption decoder (built on top, in continued runs) decodes fresh renders better than the VAE's own
+    from phenogen.diffusion.caption_decoder import CaptionDecoder
+    from phenogen.diffusion.prior import _caption_decoder_mse
+
+    assert sum((r.get("caption_decoder") or {}).get("steps", 0) for r in chain) > 3000
+    dec = CaptionDecoder.from_pretrained(path / "caption_decoder", torch_dtype=torch.float32)
+    assert tuple(dec.config.traits) == (*CONTINUOUS, *DISCRETE)
+    assert _caption_decoder_mse(vae, dec, images, traits_np) < 0.9 * _caption_decoder_mse(vae, None, images, traits_np)
     unet = load_prior_unet(path, cross_attention_dim=128, sample_size=16)
     assert unet.config.in_channels == 4
     # captioned (Stable Diffusion style): the UNet reads its caption encoder's tokens
     from phenogen.diffusion.prior import CaptionEncoder
 
-    assert record["captions"] and record["unet_steps"] >= 1000
-    root = record  # provenance: a chain of continued priors down to the one built from scratch
-    while root.get("init_record"):
-        root = root["init_record"]
+    assert record["captions"]
+    root = chain[-1]
     assert root["vae_steps"] > 1000 and not root.get("captions")  # v2: VAE trained there, unconditional
     enc = CaptionEncoder.from_pretrained(path / "caption_encoder")
     assert tuple(enc.config.traits) == (*CONTINUOUS, *DISCRETE)
