@@ -972,7 +972,9 @@ def test_the_shipped_cpu_prior_loads_and_reconstructs_birds():
     assert sum((r.get("caption_decoder") or {}).get("steps", 0) for r in chain) > 3000
     dec = CaptionDecoder.from_pretrained(path / "caption_decoder", torch_dtype=torch.float32)
     assert tuple(dec.config.traits) == (*CONTINUOUS, *DISCRETE)
-    assert _caption_decoder_mse(vae, dec, images, traits_np) < 0.9 * _caption_decoder_mse(vae, None, images, traits_np)
+    assert _caption_decoder_mse(vae, dec, images, traits_np) < 0.9 * _caption_decoder_mse(
+        vae, None, images, traits_np
+    )
     unet = load_prior_unet(path, cross_attention_dim=128, sample_size=16)
     assert unet.config.in_channels == 4
     # captioned (Stable Diffusion style): the UNet reads its caption encoder's tokens

@@ -205,7 +205,9 @@ class PriorConfig:
         if self.vae_widen < 0 or self.anchor_weight < 0:
             raise ValueError("vae_widen and anchor_weight must be >= 0")
         if not 0.0 <= self.caption_decoder_denoised <= 1.0:
-            raise ValueError(f"caption_decoder_denoised must be in [0, 1], got {self.caption_decoder_denoised}")
+            raise ValueError(
+                f"caption_decoder_denoised must be in [0, 1], got {self.caption_decoder_denoised}"
+            )
         if self.caption_decoder_batch < 1 or self.caption_decoder_crop < 0:
             raise ValueError("caption_decoder_batch must be >= 1 and caption_decoder_crop >= 0")
         if self.unet_minutes < 0 or self.caption_decoder_minutes < 0:
