@@ -126,6 +126,15 @@ def test_train_image_uses_the_caption_decoder_and_its_loss_trains_the_written_ca
     wa, wb = pipe_a.conditioner.caption_matrix(seqs), pipe_b.conditioner.caption_matrix(seqs)
     assert not np.allclose(wa, wb, atol=1e-6)
 
+    # a fresh process (as `phenogen generate` is) loads it too: diffusers only finds imported modules
+    import subprocess
+    import sys
+
+    code = ("import sys; from phenogen.diffusion.pipeline import load_pipeline; "
+            "print(type(load_pipeline(sys.argv[1]).caption_decoder).__name__)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, str(a.pipeline_dir)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "CaptionDecoder", out.stderr[-2000:]
+
     # the decoder paints with the caption: the same latents, another caption -> another picture
     g = torch.Generator().manual_seed(0)
     caps = np.zeros((2, 15), dtype=np.float32)

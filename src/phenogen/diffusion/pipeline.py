@@ -37,6 +37,7 @@ from diffusers import (
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
+from phenogen.diffusion.caption_decoder import CaptionDecoder
 from phenogen.diffusion.components import denoise
 from phenogen.diffusion.conditioning import DNAConditioner
 from phenogen.diffusion.vae import unscale_latents
@@ -44,6 +45,10 @@ from phenogen.dna.seqio import clean_sequence
 from phenogen.errors import CheckpointError, ConfigError, InputError
 
 __all__ = ["DNAToImagePipeline", "make_scheduler", "SCHEDULERS", "load_pipeline"]
+
+# diffusers loads a saved pipeline's components by module name only from modules already imported:
+# importing them here makes `from_pretrained` work in a fresh process (tested in one)
+_COMPONENT_CLASSES = (DNAConditioner, CaptionDecoder)
 
 SCHEDULERS = ("ddim", "ddpm", "dpm++2m-karras", "unipc", "euler", "euler-a")
 
