@@ -259,9 +259,10 @@ def _tree_captions_file(
         return None
     tips = {r.id: r.sequence for r in read_fasta(anc / "input.fasta", policy="mask", allow_gaps=True).records}
     captions: dict[str, Any] = {}
+    train = training_species(out / "data")
     if cfg.portrait_condition == "tree":
         targets = json.loads((anc / "targets.json").read_text(encoding="utf-8"))["targets"]
-        used = training_species(out / "data") if cfg.caption_tips == "train" else None
+        used = train if cfg.caption_tips == "train" else None
         recon = reconstruct_captions(cond, anc / "tree.nwk", tips, [t["recon_node"] for t in targets], used)
         captions |= {t["record_id"]: recon[t["recon_node"]] for t in targets}
         n_used = len(tips) if used is None else len(used & set(tips))
@@ -271,14 +272,14 @@ def _tree_captions_file(
         from phenogen.data.dataset import load_dataset
         from phenogen.phylo.portraits import place_captions
 
-        species = {r.record_id: r.species for s in splits for r in load_dataset(out / "data").records(s)}
+        species = {r.record_id: r.species for r in load_dataset(out / "data").records(tuple(splits))}
         wanted = {}
         for line in (out / "targets.fasta").read_text(encoding="utf-8").splitlines():
             if line.startswith(">") and any(f"split={s}" in line for s in splits):
                 rid = line[1:].split()[0]
                 if species.get(rid) in tips:
                     wanted[rid] = species[rid]
-        placed = place_captions(cond, anc / "tree.nwk", tips, training_species(out / "data"),
+        placed = place_captions(cond, anc / "tree.nwk", tips, train,
                                 sorted(set(wanted.values())), own_weight=demo.own_caption_weight)  # fmt: skip
         captions |= {rid: placed[sp] for rid, sp in wanted.items()}
         print(f"[demo] {len(wanted)} {' and '.join(splits)} targets painted from their place on the tree "

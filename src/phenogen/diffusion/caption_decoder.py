@@ -44,7 +44,13 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["CaptionDecoder", "train_caption_decoder", "caption_decoder_loss", "unet_denoiser"]
+__all__ = [
+    "CaptionDecoder",
+    "train_caption_decoder",
+    "caption_decoder_loss",
+    "latent_window",
+    "unet_denoiser",
+]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +142,22 @@ class CaptionDecoder(ModelMixin, ConfigMixin):
         return d.conv_out(d.conv_act(d.conv_norm_out(h)))
 
 
+def latent_window(
+    z: torch.Tensor, x: torch.Tensor, crop: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random window of ``crop`` pixels of images ``x (B, 3, H, W)`` and the matching window of their
+    latents ``z (B, C, h, w)`` (aligned to the latent grid); ``crop`` 0 or ≥ H leaves both whole."""
+    if not 0 < crop < x.shape[-1]:
+        return z, x
+    scale = x.shape[-1] // z.shape[-1]
+    side = max(1, crop // scale)
+    i, j = (int(v) for v in torch.randint(0, z.shape[-1] - side + 1, (2,), generator=generator,
+                                          device=generator.device))  # fmt: skip
+    return z[..., i : i + side, j : j + side], x[
+        ..., i * scale : (i + side) * scale, j * scale : (j + side) * scale
+    ]
+
+
 def caption_decoder_loss(
     decoder: CaptionDecoder,
     z: torch.Tensor,
@@ -223,13 +245,7 @@ def train_caption_decoder(
                     z = torch.cat([denoiser(z[:m], c[:m], gen).to(z.dtype), z[m:]])
         if caption_noise > 0:
             c = c + caption_noise * torch.randn(c.shape, generator=gen)
-        x = to_model_range(images[idx])
-        scale = x.shape[-1] // z.shape[-1]
-        if 0 < crop < x.shape[-1]:
-            side = max(1, crop // scale)
-            i, j = (int(v) for v in torch.randint(0, z.shape[-1] - side + 1, (2,), generator=gen))
-            z = z[..., i : i + side, j : j + side]
-            x = x[..., i * scale : (i + side) * scale, j * scale : (j + side) * scale]
+        z, x = latent_window(z, to_model_range(images[idx]), crop, gen)
         loss = caption_decoder_loss(decoder, z, c, x, foreground_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()

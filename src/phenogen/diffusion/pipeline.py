@@ -226,10 +226,12 @@ class DNAToImagePipeline(DiffusionPipeline):
             m.eval()
         caption_values = None  # what the caption decoder paints from (the caption head only)
         use_decoder = self.caption_decoder is not None and self.conditioner.config.head == "caption"
-        if captions is None:
+        if captions is None and not use_decoder:
             cond, cond_mask = self.conditioner.encode(seqs, device=device)  # (B, T, D), (B, T)
-            if use_decoder:
-                caption_values = torch.as_tensor(self.conditioner.caption_matrix(seqs), dtype=torch.float32)
+        elif captions is None:  # the written captions once: encode_captions(caption_matrix(s)) == encode(s)
+            written = self.conditioner.caption_matrix(seqs)
+            cond, cond_mask = self.conditioner.encode_captions(written, device=device)
+            caption_values = torch.as_tensor(written, dtype=torch.float32)
         else:
             try:
                 cond, cond_mask = self.conditioner.encode_captions(captions, device=device)

@@ -354,13 +354,11 @@ def _caption_decoder_mse(vae, caption_decoder, images: torch.Tensor, traits) -> 
     captions (``None``: the VAE's own decoder)."""
     from phenogen.diffusion.vae import to_model_range
 
-    x = to_model_range(images)
-    z = vae.encode(x).latent_dist.mean
     if caption_decoder is None:
-        recon = vae.decode(z).sample
-    else:
-        caption_decoder.eval()
-        recon = caption_decoder(z, torch.as_tensor(traits, dtype=torch.float32))
+        return reconstruction_mse(vae, images)
+    x = to_model_range(images)
+    caption_decoder.eval()
+    recon = caption_decoder(vae.encode(x).latent_dist.mean, torch.as_tensor(traits, dtype=torch.float32))
     return float(((recon - x) ** 2).mean())
 
 
@@ -540,18 +538,21 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
     unet.eval()
     seconds["unet"] = time.perf_counter() - t0
 
-    caption_decoder, cd_losses, cd_record = None, [], None
+    caption_decoder, cd_record = None, None
+    cd_init = None if init_dir is None or cfg.vae_widen else init_dir / "caption_decoder"
+    if cd_init is not None and (cd_init / "config.json").is_file():  # the init prior's: kept or continued
+        from phenogen.diffusion.caption_decoder import CaptionDecoder
+
+        caption_decoder = CaptionDecoder.from_pretrained(cd_init, torch_dtype=torch.float32)
+    else:
+        cd_init = None
     if cfg.caption_decoder_minutes > 0:  # the colours the latents cannot hold, read from the caption
         from phenogen.diffusion.caption_decoder import CaptionDecoder, train_caption_decoder, unet_denoiser
 
         t0 = time.perf_counter()
-        cd_init = None if init_dir is None or cfg.vae_widen else init_dir / "caption_decoder"
-        if cd_init is not None and (cd_init / "config.json").is_file():  # continue the init prior's
-            caption_decoder = CaptionDecoder.from_pretrained(cd_init, torch_dtype=torch.float32)
-        else:  # start as the VAE's own decoder
-            cd_init = None
+        if caption_decoder is None:  # start as the VAE's own decoder
             caption_decoder = CaptionDecoder.from_vae(vae, traits_t.shape[1], traits=(*CONTINUOUS, *DISCRETE))
-        plain = _caption_decoder_mse(vae, None, fresh, fresh_traits)
+        plain = reconstruction_mse(vae, fresh)
         denoiser = None
         if cfg.caption_decoder_denoised > 0:
             captioner.eval()
@@ -572,16 +573,6 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         seconds["caption_decoder"] = time.perf_counter() - t0
         log.info("caption decoder: %d steps, recon MSE %.4f (plain decoder %.4f)", len(cd_losses),
                  cd_record["recon_mse_fresh"], plain)  # fmt: skip
-    elif (
-        init_dir is not None
-        and (init_dir / "caption_decoder" / "config.json").is_file()
-        and not cfg.vae_widen
-    ):
-        from phenogen.diffusion.caption_decoder import CaptionDecoder
-
-        caption_decoder = CaptionDecoder.from_pretrained(
-            init_dir / "caption_decoder", torch_dtype=torch.float32
-        )
 
     decoder_steps, recon_after = 0, recon_mse
     if cfg.decoder_minutes > 0:  # sharper colours without moving the latent space the UNet learned

@@ -248,7 +248,7 @@ def train_image_model(
 
     from phenogen.accel import new_accelerator
     from phenogen.diffusion import components
-    from phenogen.diffusion.caption_decoder import caption_decoder_loss
+    from phenogen.diffusion.caption_decoder import CaptionDecoder, caption_decoder_loss, latent_window
     from phenogen.diffusion.conditioning import build_conditioner
     from phenogen.diffusion.pipeline import DNAToImagePipeline, make_scheduler
     from phenogen.diffusion.prior import load_prior_unet, resolve_init
@@ -413,8 +413,6 @@ def train_image_model(
         and prior_dir is not None
         and (prior_dir / "caption_decoder" / "config.json").is_file()
     ):
-        from phenogen.diffusion.caption_decoder import CaptionDecoder
-
         caption_decoder = CaptionDecoder.from_pretrained(
             prior_dir / "caption_decoder", torch_dtype=torch.float32
         )
@@ -491,18 +489,7 @@ def train_image_model(
         x = to_model_range(train.images[idx[:k]])
         if cfg.hflip:
             x = torch.where(flip[:k, None, None, None], x.flip(-1), x)
-        zk, x = mean[:k], x.to(device)
-        s = x.shape[-1] // zk.shape[-1]
-        if 0 < cfg.decoder_loss_crop < x.shape[-1]:  # one random window, aligned to the latent grid
-            side = max(1, cfg.decoder_loss_crop // s)
-            i, j = (
-                int(v) for v in torch.randint(0, zk.shape[-1] - side + 1, (2,), generator=gen, device=device)
-            )
-            zk, x = (
-                zk[..., i : i + side, j : j + side],
-                x[..., i * s : (i + side) * s, j * s : (j + side) * s],
-            )
-        pix = (zk, x)
+        pix = latent_window(mean[:k], x.to(device), cfg.decoder_loss_crop, gen)
         return scale_latents(vae, z), f[:, :width].to(device), m[:, :width].to(device), pix
 
     def loop_state() -> dict:

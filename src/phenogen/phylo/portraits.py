@@ -189,7 +189,8 @@ def place_captions(
 
     if not 0.0 <= own_weight <= 1.0:
         raise DataError(f"own_weight must be in [0, 1], got {own_weight}")
-    refs = [t for t in reference_tips if t not in set(targets)]
+    excluded = set(targets)
+    refs = [t for t in reference_tips if t not in excluded]
     placed = reconstruct_captions(conditioner, tree, tip_sequences, list(targets), tips=refs)
     missing = [t for t in targets if t not in placed or t not in tip_sequences]
     if missing:
