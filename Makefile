@@ -3,6 +3,7 @@
 #   make demo                  simulate → train DNA model → train image model → generate → evaluate → report
 #   make test                  the default test suite (offline, serial, a few minutes on 2 CPU cores)
 #   make test-slow             also the slow tests
+#   make test-fuzz             the long fuzz runs (>= 10,000 mutated inputs per reader)
 #   make bench                 the benchmarks in bench/ (results: BENCHMARKS.md)
 #
 # torch: TORCH_SPEC is installed before the package. The default is the CPU build 2.13.0, which pip
@@ -20,7 +21,7 @@ export HF_DATASETS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup system-tools demo test test-slow bench lint clean
+.PHONY: setup system-tools demo test test-slow test-fuzz bench lint clean
 
 setup: system-tools $(VENV)/.installed
 
@@ -54,6 +55,9 @@ test: setup
 
 test-slow: setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -p no:cacheprovider -q -m "slow or not slow and not gpu"
+
+test-fuzz: setup
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -p no:cacheprovider -q -m fuzz
 
 bench: setup
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
