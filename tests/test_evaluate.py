@@ -247,7 +247,16 @@ def test_read_generated_errors(tmp_path, clade):
     with pytest.raises(InputError, match="no generated.tsv"):
         read_generated(tmp_path)
     (tmp_path / "generated.tsv").write_text("record_id\tk\timage\nsp_001_1\t0\timages/gone.png\n")
-    with pytest.raises(DataError, match=r"row 2: image images/gone.png does not exist"):
+    with pytest.raises(DataError, match=r"row 2, field image: image images/gone.png does not exist"):
+        read_generated(tmp_path)
+    outside = tmp_path.parent / "outside.png"
+    outside.write_bytes(b"not even an image")
+    for bad in ("../outside.png", str(outside)):
+        (tmp_path / "generated.tsv").write_text(f"record_id\tk\timage\nsp_001_1\t0\t{bad}\n")
+        with pytest.raises(DataError, match="row 2, field image"):
+            read_generated(tmp_path)
+    (tmp_path / "generated.tsv").write_bytes(b"record_id\tk\timage\n\xff\t0\tx.png\n")
+    with pytest.raises(DataError, match="not UTF-8"):
         read_generated(tmp_path)
     (tmp_path / "x.png").write_bytes(
         (clade["root"] / "gen_truth" / "images").glob("*.png").__next__().read_bytes()

@@ -1,14 +1,20 @@
-"""fetch barcodes / images and dataset build against recorded responses served from 127.0.0.1."""
+"""fetch barcodes / images and dataset build against synthetic answers in each service's format, from 127.0.0.1.
+
+The fixtures are written by ``tests/data/fixtures/make_fixtures.py`` (they are not recordings of the
+real services). The second half feeds every source wrong-shaped and malformed answers.
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -382,3 +388,188 @@ def test_kill_and_rerun_loses_and_duplicates_nothing(tmp_path):
     ids = [r["record_id"] for r in csv.DictReader(open(out / "barcodes.tsv"), delimiter="\t")]
     assert sorted(ids) == ["BROM123-09", "BROM124-09", "MN123456.1", "NC_999001.1"]
     assert not list((out / "cache").rglob(".tmp-*"))
+
+
+# ------------------------------------------------------------ wrong shapes from every source (issue 22)
+ESEARCH = "/entrez/eutils/esearch.fcgi"
+EFETCH = "/entrez/eutils/efetch.fcgi"
+PRE, QUERY = "/bold/api/query/preprocessor", "/bold/api/query"
+INAT, GBIF = "/inat/v1/observations", "/gbif/v1/occurrence/search"
+SHAPES = [
+    # (route, body, source, what the one-line message names, retried as possibly truncated?)
+    ("ncbi", ESEARCH, b'{"esearchresult": []}', "NCBI esearch", "field 'esearchresult' is a list", False),
+    ("ncbi", ESEARCH, b"[1, 2]", "NCBI esearch", "field '<answer>' is a list", False),
+    ("ncbi", ESEARCH, b"null", "NCBI esearch", "is null, expected an object", False),
+    ("ncbi", ESEARCH, b'{"header": {}}', "NCBI esearch", "no 'esearchresult'", False),
+    (
+        "ncbi",
+        ESEARCH,
+        b'{"esearchresult": {"idlist": {"a": 1}}}',
+        "NCBI esearch",
+        "esearchresult.idlist",
+        False,
+    ),
+    ("ncbi", ESEARCH, b'{"esearchresult": {"idlist": [null]}}', "NCBI esearch", "idlist[0]", False),
+    ("ncbi", ESEARCH, b'{"esearchresult": {"idlist": ["1,2"]}}', "NCBI esearch", "not a GenBank id", False),
+    ("ncbi", ESEARCH, b'{"esearchresult": {"ERROR": "backend down"}}', "NCBI esearch", "backend down", True),
+    ("ncbi", ESEARCH, b'{"esearchresult": {"idl', "NCBI esearch", "not valid JSON", True),
+    (
+        "ncbi",
+        EFETCH,
+        b"<?xml version='1.0'?><eFetchResult><ERROR>UID=1: cannot get</ERROR></eFetchResult>",
+        "NCBI efetch",
+        "NCBI said 'UID=1: cannot get'",
+        False,
+    ),
+    ("ncbi", EFETCH, b"<eFetchResult><ERROR>unterminated", "NCBI efetch", "starts '<eFetchResult>", False),
+    ("ncbi", EFETCH, b">MN1.1 Turdus\nACGT\n", "NCBI efetch", "FASTA, not GenBank", False),
+    ("ncbi", EFETCH, b"LOCUS       X 5 bp DNA\nORIGIN\n        1 acgt\n", "NCBI efetch", "truncated", True),
+    ("ncbi", EFETCH, b"", "NCBI efetch", "empty answer", True),
+    (
+        "bold",
+        "/bold/API_Public/combined",
+        b"processid\tfoo\nA1\tx\n",
+        "BOLD v4 combined",
+        "no column for sequence",
+        False,
+    ),
+    (
+        "bold",
+        "/bold/API_Public/combined",
+        b"<html>maintenance</html>\n",
+        "BOLD v4 combined",
+        "no column for processid",
+        False,
+    ),
+    (
+        "bold",
+        "/bold/API_Public/combined",
+        b"processid\tnucleotides\nA1\tACG",
+        "BOLD v4 combined",
+        "truncated",
+        True,
+    ),
+    (
+        "bold5",
+        PRE,
+        b'{"successful_terms": {"a": 1}}',
+        "BOLD preprocessor",
+        "'successful_terms' is an object",
+        False,
+    ),
+    ("bold5", PRE, b'{"successful_terms": [1]}', "BOLD preprocessor", "successful_terms[0]", False),
+    (
+        "bold5",
+        PRE,
+        b'{"successful_terms": [{"matched": 3}]}',
+        "BOLD preprocessor",
+        "successful_terms[0].matched",
+        False,
+    ),
+    ("bold5", QUERY, b'{"query_id": null}', "BOLD query", "field 'query_id' is null", False),
+    ("bold5", QUERY, b"{}", "BOLD query", "no 'query_id'", False),
+    ("inat", INAT, b'{"results": [1]}', "iNaturalist observations", "field 'results[0]' is a number", False),
+    ("inat", INAT, b'{"results": null}', "iNaturalist observations", "field 'results' is null", False),
+    ("inat", INAT, b'{"total_results": 3}', "iNaturalist observations", "no 'results'", False),
+    (
+        "inat",
+        INAT,
+        b'{"results": [{"photos": {"a": 1}}]}',
+        "iNaturalist observations",
+        "results[0].photos",
+        False,
+    ),
+    (
+        "inat",
+        INAT,
+        b'{"results": [{"photos": [{"url": 5}]}]}',
+        "iNaturalist observations",
+        "photos[0].url",
+        False,
+    ),
+    (
+        "inat",
+        INAT,
+        b'{"results": [{"taxon": "Turdus"}]}',
+        "iNaturalist observations",
+        "results[0].taxon",
+        False,
+    ),
+    ("gbif", GBIF, b'{"results": {"a": 1}}', "GBIF occurrences", "field 'results' is an object", False),
+    (
+        "gbif",
+        GBIF,
+        b'{"results": [{"media": [{"identifier": ["x"]}]}]}',
+        "GBIF occurrences",
+        "media[0].identifier",
+        False,
+    ),
+    ("gbif", GBIF, b'{"results": [{"key": [1]}]}', "GBIF occurrences", "results[0].key", False),
+    ("gbif", GBIF, b'{"results": [{"media": "none"}]}', "GBIF occurrences", "results[0].media", False),
+]
+
+
+@pytest.mark.parametrize(
+    "kind, path, body, source, names, retried",
+    SHAPES,
+    ids=lambda v: v if isinstance(v, str) and "/" not in v and len(v) < 30 else None,
+)
+def test_wrong_shaped_answers_are_one_typed_error_and_never_cached(
+    server, tmp_path, kind, path, body, source, names, retried
+):
+    """Valid JSON of the wrong shape, error pages, FASTA for GenBank, BOLD TSV without its columns: a
+    DataError naming the source, the URL and the field — never AttributeError/KeyError/TypeError — at once
+    (or, for what may be a cut transfer, after the retries); and nothing is cached."""
+    from phenogen.errors import DataError
+
+    taxon = "Turdus merula" if kind in ("ncbi", "inat") else "Parus major"
+    server.add(path, Reply(200, body))
+    cfg = cfg_for(
+        server.base,
+        bold_api="v4" if kind == "bold" else "v5",
+        image_sources=["gbif" if kind == "gbif" else "inaturalist"],
+    )
+    client = HttpClient(tmp_path / "c", retries=2, backoff_s=0.0, timeout_s=2.0)
+    fetch = {
+        "ncbi": lambda: fetch_ncbi(client, cfg, taxon),
+        "bold": lambda: fetch_bold(client, cfg, taxon),
+        "bold5": lambda: fetch_bold(client, cfg, taxon),
+        "inat": lambda: fetch_images(client, cfg, taxon, tmp_path / "img"),
+        "gbif": lambda: fetch_images(client, cfg, taxon, tmp_path / "img"),
+    }[kind]
+    with pytest.raises(DataError) as info:
+        fetch()
+    message = str(info.value)
+    assert source in message and names in message and "\n" not in message, message
+    assert f"GET {server.base}{path}" in message, message
+    assert server.count(path) == (3 if retried else 1)
+    cached = [json.loads(p.read_text())["url"] for p in (tmp_path / "c").rglob("*.json")]
+    assert not [u for u in cached if urllib.parse.urlsplit(u).path == path], cached
+
+
+def test_a_malformed_answer_is_logged_for_its_taxon_and_the_others_are_fetched(server, tmp_path):
+    """fetch barcodes: one taxon's wrong-shaped esearch answer is logged (exit 1 path); the other taxon is kept."""
+    from phenogen.data.command_fetch import fetch_barcodes
+
+    term = FetchConfig().ncbi_term.format(taxon="Parus major")
+    server.add(ESEARCH, Reply(200, b'{"esearchresult": []}'), term=term)
+    cfg = cfg_for(server.base)
+    barcodes, logs = fetch_barcodes(
+        ["Turdus merula", "Parus major"], tmp_path / "o", cfg, HttpClient(tmp_path / "c")
+    )
+    assert [b.accession for b in barcodes] == ["MN123456.1", "NC_999001.1"]
+    assert logs[0].error == "" and "field 'esearchresult' is a list" in logs[1].error
+
+
+def test_an_image_url_that_is_no_image_or_too_large_is_dropped_not_retried(server, tmp_path, monkeypatch):
+    """An HTML page where a photo should be is dropped at once; a photo over the cap is dropped unread."""
+    import phenogen.data.images as images
+
+    server.add("/photos/1/medium.jpg", Reply(200, b"<html>login required</html>"))
+    server.add("/photos/5/medium.jpg", Reply(200, size=10_000_000))
+    monkeypatch.setattr(images, "IMAGE_MAX_BYTES", 1_000_000)
+    client = HttpClient(tmp_path / "c", retries=2, backoff_s=0.0)
+    entries, log = fetch_images(client, cfg_for(server.base), "Turdus merula", tmp_path / "img")
+    assert [e.source_url.rsplit("/", 2)[1] for e in entries] == ["4"]
+    assert log.filtered["not an image"] == 1 and log.filtered["image over the size cap"] == 1
+    assert server.count("/photos/1/medium.jpg") == 1 and client.stats.retries == 0

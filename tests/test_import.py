@@ -68,7 +68,9 @@ def test_import_folder_names_the_row_of_a_missing_image(folder):
     """A CSV naming a photo that does not exist fails with the file and row."""
     with open(folder / "samples.csv", "a") as fh:
         fh.write("r4,Parus major,photos/nope.jpg,\n")
-    with pytest.raises(InputError, match=r"samples.csv, row 6: image photos/nope.jpg of record r4"):
+    with pytest.raises(
+        InputError, match=r"samples.csv, row 6, record r4, field images: image photos/nope.jpg does not exist"
+    ):
         import_folder(
             folder / "seqs.fasta", folder / "samples.csv", folder / "ds", ImportConfig(), BuildConfig()
         )

@@ -305,3 +305,96 @@ def test_write_keeps_id_when_description_does_not_start_with_it(tmp_path):
     )
     assert path.read_text().splitlines()[::2] == [">a ab c", ">b|x|COI|"]
     assert [r.id for r in read_fasta(path)] == ["a", "b"]
+
+
+# ------------------------------------------------------------------ hostile inputs (issue 22)
+def _big_fasta(n: int = 400, seed: int = 0) -> bytes:
+    import random
+
+    rng = random.Random(seed)
+    return b"".join(f">r{i}\n{''.join(rng.choice('ACGT') for _ in range(600))}\n".encode() for i in range(n))
+
+
+def test_corrupt_gzip_at_the_start_is_an_input_error(tmp_path):
+    """A flipped bit in the deflate stream used to escape as zlib.error."""
+    data = bytearray(gzip.compress(b">a\nACGT\n" * 10))
+    data[12] ^= 0xFF
+    path = _write(tmp_path, bytes(data), "x.fa.gz")
+    with pytest.raises(InputError, match="corrupt gzip file"):
+        read_fasta(path)
+
+
+@pytest.mark.parametrize("cut", ["flip", "truncate"])
+def test_gzip_broken_far_into_the_stream_names_the_line(tmp_path, cut):
+    data = bytearray(gzip.compress(_big_fasta()))
+    if cut == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        data = data[: len(data) // 2]
+    path = _write(tmp_path, bytes(data), "x.fa.gz")
+    with pytest.raises(InputError, match=r"x.fa.gz, line \d+: unreadable") as info:
+        read_fasta(path)
+    assert "\n" not in str(info.value)
+
+
+def test_gzip_bomb_stops_at_the_inflated_size_cap(tmp_path, monkeypatch):
+    """A small gzip that inflates far beyond the cap is refused, not read into memory."""
+    path = _write(tmp_path, gzip.compress(b">a\n" + b"ACGTACGTAC\n" * 200_000), "bomb.gz")  # 2.2 MB of text
+    assert path.stat().st_size < 20_000
+    with pytest.raises(InputError, match=r"bomb.gz, line \d+: more than 100,000 bytes of text"):
+        read_fasta(path, max_bytes=100_000)
+    monkeypatch.setattr("phenogen.dna.seqio.MAX_INFLATED_BYTES", 50_000)  # the module default
+    with pytest.raises(InputError, match="more than 50,000 bytes"):
+        read_fasta(path)
+
+
+def test_line_record_and_record_count_caps(tmp_path):
+    path = _write(tmp_path, f">a\n{SEQ * 10}\n>b\n{SEQ}\n>c\n{SEQ}\n")
+    with pytest.raises(InputError, match="line 2: line longer than 100 bytes"):
+        read_fasta(path, max_line=100)
+    with pytest.raises(SequenceError, match="record 'a' \\(header on line 1\\) is longer than 500 bases"):
+        read_fasta(path, max_record=500)
+    with pytest.raises(InputError, match="line 5: more than 2 records"):
+        read_fasta(path, max_records=2)
+    assert len(read_fasta(path)) == 3
+
+
+def test_single_huge_line_is_refused_without_reading_it_whole(tmp_path):
+    path = _write(tmp_path, gzip.compress(b">a\n" + b"A" * 5_000_000), "one-line.gz")
+    with pytest.raises(InputError, match="line 2: line longer than 1,000,000 bytes"):
+        read_fasta(path, max_line=1_000_000)
+
+
+def test_non_utf8_and_nul_beyond_the_first_block_name_the_line(tmp_path):
+    body = _big_fasta(30)
+    path = _write(tmp_path, body + b">late \xff\n" + SEQ.encode() + b"\n")
+    with pytest.raises(InputError, match=r"line 61: not UTF-8 text \(byte 7 of the line is b'\\xff'\)"):
+        read_fasta(path)
+    path = _write(tmp_path, body + b">late\nAC\x00GT\n")
+    with pytest.raises(InputError, match="line 62: binary file"):
+        read_fasta(path)
+
+
+@pytest.mark.parametrize("letter", ["ß", "ſ", "ﬀ", "İ"])
+def test_non_ascii_letters_are_not_upper_cased_into_bases(tmp_path, letter):
+    """str.upper() made 'ß' into 'SS' (two ambiguity codes, masked to NN): a letter that is not DNA."""
+    path = _write(tmp_path, f">a\nACGT{letter}ACGT\n")
+    with pytest.raises(SequenceError, match=f"'{letter}' at position 5 \\(line 2, column 5\\)"):
+        read_fasta(path, policy="mask")
+
+
+def test_long_ids_are_cut_in_messages(tmp_path):
+    path = _write(tmp_path, f">{'x' * 100_000}\n>{'y' * 10}\n{SEQ}\n")
+    with pytest.raises(SequenceError, match="header has no sequence lines") as info:
+        read_fasta(path)
+    assert len(str(info.value)) < 400 and "100,000 characters" in str(info.value)
+
+
+def test_whitespace_beyond_the_first_block_is_not_an_empty_file(tmp_path):
+    path = _write(tmp_path, "\n" * 10_000 + f">a\n{SEQ}\n")
+    assert [r.id for r in read_fasta(path)] == ["a"]
+
+
+def test_clean_sequence_of_a_non_string_is_a_sequence_error():
+    with pytest.raises(SequenceError, match="expected the sequence as text, got float"):
+        clean_sequence(float("nan"), record_id="r1")  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from phenogen.dna.tokenizer import SPECIAL_TOKENS, KmerTokenizer, check_sequence, clean_for_tokenizer
-from phenogen.errors import SequenceError
+from phenogen.errors import CheckpointError, SequenceError
 
 
 def _random_dna(rng: random.Random, n: int) -> str:
@@ -102,7 +102,7 @@ def test_loading_a_vocabulary_of_another_k_fails(tmp_path):
     vocab = json.loads((tmp_path / "kmer_vocab.json").read_text())
     vocab["AAA"], vocab["AAC"] = vocab["AAC"], vocab["AAA"]
     (tmp_path / "kmer_vocab.json").write_text(json.dumps(vocab))
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(CheckpointError, match="does not match"):
         KmerTokenizer.from_pretrained(tmp_path)
 
 
@@ -110,3 +110,53 @@ def test_loading_a_vocabulary_of_another_k_fails(tmp_path):
 def test_invalid_k_or_stride(kwargs):
     with pytest.raises(ValueError):
         KmerTokenizer(**kwargs)
+
+
+# ------------------------------------------------------------------ odd inputs (issue 22)
+@pytest.mark.parametrize(
+    ("seq", "message"),
+    [
+        ("", "empty sequence"),
+        ("ACßT", "'ß' at position 3"),  # str.upper() would make it 'SS', two ambiguity codes
+        ("ACſT", "'ſ' at position 3"),  # str.upper() would make it 'S'
+        ("ACİT", "'İ' at position 3"),
+        ("AC-GT", "'-' at position 3"),
+        ("AC GT", "' ' at position 3"),
+        ("ACGT\n", "'\\n' at position 5"),
+        ("NNNN", "no A/C/G/T"),
+        (None, "expected the sequence as text, got NoneType"),
+        (float("nan"), "got float"),  # a missing cell of a table read by pandas
+    ],
+)
+def test_check_sequence_refuses_odd_input_with_a_sequence_error(seq, message):
+    with pytest.raises(SequenceError) as info:
+        check_sequence(seq, record_id="r1")
+    assert message in str(info.value) and "record r1" in str(info.value)
+
+
+def test_lower_case_iupac_and_u_are_read():
+    assert check_sequence("acgurynACGU") == "ACGTNNNACGT"
+    assert clean_for_tokenizer("ACGTB") == "ACGTN"
+
+
+def test_decoding_an_id_outside_the_vocabulary_is_a_sequence_error():
+    tok = KmerTokenizer(k=3)
+    with pytest.raises(SequenceError, match="token id 9999 at position 2"):
+        tok.decode_dna([1, 9999, 2])
+    with pytest.raises(SequenceError, match="token id -1"):
+        tok.decode_dna([-1])
+
+
+def test_corrupt_vocabulary_file_is_a_checkpoint_error(tmp_path):
+    KmerTokenizer(k=3).save_pretrained(tmp_path)
+    (tmp_path / "kmer_vocab.json").write_bytes(b'{"<pad>": 0,\xff')
+    with pytest.raises(CheckpointError, match="kmer_vocab.json: tokenizer vocabulary is not UTF-8"):
+        KmerTokenizer.from_pretrained(tmp_path)
+    (tmp_path / "kmer_vocab.json").write_text('{"<pad>": 0,')
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        KmerTokenizer.from_pretrained(tmp_path)
+
+
+def test_bool_is_not_a_k():
+    with pytest.raises(ValueError, match="k must be an integer"):
+        KmerTokenizer(k=True)

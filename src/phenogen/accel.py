@@ -8,13 +8,18 @@ notebook or a sweep trains many), each with its own ``mixed_precision`` setting,
 an accelerator with a different precision the single-run part of that state is dropped. The
 process-level part (``PartialState``: the device, the distributed group under ``accelerate
 launch``) is kept, so multi-GPU runs are unaffected.
+
+Multi-process helpers (``torchrun`` / ``accelerate launch``; one process: plain behaviour):
+:func:`shard_indices` (a process's share of a batch), :func:`on_main` (work only the main process
+does — writing files — with its outcome, or its failure, passed to every process),
+:func:`is_main_process` and :func:`end_distributed` (tear the process group down before exit).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["new_accelerator"]
+__all__ = ["new_accelerator", "shard_indices", "on_main", "is_main_process", "end_distributed"]
 
 
 def new_accelerator(mixed_precision: str, **kwargs: Any):
@@ -27,3 +32,70 @@ def new_accelerator(mixed_precision: str, **kwargs: Any):
     if state and state.get("_mixed_precision") not in (None, mixed_precision):
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=mixed_precision, **kwargs)
+
+
+# ------------------------------------------------------------------------ multi-process helpers
+def shard_indices(indices: list[int], rank: int, world: int) -> list[int]:
+    """Rank ``rank``'s share of ``indices`` (``indices[rank::world]``): shares differ in length by at most
+    one, their union is ``indices``, and with ``world == 1`` it is ``indices`` itself."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in 0..{world - 1}")
+    return list(indices[rank::world])
+
+
+def on_main(accelerator, fn, *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn(*args, **kwargs)`` on the main process only; every process returns its result.
+
+    The other processes wait (the broadcast of the outcome is the barrier) and learn whether it
+    failed: a failure on the main process is raised on every process — the same
+    :class:`~phenogen.errors.PhenogenError` subclass with the same message, else a ``RuntimeError``
+    naming it — so that no process is left waiting forever at the next barrier. One process: a
+    plain call.
+    """
+    if accelerator.num_processes == 1:
+        return fn(*args, **kwargs)
+    from accelerate.utils import broadcast_object_list
+
+    outcome: list[Any] = [None, None]
+    failure: BaseException | None = None
+    if accelerator.is_main_process:
+        try:
+            outcome[1] = fn(*args, **kwargs)
+        except Exception as exc:  # re-raised below, after the others heard of it
+            failure = exc
+            outcome[0] = (type(exc).__name__, str(exc))
+    broadcast_object_list(outcome)
+    if failure is not None:
+        raise failure
+    if outcome[0] is not None:
+        from phenogen import errors
+
+        name, message = outcome[0]
+        cls = getattr(errors, name, None)
+        if isinstance(cls, type) and issubclass(cls, errors.PhenogenError):
+            raise cls(message)
+        raise RuntimeError(f"the main process failed: {name}: {message}")
+    return outcome[1]
+
+
+def is_main_process() -> bool:
+    """True on the main process of a ``torchrun``/``accelerate launch`` run (and in a plain run)."""
+    from accelerate.state import PartialState
+
+    return PartialState().is_main_process
+
+
+def end_distributed(barrier: bool = True) -> None:
+    """Wait for every process (``barrier``), then destroy the process group (no-op in a plain run).
+
+    A command that ran under ``torchrun`` calls this before it exits: a gloo group left to the
+    interpreter's shutdown can abort the process (``terminate called without an active exception``,
+    exit code -6) after all its work is done. After an error pass ``barrier=False``: a process that
+    failed alone must not wait for the others.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
+        dist.destroy_process_group()

@@ -124,24 +124,31 @@ def read_barcodes(path: str | Path) -> list[Barcode]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no barcodes table here; run `phenogen fetch barcodes` first")
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t")
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
-        return [
-            Barcode(
-                record_id=row["record_id"],
-                taxon=row["taxon"],
-                species=row["species"],
-                source=row["source"],
-                accession=row["accession"],
-                marker=row["marker"],
-                taxonomy=tuple(t for t in row["taxonomy"].split(";") if t),
-                sequence=row["sequence"],
-            )
-            for row in reader
-        ]
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t")
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+            out = []
+            for row in reader:
+                if any(not isinstance(row.get(c), str) for c in COLUMNS):
+                    raise InputError(f"{path}: line {reader.line_num} has too few columns")
+                out.append(
+                    Barcode(
+                        record_id=row["record_id"],
+                        taxon=row["taxon"],
+                        species=row["species"],
+                        source=row["source"],
+                        accession=row["accession"],
+                        marker=row["marker"],
+                        taxonomy=tuple(t for t in row["taxonomy"].split(";") if t),
+                        sequence=row["sequence"],
+                    )
+                )
+            return out
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: unreadable barcodes table ({type(exc).__name__}: {exc})") from None
 
 
 def read_taxa(path: str | Path) -> list[str]:
@@ -150,7 +157,11 @@ def read_taxa(path: str | Path) -> list[str]:
     if not path.is_file():
         raise InputError(f"{path}: taxon list not found")
     names: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: taxon list is not UTF-8 text (byte {exc.start})") from None
+    for line in text.splitlines():
         name = re.split(r"[\t,]", line.split("#", 1)[0])[0].strip()
         if name and name not in names:
             names.append(name)

@@ -22,11 +22,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from phenogen.data.barcodes import check_barcode, safe_id
-from phenogen.data.build import assign_splits, place_image
+from phenogen.data.build import assign_splits, place_image, staged_output
 from phenogen.data.config import BuildConfig, ImportConfig
-from phenogen.data.dataset import Dataset, Record, write_dataset
+from phenogen.data.dataset import Dataset, Record, image_problem, load_dataset, write_dataset
 from phenogen.data.folder import ImportSummary
 from phenogen.errors import InputError
+from phenogen.fsio import check_output_dir
 
 __all__ = ["METADATA_FILE", "RANKS", "metadata_path", "image_path", "iter_metadata", "import_bioscan5m"]
 
@@ -62,6 +63,15 @@ def image_path(root: str | Path, package: str, row: dict[str, str]) -> str:
 def iter_metadata(path: str | Path, splits: set[str] | None = None) -> Iterator[dict[str, str]]:
     """Stream the metadata rows (``splits`` filters BIOSCAN partitions); values stripped, NA-ish -> ''."""
     path = Path(path)
+    try:
+        yield from _rows(path, splits)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start} of a block)") from None
+    except csv.Error as exc:
+        raise InputError(f"{path}: not a valid CSV ({' '.join(str(exc).split())})") from None
+
+
+def _rows(path: Path, splits: set[str] | None) -> Iterator[dict[str, str]]:
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None) or []
@@ -82,15 +92,29 @@ def iter_metadata(path: str | Path, splits: set[str] | None = None) -> Iterator[
 
 
 def import_bioscan5m(
-    root: str | Path, out: str | Path, icfg: ImportConfig, bcfg: BuildConfig, split_from: str = "bioscan"
+    root: str | Path,
+    out: str | Path,
+    icfg: ImportConfig,
+    bcfg: BuildConfig,
+    split_from: str = "bioscan",
+    *,
+    force: bool = False,
 ) -> tuple[Dataset, ImportSummary]:
-    """Stream BIOSCAN-5M metadata under ``root`` into a dataset at ``out`` (images placed by ``image_mode``)."""
+    """Stream BIOSCAN-5M metadata under ``root`` into a dataset at ``out`` (images placed by ``image_mode``).
+
+    ``out`` is checked before the stream starts and written aside, then moved in place, once every
+    kept row is known (:func:`~phenogen.data.build.staged_output`). Image paths come from the
+    official layout (``processid``/``split``/``chunk`` must not hold ``/`` or ``..``).
+    """
     root, out = Path(root), Path(out)
+    check_output_dir(out, force=force)
     meta = metadata_path(root)
     data_root = meta.parents[3] if meta.name == METADATA_FILE.name and len(meta.parents) > 3 else root
     summary = ImportSummary()
     per_species: dict[str, int] = {}
     records: list[Record] = []
+    placements: list[tuple[Path, str]] = []
+    images_dir = data_root / "bioscan5m" / "images"
     for row in iter_metadata(meta, set(icfg.bioscan_splits)):
         summary.rows += 1
         if icfg.max_records and len(records) >= icfg.max_records:
@@ -118,15 +142,16 @@ def import_bioscan5m(
         if seq is None:
             summary.skip(why.split(" (")[0])
             continue
+        parts = (row["processid"], row["split"], row.get("chunk", ""))
+        if any("/" in p or "\\" in p or p in (".", "..") or "\x00" in p for p in parts):
+            summary.skip("unsafe processid/split/chunk")
+            continue
         src_name = image_path(data_root, icfg.image_package, row)
         images: tuple[str, ...] = ()
-        if os.path.isfile(src_name):
-            src = Path(src_name)
-            images = (
-                place_image(
-                    src, out, f"images/{src.relative_to(data_root / 'bioscan5m' / 'images')}", icfg.image_mode
-                ),
-            )
+        rel = f"images/{Path(src_name).relative_to(images_dir).as_posix()}"
+        if image_problem(rel) is None and os.path.isfile(src_name):
+            placements.append((Path(src_name), rel))
+            images = (rel,)
         elif icfg.require_image:
             summary.skip("image missing")
             continue
@@ -156,4 +181,10 @@ def import_bioscan5m(
         "bioscan_splits": list(icfg.bioscan_splits),
         "split_from": split_from,
     }
-    return write_dataset(out, records, info), summary
+    if icfg.image_mode == "symlink":
+        info["image_links"] = str(images_dir.resolve())
+    with staged_output(out, "import", force=force) as tmp:
+        for src, rel in placements:
+            place_image(src, tmp, rel, icfg.image_mode)
+        write_dataset(tmp, records, info)
+    return load_dataset(out), summary

@@ -31,22 +31,24 @@ of the taxon (``max_per_taxon`` is applied after it), so ask for species or gene
 from __future__ import annotations
 
 import csv
-import json
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from phenogen.data.barcodes import Barcode, check_barcode, safe_id
 from phenogen.data.config import FetchConfig
-from phenogen.data.http import HttpClient, HttpStatusError
+from phenogen.data.http import HttpClient, HttpStatusError, RetryablePayloadError, expect, json_payload
 from phenogen.data.ncbi import TaxonLog
-from phenogen.errors import InputError
+from phenogen.errors import DataError, InputError
 
 __all__ = [
     "RANKS",
     "parse_bold_tsv",
+    "parse_bold_payload",
+    "parse_v5_preprocessor",
+    "parse_v5_query",
     "bold_barcodes",
     "v5_terms",
     "fetch_bold",
@@ -70,7 +72,10 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 def parse_bold_tsv(lines: Iterable[str], source: str = "<BOLD TSV>") -> Iterator[dict[str, str]]:
     """Rows of a BOLD TSV as dicts with our keys (``processid species marker sequence accession`` + ranks)."""
     reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise InputError(f"{source}: unreadable BOLD TSV header ({exc})") from None
     if header is None:
         return
     index = {name.strip().lower(): i for i, name in enumerate(header)}
@@ -81,7 +86,13 @@ def parse_bold_tsv(lines: Iterable[str], source: str = "<BOLD TSV>") -> Iterator
             f"{source}: not a BOLD TSV — no column for {', '.join(missing)} "
             f"(expected e.g. {', '.join(_ALIASES[missing[0]])}); header was {header[:8]}"
         )
-    for row in reader:
+    while True:
+        try:
+            row = next(reader, None)
+        except csv.Error as exc:  # e.g. a field over csv's size limit
+            raise InputError(f"{source}: unreadable BOLD TSV line {reader.line_num} ({exc})") from None
+        if row is None:
+            return
         if not row or not any(row):
             continue
         yield {key: (row[i].strip() if i is not None and i < len(row) else "") for key, i in cols.items()}
@@ -133,14 +144,6 @@ def bold_barcodes(
     return barcodes
 
 
-def _check_tsv(body: bytes) -> None:
-    text = body.decode("utf-8", errors="replace")
-    if text.strip() and "processid" not in text.split("\n", 1)[0].lower():
-        raise ValueError("BOLD answer has no processid header")
-    if text.strip() and not text.endswith("\n"):
-        raise ValueError("BOLD TSV does not end with a newline (truncated)")
-
-
 def _decode(body: bytes) -> str:
     try:
         return body.decode("utf-8")
@@ -148,38 +151,65 @@ def _decode(body: bytes) -> str:
         return body.decode("latin-1")  # the v4 API answers in Latin-1 for some records
 
 
+def parse_bold_payload(payload: bytes | str, source: str = "BOLD TSV") -> list[dict[str, str]]:
+    """The rows of a BOLD TSV answer (v4 ``combined`` or a v5 download); :class:`DataError` if malformed.
+
+    UTF-8, else Latin-1 (the v4 API's encoding for some records). An empty answer has no rows; one
+    without its final newline is retried as truncated; a header without ``processid`` and sequence
+    columns is refused.
+    """
+    text = _decode(payload) if isinstance(payload, bytes | bytearray) else payload
+    if not text.strip():
+        return []
+    if not text.endswith("\n"):
+        raise RetryablePayloadError(f"{source}: TSV does not end with a newline (truncated)")
+    try:
+        return list(parse_bold_tsv(text.splitlines(), source))
+    except InputError as exc:
+        raise DataError(str(exc)) from None
+
+
 def fetch_bold_v4(client: HttpClient, cfg: FetchConfig, taxon: str) -> tuple[list[Barcode], TaxonLog]:
     """COI barcodes of ``taxon`` from the legacy BOLD v4 public API (``combined`` endpoint, TSV)."""
     log = TaxonLog(taxon, "bold")
     url = client.url(cfg.bold_v4_base, "combined", {"taxon": taxon, "format": "tsv"})
-    text = _decode(client.get(url, validate=_check_tsv))
-    barcodes = bold_barcodes(parse_bold_tsv(text.splitlines(), f"BOLD {taxon}"), taxon, cfg, log)
-    return barcodes, log
+    source = f"BOLD v4 combined for {taxon!r}"
+    rows = client.get_parsed(url, lambda body: parse_bold_payload(body, source))
+    return bold_barcodes(rows, taxon, cfg, log), log
 
 
-def v5_terms(doc: dict[str, Any]) -> str:
+def v5_terms(doc: dict[str, Any], source: str = "BOLD preprocessor") -> str:
     """The taxonomy terms of a v5 ``query/preprocessor`` answer, ``;``-joined ('' when none matched).
 
-    Each submitted term keeps its first ``tax:`` match (a name can match several ranks).
+    Each submitted term keeps its first ``tax:`` match (a name can match several ranks); a wrong shape
+    raises :class:`DataError` naming the field.
     """
     terms: list[str] = []
-    for term in doc.get("successful_terms") or []:
-        matches = [m.strip() for m in re.split(r"[;,]", str(term.get("matched") or "")) if m.strip()]
+    found = expect(doc.get("successful_terms"), list, source, "successful_terms", optional=True) or []
+    for i, term in enumerate(found):
+        term = expect(term, dict, source, f"successful_terms[{i}]")
+        matched = expect(term.get("matched"), str, source, f"successful_terms[{i}].matched", optional=True)
+        matches = [m.strip() for m in re.split(r"[;,]", matched or "") if m.strip()]
         tax = [m for m in matches if m.startswith("tax:")]
         if tax and tax[0] not in terms:
             terms.append(tax[0])
     return ";".join(terms)
 
 
-def _check_json_key(key: str) -> Callable[[bytes], None]:
-    """A ``validate`` function for :meth:`HttpClient.get`: the body is a JSON object holding ``key``."""
+def parse_v5_preprocessor(payload: bytes | str, source: str = "BOLD preprocessor") -> str:
+    """The matched taxonomy terms of a ``query/preprocessor`` JSON answer (see :func:`v5_terms`)."""
+    return v5_terms(expect(json_payload(payload, source), dict, source, "<answer>"), source)
 
-    def check(body: bytes) -> None:
-        doc = json.loads(body)
-        if not isinstance(doc, dict) or key not in doc:
-            raise ValueError(f"JSON answer has no {key!r}")
 
-    return check
+def parse_v5_query(payload: bytes | str, source: str = "BOLD query") -> str:
+    """The ``query_id`` of a v5 ``query`` JSON answer; :class:`DataError` when missing or not a string."""
+    doc = expect(json_payload(payload, source), dict, source, "<answer>")
+    if "query_id" not in doc:
+        raise DataError(f"{source}: answer has no 'query_id' (keys {sorted(doc)[:8]})")
+    query_id = str(expect(doc["query_id"], (str, int), source, "query_id")).strip()
+    if not query_id or len(query_id) > 1000:
+        raise DataError(f"{source}: field 'query_id' is empty or over 1,000 characters")
+    return query_id
 
 
 def fetch_bold_v5(client: HttpClient, cfg: FetchConfig, taxon: str) -> tuple[list[Barcode], TaxonLog]:
@@ -190,37 +220,37 @@ def fetch_bold_v5(client: HttpClient, cfg: FetchConfig, taxon: str) -> tuple[lis
     # 1. resolve the name against BOLD's taxonomy
     pre_url = client.url(cfg.bold_base, "query/preprocessor", {"query": f"tax:{taxon}"})
     try:
-        pre = json.loads(client.get(pre_url, validate=json.loads))
+        terms = client.get_parsed(
+            pre_url, lambda body: parse_v5_preprocessor(body, f"BOLD preprocessor {taxon!r}")
+        )
     except HttpStatusError as exc:
         if exc.status not in (400, 422):  # BOLD may answer an unknown name with 400 + failed_terms
             raise
-        pre = {}
-    terms = v5_terms(pre if isinstance(pre, dict) else {})
+        terms = ""
     if not terms:
         log.drop("name not in BOLD's taxonomy")
         return [], log
     # 2. start the query; its id stays valid for 24 h
     query_url = client.url(cfg.bold_base, "query", {"query": terms, "extent": "full"})
-    validate_query = _check_json_key("query_id")
+    source = f"BOLD v5 download for {taxon!r}"
 
-    def download(refresh: bool) -> bytes:
-        query_id = str(
-            json.loads(client.get(query_url, validate=validate_query, refresh=refresh))["query_id"]
+    def download(refresh: bool) -> list[dict[str, str]]:
+        query_id = client.get_parsed(
+            query_url, lambda body: parse_v5_query(body, f"BOLD query {terms!r}"), refresh=refresh
         )
         path = f"documents/{urllib.parse.quote(query_id, safe='')}/download"
-        return client.get(client.url(cfg.bold_base, path, {"format": "tsv"}), validate=_check_tsv)
+        url = client.url(cfg.bold_base, path, {"format": "tsv"})
+        return client.get_parsed(url, lambda body: parse_bold_payload(body, source))
 
     # 3. download every record as BCDM TSV
     id_from_cache = client.cached(query_url) is not None
     try:
-        body = download(refresh=False)
+        rows = download(refresh=False)
     except HttpStatusError as exc:
         if not (id_from_cache and 400 <= exc.status < 500):
             raise
-        body = download(refresh=True)  # the cached query id expired: start the query again
-    text = _decode(body)
-    barcodes = bold_barcodes(parse_bold_tsv(text.splitlines(), f"BOLD {taxon}"), taxon, cfg, log)
-    return barcodes, log
+        rows = download(refresh=True)  # the cached query id expired: start the query again
+    return bold_barcodes(rows, taxon, cfg, log), log
 
 
 def fetch_bold(client: HttpClient, cfg: FetchConfig, taxon: str) -> tuple[list[Barcode], TaxonLog]:

@@ -16,19 +16,36 @@ splits with :func:`assign_splits`:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from phenogen.data.barcodes import Barcode
 from phenogen.data.config import BuildConfig
-from phenogen.data.dataset import Dataset, Record, write_dataset
+from phenogen.data.dataset import (
+    MAX_NAME_BYTES,
+    Dataset,
+    Record,
+    check_image,
+    contained_file,
+    load_dataset,
+    write_dataset,
+)
 from phenogen.data.images import ImageEntry
 from phenogen.errors import DataError, InputError
+from phenogen.fsio import check_output_dir, is_phenogen_dir, prepare_output_dir, replace_dir
 
-__all__ = ["assign_splits", "place_image", "barcodes_to_records", "build_dataset"]
+__all__ = [
+    "assign_splits",
+    "place_image",
+    "short_name",
+    "staged_output",
+    "barcodes_to_records",
+    "build_dataset",
+]
 
 
 def assign_splits(lineages: Mapping[str, Sequence[str]], cfg: BuildConfig) -> dict[str, str]:
@@ -48,6 +65,48 @@ def assign_splits(lineages: Mapping[str, Sequence[str]], cfg: BuildConfig) -> di
         n_held = max(1, min(n_held, len(order) - 1))  # both splits non-empty
     held = set(order[:n_held])
     return {s: "heldout" if s in held else "train" for s in species}
+
+
+def short_name(name: str, limit: int = MAX_NAME_BYTES - 8) -> str:
+    """``name`` cut (keeping its suffix) to at most ``limit`` UTF-8 bytes, so a prefix still fits a file name."""
+    if len(name.encode("utf-8", "replace")) <= limit:
+        return name
+    stem, suffix = os.path.splitext(name)
+    suffix = suffix[:16]
+    while stem and len((stem + suffix).encode("utf-8", "replace")) > limit:
+        stem = stem[:-1]
+    return stem + suffix
+
+
+@contextlib.contextmanager
+def staged_output(out: str | Path, command: str, *, force: bool = False) -> Iterator[Path]:
+    """Write a dataset aside and move it to ``out`` only when complete; yields the directory to write.
+
+    ``out`` is checked first (:func:`~phenogen.fsio.check_output_dir`: a non-empty directory needs
+    ``--force`` and phenogen's marker). Everything is written into a fresh ``OUT.tmp`` (marked); on
+    success :func:`~phenogen.fsio.replace_dir` swaps it in, on any failure it is removed and ``out``
+    is untouched — a bad input or a kill never costs the previous dataset.
+    """
+    out = Path(out)
+    check_output_dir(out, force=force)
+    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
+    if (old.exists() or old.is_symlink()) and not (old.is_dir() and is_phenogen_dir(old)):
+        raise InputError(
+            f"{old}: exists and was not written by phenogen; it would be replaced — move it away first"
+        )
+    if tmp.exists() or tmp.is_symlink():
+        if not (tmp.is_dir() and not tmp.is_symlink() and is_phenogen_dir(tmp)):
+            raise InputError(
+                f"{tmp}: exists and was not written by phenogen; remove it or choose another --out"
+            )
+        shutil.rmtree(tmp)  # an interrupted earlier run
+    prepare_output_dir(tmp, command)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, out)
 
 
 def place_image(src: Path, root: Path, rel: str, mode: str = "copy") -> str:
@@ -114,15 +173,29 @@ def build_dataset(
     out: str | Path,
     cfg: BuildConfig,
     info: Mapping[str, object] | None = None,
+    *,
+    force: bool = False,
 ) -> Dataset:
     """Write the dataset joining ``barcodes`` with the photos in ``entries`` (paths under ``images_root``).
 
     Photos are matched to barcodes by species name first, then by the taxon that was searched for.
+    Each photo must lie inside ``images_root`` (no absolute, ``..`` or linked-out path in
+    ``images.tsv``) and decode; the dataset is written aside and moved to ``out`` when complete
+    (:func:`staged_output`).
     """
     out, images_root = Path(out), Path(images_root)
+    check_output_dir(out, force=force)
+    roots = [images_root.resolve()]
+    manifest = images_root.parent / "images.tsv"
     by_name: dict[str, list[str]] = {}
-    for e in entries:
-        rel = place_image(images_root / e.file, out, f"images/{e.file}")
+    sources: dict[str, Path] = {}
+    for row, e in enumerate(entries, start=2):
+        src, why = contained_file(images_root, e.file, roots)
+        if why:
+            raise InputError(f"{manifest}, row {row}: field file: {why}")
+        check_image(src, f"image {e.file} (images.tsv row {row})", error=InputError)
+        rel = f"images/{e.file}"
+        sources[rel] = src
         for key in dict.fromkeys((e.species, e.taxon)):
             by_name.setdefault(key, []).append(rel)
     images = {b.species: by_name.get(b.species) or by_name.get(b.taxon, []) for b in barcodes}
@@ -142,4 +215,9 @@ def build_dataset(
         "n_species": len({r.species for r in records}),
         **(info or {}),
     }
-    return write_dataset(out, records, meta)
+    used = {rel for r in records for rel in r.images}
+    with staged_output(out, "dataset build", force=force) as tmp:
+        for rel in used:
+            place_image(sources[rel], tmp, rel)
+        write_dataset(tmp, records, meta)
+    return load_dataset(out)

@@ -7,6 +7,10 @@ others") and writes a dataset that ``phenogen train-lm`` and ``phenogen train-im
 
     phenogen dataset build --barcodes data/passerines/barcodes --images data/passerines/photos \\
         --out data/passerines/dataset --set build.heldout_fraction=0.2
+
+``--out`` is checked before the inputs are read (new, empty, or an earlier phenogen output with
+``--force``); photos must lie inside the ``--images`` folder and decode; the dataset is written
+aside and moved in place when complete.
 """
 
 from __future__ import annotations
@@ -27,25 +31,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--images", metavar="DIR", default=None, help="`phenogen fetch images` output folder")
     parser.add_argument("--out", required=True, metavar="DIR", help="dataset directory to write")
+    parser.add_argument(
+        "--force", action="store_true", help="replace --out when it holds an earlier phenogen output"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from phenogen.config import load_sections, save_resolved
     from phenogen.data.barcodes import read_barcodes
     from phenogen.data.build import build_dataset
+    from phenogen.data.command_import import read_table
     from phenogen.data.config import BuildConfig
     from phenogen.data.images import read_image_manifest
+    from phenogen.fsio import check_output_dir, check_output_file
 
     cfg: BuildConfig = load_sections({"build": BuildConfig}, args.config, args.set)["build"]
+    out = Path(args.out)
+    check_output_dir(out, force=args.force)
+    check_output_file(out / "config.json")
     src = Path(args.barcodes)
-    barcodes = read_barcodes(src / "barcodes.tsv" if src.is_dir() else src)
+    barcodes = read_table(read_barcodes, src / "barcodes.tsv" if src.is_dir() else src, "barcodes table")
     entries, images_root = [], Path(".")
     if args.images:
-        entries = read_image_manifest(Path(args.images) / "images.tsv")
+        entries = read_table(read_image_manifest, Path(args.images) / "images.tsv", "image manifest")
         images_root = Path(args.images) / "images"
-    out = Path(args.out)
     ds = build_dataset(
-        barcodes, entries, images_root, out, cfg, {"barcodes": str(src), "images": str(args.images)}
+        barcodes,
+        entries,
+        images_root,
+        out,
+        cfg,
+        {"barcodes": str(src), "images": str(args.images)},
+        force=args.force,
     )
     save_resolved(
         {"build": cfg}, out, command="dataset build", n_barcodes=len(barcodes), n_images=len(entries)
@@ -61,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             + ", ".join(left_out[:10])
             + (" ..." if len(left_out) > 10 else "")
         )
-    lengths = [len(r.sequence) for r in ds.records()]
+    lengths = [len(r.sequence) for r in ds.records()] or [0]
     # the k-mer tokenizer: full 6-mers, one token per leftover base, <bos> and <eos>
     tokens = max(n // 6 + n % 6 + 2 for n in lengths)
     print(

@@ -7,7 +7,8 @@ photos and writes ``images/`` + ``images.tsv`` (licence, author, source URL per 
 
 Every HTTP answer is cached under ``DIR/cache`` once complete, so a rerun after a crash, a kill or a
 network failure fetches only what is missing and rewrites the outputs whole (nothing lost or
-duplicated). A taxon whose requests still fail after the retries is logged and the command exits 1
+duplicated). A taxon whose requests still fail after the retries, or whose answer is malformed (the
+wrong JSON shape, GenBank text that does not parse — never cached), is logged and the command exits 1
 after finishing the others — rerun it later.
 
     phenogen fetch barcodes --taxa passerines.txt --out data/passerines/barcodes --set fetch.email=you@uni.edu
@@ -49,6 +50,7 @@ def make_client(cfg, cache_dir: Path):  # noqa: ANN001, ANN201 - FetchConfig -> 
         backoff_s=cfg.backoff_s,
         backoff_max_s=cfg.backoff_max_s,
         user_agent=cfg.user_agent,
+        max_bytes=int(cfg.max_body_mb * 2**20),
     )
 
 
@@ -68,7 +70,7 @@ def fetch_barcodes(taxa: list[str], out: Path, cfg, client) -> tuple[list, list]
     from phenogen.data.bold import fetch_bold
     from phenogen.data.ncbi import TaxonLog, fetch_ncbi
     from phenogen.dna.seqio import write_fasta
-    from phenogen.errors import NetworkError
+    from phenogen.errors import DataError, NetworkError
 
     fetchers = {"ncbi": fetch_ncbi, "bold": fetch_bold}
     barcodes, logs, seen = [], [], set()
@@ -76,7 +78,7 @@ def fetch_barcodes(taxa: list[str], out: Path, cfg, client) -> tuple[list, list]
         for source in cfg.sources:
             try:
                 got, log = fetchers[source](client, cfg, taxon)
-            except NetworkError as exc:
+            except (NetworkError, DataError) as exc:  # unreachable, or a malformed answer (never cached)
                 got, log = [], TaxonLog(taxon, source, error=str(exc))
             fresh = [b for b in got if b.record_id not in seen]  # one record found by two queries
             if len(fresh) < len(got):
@@ -99,13 +101,13 @@ def fetch_all_images(taxa: list[str], out: Path, cfg, client) -> tuple[list, lis
     """Download, deduplicate, resize and record the photos of ``taxa``; returns (entries, logs)."""
     from phenogen.data.images import fetch_images, write_image_manifest
     from phenogen.data.ncbi import TaxonLog
-    from phenogen.errors import NetworkError
+    from phenogen.errors import DataError, NetworkError
 
     entries, logs, seen = [], [], {}
     for taxon in taxa:
         try:
             got, log = fetch_images(client, cfg, taxon, out / "images", seen)
-        except NetworkError as exc:
+        except (NetworkError, DataError) as exc:  # unreachable, or a malformed answer (never cached)
             got, log = [], TaxonLog(taxon, "+".join(cfg.image_sources), error=str(exc))
         entries.extend(got)
         logs.append(log)

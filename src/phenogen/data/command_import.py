@@ -9,6 +9,11 @@
 (:mod:`phenogen.data.bioscan`). ``bold``: a BOLD TSV export (v4 or v5 columns); its barcodes are
 joined with the photos of a ``phenogen fetch images`` folder given by ``--images`` (or kept without
 photos when ``--set build.require_images=false``). Splits follow the ``[build]`` section.
+
+``--out`` is checked before any input is read: it must be new or empty, or an earlier phenogen
+output replaced with ``--force`` (never a directory phenogen did not write). The dataset is written
+aside and moved in place when complete. ``folder`` reads only files inside the CSV's folder unless
+``--allow-outside`` is given.
 """
 
 from __future__ import annotations
@@ -33,6 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tsv", metavar="FILE", help="bold: a BOLD TSV export")
     parser.add_argument("--images", metavar="DIR", help="bold: a `phenogen fetch images` output folder")
+    parser.add_argument(
+        "--force", action="store_true", help="replace --out when it holds an earlier phenogen output"
+    )
+    parser.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="folder: accept image paths outside the CSV's folder (absolute, '..', symlinks leading out)",
+    )
 
 
 def _need(args: argparse.Namespace, *names: str) -> None:
@@ -43,25 +56,50 @@ def _need(args: argparse.Namespace, *names: str) -> None:
         raise InputError(f"import {args.kind} needs {' and '.join(missing)}")
 
 
+def read_table(read, path: Path, what: str):
+    """``read(path)`` with a non-UTF-8 or malformed table turned into one InputError naming ``path``."""
+    import csv
+
+    from phenogen.errors import InputError
+
+    try:
+        return read(path)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: {what} is not UTF-8 text (byte {exc.start} of a block: {exc.reason})"
+        ) from None
+    except csv.Error as exc:
+        raise InputError(f"{path}: {what} is not a valid table ({' '.join(str(exc).split())})") from None
+    except (KeyError, TypeError, ValueError) as exc:  # a row the reader could not map to its fields
+        raise InputError(f"{path}: {what} has a malformed row ({type(exc).__name__}: {exc})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from phenogen.config import load_sections, save_resolved
     from phenogen.data.config import BuildConfig, FetchConfig, ImportConfig
+    from phenogen.fsio import check_output_dir, check_output_file
 
     sections = load_sections(
         {"import": ImportConfig, "build": BuildConfig, "fetch": FetchConfig}, args.config, args.set
     )
     icfg, bcfg = sections["import"], sections["build"]
     out = Path(args.out)
+    check_output_dir(out, force=args.force)
+    check_output_file(out / "config.json")
     if args.kind == "folder":
         from phenogen.data.folder import import_folder
 
         _need(args, "fasta", "csv")
-        ds, summary = import_folder(args.fasta, args.csv, out, icfg, bcfg)
+        ds, summary = import_folder(
+            args.fasta, args.csv, out, icfg, bcfg, force=args.force, allow_outside=args.allow_outside
+        )
     elif args.kind == "bioscan5m":
         from phenogen.data.bioscan import import_bioscan5m
 
         _need(args, "root")
-        ds, summary = import_bioscan5m(args.root, out, icfg, bcfg, split_from=args.split_from)
+        ds, summary = import_bioscan5m(
+            args.root, out, icfg, bcfg, split_from=args.split_from, force=args.force
+        )
     else:
         from phenogen.data.bold import read_bold_file
         from phenogen.data.build import build_dataset
@@ -71,13 +109,19 @@ def run(args: argparse.Namespace) -> int:
         _need(args, "tsv")
         fcfg = sections["fetch"]
         fcfg.policy = icfg.policy
-        barcodes, log = read_bold_file(args.tsv, fcfg)
+        barcodes, log = read_table(lambda p: read_bold_file(p, fcfg), Path(args.tsv), "BOLD TSV")
         entries, images_root = [], Path(".")
         if args.images:
-            entries = read_image_manifest(Path(args.images) / "images.tsv")
+            entries = read_table(read_image_manifest, Path(args.images) / "images.tsv", "image manifest")
             images_root = Path(args.images) / "images"
         ds = build_dataset(
-            barcodes, entries, images_root, out, bcfg, {"source": "bold", "tsv": str(args.tsv)}
+            barcodes,
+            entries,
+            images_root,
+            out,
+            bcfg,
+            {"source": "bold", "tsv": str(args.tsv)},
+            force=args.force,
         )
         summary = ImportSummary(rows=log.found, records=len(ds), skipped=dict(log.filtered))
     if sections["fetch"].api_key:

@@ -1,7 +1,8 @@
 """Configuration sections of the real-data commands: ``[fetch]``, ``[import]`` and ``[build]``.
 
 The real service endpoints are the defaults; every base URL is a setting, so tests (and mirrors)
-point the clients elsewhere — the test suite serves recorded responses from ``127.0.0.1``.
+point the clients elsewhere — the test suite serves synthetic answers in each service's format
+from ``127.0.0.1``.
 
 >>> FetchConfig(max_per_taxon=5).max_per_taxon
 5
@@ -14,6 +15,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Literal
+
+from phenogen.config import require_finite
 
 __all__ = ["FetchConfig", "ImportConfig", "BuildConfig", "FREE_LICENSES", "ALL_LICENSES"]
 
@@ -100,7 +103,13 @@ class FetchConfig:
     photo_size: Literal["small", "medium", "large", "original"] = field(
         default="medium", metadata={"help": "which iNaturalist photo size to download"}
     )
-    timeout_s: float = field(default=30.0, metadata={"help": "seconds before one HTTP request times out"})
+    timeout_s: float = field(
+        default=30.0,
+        metadata={"help": "wall-clock seconds per attempt: connect + headers + the whole body"},
+    )
+    max_body_mb: float = field(
+        default=64.0, metadata={"help": "largest JSON/XML/TSV answer accepted, in MiB (photos: 128 MiB)"}
+    )
     retries: int = field(default=5, metadata={"help": "retries after a timeout, 429, 5xx or truncated body"})
     backoff_s: float = field(
         default=1.0, metadata={"help": "first retry wait; doubles each retry (Retry-After wins)"}
@@ -115,6 +124,7 @@ class FetchConfig:
     )
 
     def __post_init__(self) -> None:
+        require_finite(self)  # nan passes every `x <= 0` test; 1e400 parses as inf
         bad = sorted(set(self.sources) - {"ncbi", "bold"})
         if bad or not self.sources:
             raise ValueError(f"sources must be a non-empty subset of ncbi, bold; got {self.sources}")
@@ -143,6 +153,8 @@ class FetchConfig:
             raise ValueError("timeout_s must be > 0; retries, backoff_s and backoff_max_s must be >= 0")
         if self.rate_per_s < 0:
             raise ValueError(f"rate_per_s must be >= 0, got {self.rate_per_s}")
+        if self.max_body_mb <= 0:
+            raise ValueError(f"max_body_mb must be > 0, got {self.max_body_mb}")
 
     def ncbi_key(self) -> str:
         """The NCBI API key in use: this config's, else ``$NCBI_API_KEY``, else ''."""
@@ -192,6 +204,7 @@ class ImportConfig:
     )
 
     def __post_init__(self) -> None:
+        require_finite(self)  # nan passes every `x <= 0` test; 1e400 parses as inf
         for name in ("max_nucleotides", "max_records", "max_per_species", "min_length"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -238,6 +251,7 @@ class BuildConfig:
     )
 
     def __post_init__(self) -> None:
+        require_finite(self)  # nan passes every `x <= 0` test; 1e400 parses as inf
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
         if self.strategy == "taxon" and not self.train_taxa:

@@ -26,15 +26,23 @@ import csv
 import hashlib
 import io
 import re
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from phenogen.data.config import FetchConfig
-from phenogen.data.http import HttpClient, HttpStatusError
+from phenogen.data.http import (
+    IMAGE_MAX_BYTES,
+    HttpClient,
+    HttpStatusError,
+    ResponseTooLarge,
+    expect,
+    json_payload,
+)
 from phenogen.data.ncbi import TaxonLog
-from phenogen.errors import InputError
+from phenogen.errors import DataError, InputError
 
 __all__ = [
     "ImageCandidate",
@@ -42,6 +50,8 @@ __all__ = [
     "normalize_license",
     "inat_candidates",
     "gbif_candidates",
+    "parse_inat",
+    "parse_gbif",
     "fetch_images",
     "write_image_manifest",
     "read_image_manifest",
@@ -102,17 +112,105 @@ def normalize_license(text: str | None) -> str:
     return "unknown"
 
 
-def _check_json_results(body: bytes) -> None:
-    import json
+def _results(payload: bytes | str, source: str) -> list[dict[str, Any]]:
+    """The ``results`` list of objects of an iNaturalist or GBIF search answer."""
+    doc = expect(json_payload(payload, source), dict, source, "<answer>")
+    if "results" not in doc:
+        raise DataError(f"{source}: answer has no 'results' (keys {sorted(doc)[:8]})")
+    results = expect(doc["results"], list, source, "results")
+    return [expect(item, dict, source, f"results[{i}]") for i, item in enumerate(results)]
 
-    if "results" not in json.loads(body):
-        raise ValueError("JSON answer has no 'results'")
+
+def _text(obj: dict[str, Any], key: str, source: str, where: str) -> str:
+    """``obj[key]`` as a string ('' when absent or null); :class:`DataError` for another type."""
+    return expect(obj.get(key), str, source, f"{where}.{key}", optional=True) or ""
+
+
+def _http_url(url: str) -> bool:
+    """An http(s) URL this client may fetch (a ``file://`` or broken one from a remote record is skipped)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. an invalid IPv6 host
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and len(url) <= 2000
+
+
+def parse_inat(
+    payload: bytes | str, source: str, taxon: str, photo_size: str = "medium"
+) -> list[ImageCandidate]:
+    """Photo candidates of an iNaturalist ``/v1/observations`` answer; :class:`DataError` for a wrong shape.
+
+    Photos without an http(s) ``url`` are skipped; ``square`` in a URL is swapped for ``photo_size``.
+    """
+    out = []
+    for i, obs in enumerate(_results(payload, source)):
+        where = f"results[{i}]"
+        tax = expect(obs.get("taxon"), dict, source, f"{where}.taxon", optional=True) or {}
+        species = _text(tax, "name", source, f"{where}.taxon") or taxon
+        page = _text(obs, "uri", source, where)
+        photos = expect(obs.get("photos"), list, source, f"{where}.photos", optional=True) or []
+        for j, photo in enumerate(photos):
+            pw = f"{where}.photos[{j}]"
+            photo = expect(photo, dict, source, pw)
+            url = _text(photo, "url", source, pw)
+            if not _http_url(url):
+                continue
+            if photo_size != "square":
+                url = re.sub(r"/square\.(jpe?g|png)", rf"/{photo_size}.\1", url)
+            out.append(
+                ImageCandidate(
+                    taxon=taxon,
+                    species=species,
+                    url=url,
+                    license=normalize_license(_text(photo, "license_code", source, pw)),
+                    author=_text(photo, "attribution", source, pw),
+                    page_url=page,
+                    provider="inaturalist",
+                )
+            )
+    return out
+
+
+def parse_gbif(payload: bytes | str, source: str, taxon: str) -> list[ImageCandidate]:
+    """Still-image candidates of a GBIF ``/v1/occurrence/search`` answer; :class:`DataError` for a wrong shape.
+
+    Media that are not still images or have no http(s) ``identifier`` are skipped.
+    """
+    out = []
+    for i, occ in enumerate(_results(payload, source)):
+        where = f"results[{i}]"
+        species = _text(occ, "species", source, where) or _text(occ, "scientificName", source, where) or taxon
+        key = expect(occ.get("key"), (int, str), source, f"{where}.key", optional=True)
+        page = f"https://www.gbif.org/occurrence/{urllib.parse.quote(str(key))}" if key is not None else ""
+        media = expect(occ.get("media"), list, source, f"{where}.media", optional=True) or []
+        for j, item in enumerate(media):
+            mw = f"{where}.media[{j}]"
+            item = expect(item, dict, source, mw)
+            url = _text(item, "identifier", source, mw)
+            if _text(item, "type", source, mw) not in ("", "StillImage") or not _http_url(url):
+                continue
+            author = (
+                _text(item, "creator", source, mw)
+                or _text(item, "rightsHolder", source, mw)
+                or _text(occ, "recordedBy", source, where)
+            )
+            lic = _text(item, "license", source, mw) or _text(occ, "license", source, where)
+            out.append(
+                ImageCandidate(
+                    taxon=taxon,
+                    species=species,
+                    url=url,
+                    license=normalize_license(lic),
+                    author=author,
+                    page_url=_text(item, "references", source, mw) or page,
+                    provider="gbif",
+                )
+            )
+    return out
 
 
 def inat_candidates(client: HttpClient, cfg: FetchConfig, taxon: str) -> Iterator[ImageCandidate]:
     """Photos of research-grade iNaturalist observations of ``taxon`` (most-voted first)."""
-    import json
-
     params: dict[str, Any] = {
         "taxon_name": taxon,
         "quality_grade": "research",
@@ -133,52 +231,19 @@ def inat_candidates(client: HttpClient, cfg: FetchConfig, taxon: str) -> Iterato
     }:
         params["photo_license"] = ",".join(inat_codes)
     client.set_rate(cfg.inat_base, cfg.rate_per_s or 1.0)  # iNaturalist asks for ~1 request/s
-    doc = json.loads(
-        client.get(client.url(cfg.inat_base, "observations", params), validate=_check_json_results)
-    )
-    for obs in doc.get("results", []):
-        species = (obs.get("taxon") or {}).get("name") or taxon
-        for photo in obs.get("photos") or []:
-            url = photo.get("url") or ""
-            if not url:
-                continue
-            if cfg.photo_size != "square":
-                url = re.sub(r"/square\.(jpe?g|png)", rf"/{cfg.photo_size}.\1", url)
-            yield ImageCandidate(
-                taxon=taxon,
-                species=species,
-                url=url,
-                license=normalize_license(photo.get("license_code")),
-                author=photo.get("attribution") or "",
-                page_url=obs.get("uri") or "",
-                provider="inaturalist",
-            )
+    url = client.url(cfg.inat_base, "observations", params)
+    source = f"iNaturalist observations of {taxon!r}"
+    yield from client.get_parsed(url, lambda body: parse_inat(body, source, taxon, cfg.photo_size))
 
 
 def gbif_candidates(client: HttpClient, cfg: FetchConfig, taxon: str) -> Iterator[ImageCandidate]:
     """Still images attached to GBIF occurrences of ``taxon``."""
-    import json
-
     params = {"scientificName": taxon, "mediaType": "StillImage", "limit": min(300, 3 * cfg.max_per_taxon)}
     if cfg.rate_per_s:
         client.set_rate(cfg.gbif_base, cfg.rate_per_s)
     url = client.url(cfg.gbif_base, "occurrence/search", params)
-    doc = json.loads(client.get(url, validate=_check_json_results))
-    for occ in doc.get("results", []):
-        species = occ.get("species") or occ.get("scientificName") or taxon
-        page = f"https://www.gbif.org/occurrence/{occ['key']}" if "key" in occ else ""
-        for media in occ.get("media") or []:
-            if media.get("type") not in (None, "StillImage") or not media.get("identifier"):
-                continue
-            yield ImageCandidate(
-                taxon=taxon,
-                species=species,
-                url=media["identifier"],
-                license=normalize_license(media.get("license") or occ.get("license")),
-                author=media.get("creator") or media.get("rightsHolder") or occ.get("recordedBy") or "",
-                page_url=media.get("references") or page,
-                provider="gbif",
-            )
+    source = f"GBIF occurrences of {taxon!r}"
+    yield from client.get_parsed(url, lambda body: parse_gbif(body, source, taxon))
 
 
 def _square(data: bytes, size: int) -> bytes:
@@ -197,9 +262,16 @@ def _square(data: bytes, size: int) -> bytes:
 
 
 def _check_image(body: bytes) -> None:
-    from PIL import Image
+    """Refuse a body that is no image (:class:`DataError`, not retried); one that fails to decode is retried."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(body)) as im:
+    try:
+        im = Image.open(io.BytesIO(body))
+    except UnidentifiedImageError:
+        raise DataError(f"not an image ({len(body):,} bytes starting {body[:24]!r})") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image refused: {exc}") from None
+    with im:
         im.load()  # a truncated JPEG fails here and is fetched again
 
 
@@ -228,9 +300,15 @@ def fetch_images(
                 log.drop(f"licence {cand.license}")
                 continue
             try:
-                data = client.get(cand.url, validate=_check_image)
+                data = client.get(cand.url, validate=_check_image, max_bytes=IMAGE_MAX_BYTES)
             except HttpStatusError as exc:
                 log.drop(f"HTTP {exc.status}")
+                continue
+            except ResponseTooLarge:
+                log.drop("image over the size cap")
+                continue
+            except DataError:
+                log.drop("not an image")
                 continue
             digest = hashlib.sha256(data).hexdigest()
             if digest in seen:
@@ -240,8 +318,13 @@ def fetch_images(
             target = images_root / rel
             if not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    square = _square(data, cfg.image_size)
+                except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for undecodable images
+                    log.drop(f"undecodable image ({type(exc).__name__})")
+                    continue
                 tmp = target.with_suffix(".part")
-                tmp.write_bytes(_square(data, cfg.image_size))
+                tmp.write_bytes(square)
                 tmp.replace(target)
             seen[digest] = rel
             entries.append(

@@ -19,10 +19,19 @@ from typing import Any
 
 from phenogen.data.barcodes import Barcode, check_barcode, safe_id
 from phenogen.data.config import FetchConfig
-from phenogen.data.http import HttpClient
-from phenogen.errors import NetworkError
+from phenogen.data.http import HttpClient, RetryablePayloadError, expect, json_payload, one_line
+from phenogen.errors import DataError
 
-__all__ = ["TaxonLog", "esearch", "efetch_genbank", "coi_from_record", "fetch_ncbi", "COI_PATTERN"]
+__all__ = [
+    "TaxonLog",
+    "esearch",
+    "parse_esearch",
+    "efetch_genbank",
+    "parse_genbank",
+    "coi_from_record",
+    "fetch_ncbi",
+    "COI_PATTERN",
+]
 
 COI_PATTERN = re.compile(
     r"\b(cox1|coxi|co1|coi|mt-?co1|cytochrome (c )?oxidase subunit (1|i))\b(?!i)", re.IGNORECASE
@@ -49,18 +58,37 @@ def _params(cfg: FetchConfig, **extra: Any) -> dict[str, Any]:
     return {"tool": cfg.tool, "email": cfg.ncbi_email(), "api_key": cfg.ncbi_key(), **extra}
 
 
-def _check_esearch(body: bytes) -> None:
-    import json
+_ID = re.compile(r"[A-Za-z0-9_.]{1,40}")
+_XML_ERROR = re.compile(r"<ERROR>(.*?)</ERROR>", re.DOTALL | re.IGNORECASE)
 
-    doc = json.loads(body)
+
+def parse_esearch(payload: bytes | str, source: str = "NCBI esearch") -> list[str]:
+    """The ids of an esearch JSON answer (``esearchresult.idlist``); :class:`DataError` for any other shape.
+
+    NCBI's own ``ERROR`` (e.g. a backend failure) is retried like a truncated body.
+
+    >>> parse_esearch(b'{"esearchresult": {"count": "2", "idlist": ["1", "22"]}}')
+    ['1', '22']
+    """
+    doc = expect(json_payload(payload, source), dict, source, "<answer>")
     if "esearchresult" not in doc:
-        raise ValueError(f"no esearchresult in answer: {str(doc)[:200]}")
+        said = f"; NCBI said {one_line(doc.get('error'))!r}" if "error" in doc else ""
+        raise DataError(f"{source}: answer has no 'esearchresult' (keys {sorted(doc)[:8]}){said}")
+    result = expect(doc["esearchresult"], dict, source, "esearchresult")
+    if "ERROR" in result:
+        raise RetryablePayloadError(f"{source}: NCBI answered ERROR {one_line(result['ERROR'])!r}")
+    ids = expect(result.get("idlist", []), list, source, "esearchresult.idlist", optional=True) or []
+    out = []
+    for i, value in enumerate(ids):
+        value = str(expect(value, (str, int), source, f"esearchresult.idlist[{i}]")).strip()
+        if not _ID.fullmatch(value):
+            raise DataError(f"{source}: esearchresult.idlist[{i}] = {value[:60]!r} is not a GenBank id")
+        out.append(value)
+    return out
 
 
 def esearch(client: HttpClient, cfg: FetchConfig, taxon: str) -> list[str]:
     """GenBank ids (GI numbers) of up to ``cfg.max_per_taxon`` COI records of ``taxon``."""
-    import json
-
     client.set_rate(cfg.ncbi_base, cfg.ncbi_rate())
     term = cfg.ncbi_term.format(taxon=taxon)
     url = client.url(
@@ -68,23 +96,57 @@ def esearch(client: HttpClient, cfg: FetchConfig, taxon: str) -> list[str]:
         "esearch.fcgi",
         _params(cfg, db="nucleotide", term=term, retmode="json", retmax=cfg.max_per_taxon),
     )
-    doc = json.loads(client.get(url, validate=_check_esearch))
-    result = doc["esearchresult"]
-    if "ERROR" in result:
-        raise NetworkError(f"NCBI esearch for {taxon!r} failed: {result['ERROR']}")
-    return [str(i) for i in result.get("idlist", [])]
+    source = f"NCBI esearch for {taxon!r}"
+    return client.get_parsed(url, lambda body: parse_esearch(body, source))
 
 
-def _check_genbank(body: bytes) -> None:
-    text = body.decode("utf-8", errors="replace").rstrip()
-    if not text.startswith("LOCUS") or not text.endswith("//"):
-        raise ValueError("GenBank text does not start with LOCUS and end with //")
+def parse_genbank(payload: bytes | str, source: str = "NCBI efetch") -> list[Any]:
+    """Biopython ``SeqRecord`` objects of an efetch ``rettype=gb`` answer; :class:`DataError` if malformed.
+
+    An empty answer or one without the final ``//`` is retried as truncated; an XML/HTML error page, FASTA
+    or text that Biopython cannot parse is refused with the record number and the parser's reason.
+    """
+    import warnings
+
+    from Bio import BiopythonParserWarning, SeqIO
+
+    text = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes | bytearray) else payload
+    text = text.strip()
+    if not text:
+        raise RetryablePayloadError(f"{source}: empty answer")
+    if not text.startswith("LOCUS"):
+        said = _XML_ERROR.search(text[:10_000])
+        what = (
+            f"NCBI said {one_line(said.group(1))!r}"
+            if said
+            else "FASTA, not GenBank"
+            if text.startswith(">")
+            else f"starts {text[:60]!r}"
+        )
+        raise DataError(f"{source}: answer is not GenBank flat-file text ({what})")
+    if not text.endswith("//"):
+        raise RetryablePayloadError(f"{source}: GenBank text does not end with // (truncated)")
+    records: list[Any] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BiopythonParserWarning)
+        try:
+            for record in SeqIO.parse(io.StringIO(text), "genbank"):
+                records.append(record)
+        except Exception as exc:  # noqa: BLE001 - Biopython raises many types on malformed text
+            raise DataError(
+                f"{source}: malformed GenBank text in record {len(records) + 1} "
+                f"(after {one_line(records[-1].id, 60) if records else 'none'}): {type(exc).__name__}: {one_line(exc, 160)}"
+            ) from None
+    for n, record in enumerate(records, 1):
+        if not _ID.fullmatch(str(record.id or "")):
+            raise DataError(
+                f"{source}: GenBank record {n} has no usable accession (got {str(record.id)[:60]!r})"
+            )
+    return records
 
 
 def efetch_genbank(client: HttpClient, cfg: FetchConfig, ids: list[str]) -> list[Any]:
     """Biopython ``SeqRecord`` objects of ``ids``, fetched ``cfg.batch_size`` at a time."""
-    from Bio import SeqIO
-
     client.set_rate(cfg.ncbi_base, cfg.ncbi_rate())
     records = []
     for start in range(0, len(ids), cfg.batch_size):
@@ -94,24 +156,28 @@ def efetch_genbank(client: HttpClient, cfg: FetchConfig, ids: list[str]) -> list
             "efetch.fcgi",
             _params(cfg, db="nucleotide", id=",".join(batch), rettype="gb", retmode="text"),
         )
-        text = client.get_text(url, validate=_check_genbank)
-        records.extend(SeqIO.parse(io.StringIO(text), "genbank"))
+        source = f"NCBI efetch of {len(batch)} id(s) from {batch[0]}"
+        records.extend(client.get_parsed(url, lambda body, source=source: parse_genbank(body, source)))
     return records
 
 
 def _names(feature: Any) -> str:
     q = feature.qualifiers
-    return " ".join(q.get("gene", []) + q.get("product", []) + q.get("note", [])[:1])
+    names = [*q.get("gene", []), *q.get("product", []), *q.get("note", [])[:1]]
+    return " ".join(str(v) for v in names)
 
 
 def coi_from_record(record: Any, max_length: int) -> tuple[str | None, str]:
     """``(sequence, how)`` of the COI region of a GenBank ``SeqRecord``, or ``(None, reason)``."""
-    for kind in ("CDS", "gene"):
-        for feature in record.features:
-            if feature.type == kind and COI_PATTERN.search(_names(feature)):
-                return str(feature.extract(record.seq)), f"{kind} feature"
-    if len(record.seq) <= max_length and COI_PATTERN.search(record.description or ""):
-        return str(record.seq), "whole record"
+    try:
+        for kind in ("CDS", "gene"):
+            for feature in record.features:
+                if feature.type == kind and COI_PATTERN.search(_names(feature)):
+                    return str(feature.extract(record.seq)), f"{kind} feature"
+        if len(record.seq) <= max_length and COI_PATTERN.search(str(record.description or "")):
+            return str(record.seq), "whole record"
+    except (ValueError, IndexError, TypeError) as exc:  # UndefinedSequenceError (no ORIGIN), odd location
+        return None, f"unusable sequence ({type(exc).__name__})"
     return None, "no COI feature"
 
 

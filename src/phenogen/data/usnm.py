@@ -15,18 +15,48 @@ codes are masked to N (policy "mask", counted in ``dataset.json``); there are no
 from __future__ import annotations
 
 import csv
+import io
 import random
 from pathlib import Path
 
 from phenogen.data.dataset import Dataset, Record, write_dataset
 from phenogen.errors import DataError, InputError
 
-__all__ = ["USNM_DIR", "build_usnm_dataset"]
+__all__ = ["USNM_DIR", "build_usnm_dataset", "parse_usnm_tsv"]
 
 USNM_DIR = Path(__file__).resolve().parents[3] / "data" / "usnm_birds_coi"
 FASTA_NAME = "unaligned_schindel2017.fasta"
 TSV_NAME = "schindel2017.tsv"
 TREE_NAME = "bird_tree.nwk"
+
+
+def parse_usnm_tsv(payload: bytes | str, source: str = TSV_NAME) -> dict[str, str]:
+    """``accession -> scientific_name`` of the USNM table; :class:`DataError` naming the line if malformed.
+
+    >>> parse_usnm_tsv(b"accession\\tscientific_name\\nKX1\\tParus major\\n")
+    {'KX1': 'Parus major'}
+    """
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, bytes | bytearray) else payload
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
+    try:
+        fields = reader.fieldnames or []
+        if "accession" not in fields or "scientific_name" not in fields:
+            raise DataError(f"{source}: expected columns accession and scientific_name, got {fields[:6]}")
+        species_of: dict[str, str] = {}
+        for row in reader:
+            accession, name = row.get("accession"), row.get("scientific_name")
+            if not isinstance(accession, str) or not isinstance(name, str):
+                raise DataError(f"{source}: line {reader.line_num} has too few columns")
+            if accession.strip():
+                species_of[accession.strip()] = name.strip()
+    except csv.Error as exc:
+        raise DataError(f"{source}: unreadable TSV at line {reader.line_num} ({exc})") from None
+    if not species_of:
+        raise DataError(f"{source}: no rows")
+    return species_of
 
 
 def build_usnm_dataset(
@@ -56,11 +86,7 @@ def build_usnm_dataset(
             raise InputError(
                 f"{path} not found; pass source_dir= the folder holding {FASTA_NAME} and {TSV_NAME}"
             )
-    with open(tsv, encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-    if not rows or "accession" not in rows[0] or "scientific_name" not in rows[0]:
-        raise DataError(f"{tsv}: expected columns accession and scientific_name")
-    species_of = {r["accession"].strip(): r["scientific_name"].strip() for r in rows}
+    species_of = parse_usnm_tsv(tsv.read_bytes(), str(tsv))
     res = read_fasta(fasta, policy="mask")
     missing = [r.id for r in res.records if not species_of.get(r.id)]
     if missing:

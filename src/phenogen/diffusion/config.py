@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from phenogen.config import require_finite
+
 __all__ = ["ImageConfig", "GenerateConfig", "PRESETS", "ENCODERS", "SCHEDULERS"]
 
 PRESETS = ("tiny", "cpu", "cpu2x", "gpu")
@@ -226,6 +228,7 @@ class ImageConfig:
     )
 
     def __post_init__(self) -> None:
+        require_finite(self)  # nan passes every `x <= 0` test; 1e400 parses as inf
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.encoder not in ENCODERS:
@@ -314,6 +317,7 @@ class GenerateConfig:
     )
 
     def __post_init__(self) -> None:
+        require_finite(self)  # nan passes every `x <= 0` test; 1e400 parses as inf
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.guidance_scale < 0:

@@ -3,8 +3,10 @@
 For a FASTA file it prints a one-screen summary — records, length range, GC, headers, and what the
 ambiguity policy did (records masked or dropped, with counts) — and exits 0. Invalid input raises a
 :class:`~phenogen.errors.PhenogenError`, which the CLI prints as one line with exit code 2.
-A directory is validated as a phenogen dataset (:func:`phenogen.data.dataset.load_dataset`) and its
-record counts per split are printed. ``--json OUT`` also writes the summary and resolved config.
+A directory is validated as a phenogen dataset (:func:`phenogen.data.dataset.load_dataset`, then
+every image decoded by :meth:`~phenogen.data.dataset.Dataset.verify_images`: a corrupt PNG is exit 2
+naming the row, record and file) and its record counts per split are printed. ``--json OUT`` also
+writes the summary and resolved config (``OUT`` is checked to be a writable file name first).
 
     phenogen validate data/usnm_birds_coi/unaligned_schindel2017.fasta --policy mask
 """
@@ -15,6 +17,8 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from phenogen.config import require_finite
 
 __all__ = ["ValidateConfig", "add_arguments", "run", "validate_fasta", "validate_dataset"]
 
@@ -33,6 +37,7 @@ class ValidateConfig:
     max_listed: int = field(default=8, metadata={"help": "how many masked/dropped record ids to print"})
 
     def __post_init__(self) -> None:
+        require_finite(self)
         if self.max_listed < 0:
             raise ValueError(f"max_listed must be >= 0, got {self.max_listed}")
 
@@ -94,6 +99,7 @@ def validate_dataset(path: Path) -> tuple[list[str], dict[str, Any]]:
     from phenogen.data.dataset import SPLITS, load_dataset
 
     ds = load_dataset(path)
+    n_checked = ds.verify_images()
     counts = {split: len(ds.records(split)) for split in SPLITS}
     n_images = sum(len(r.images) for r in ds.records())
     traits = ds.trait_names
@@ -102,7 +108,7 @@ def validate_dataset(path: Path) -> tuple[list[str], dict[str, Any]]:
         "records   " + ", ".join(f"{split} {n:,}" for split, n in counts.items()) + f" (total {len(ds):,})",
         f"species   {len(ds.species()):,} ({len(ds.species('train')):,} in train)",
         f"traits    {len(traits)}" + (f": {', '.join(traits)}" if traits else ""),
-        f"images    {n_images:,} files",
+        f"images    {n_images:,} files ({n_checked:,} decoded)",
         f"tree      {ds.tree_path.name if ds.tree_path else 'none'}",
     ]
     facts = {"kind": "dataset", "counts": counts, "n_species": len(ds.species()), "n_images": n_images}
@@ -118,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
     if args.allow_gaps:
         cfg.allow_gaps = True
     path = Path(args.path)
+    if args.json:
+        from phenogen.fsio import check_output_file
+
+        check_output_file(args.json, flag="--json")
     lines, facts = validate_dataset(path) if path.is_dir() else validate_fasta(path, cfg)
     print("\n".join(lines))
     print("OK")

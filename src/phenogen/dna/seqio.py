@@ -13,6 +13,12 @@ DNA (``E F I L P Q J O X Z``, digits, ``*``) raise — such a file is protein or
 Plain, BOLD (``processid|species|marker|accession``) and GenBank headers are understood, and
 ``.gz`` files are read transparently (detected by their magic bytes).
 
+Reading is bounded, so that no file — corrupt, hostile or merely huge — ends in a traceback: at most
+:data:`MAX_INFLATED_BYTES` of (decompressed) text, lines of at most :data:`MAX_LINE_BYTES`, records of
+at most :data:`MAX_RECORD_LENGTH` bases and at most :data:`MAX_RECORDS` records; a truncated or corrupt
+gzip stream, bytes that are not UTF-8 and NUL bytes are each one :class:`~phenogen.errors.InputError`
+naming the file and the line.
+
 >>> clean_sequence("acgu-tt", allow_gaps=True)
 'ACGT-TT'
 >>> clean_sequence("ACGTRACGTY", policy="mask")
@@ -24,9 +30,11 @@ Plain, BOLD (``processid|species|marker|accession``) and GenBank headers are und
 from __future__ import annotations
 
 import gzip
-import io
 import logging
+import re
 import statistics
+import string
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +46,10 @@ from phenogen.errors import ConfigError, InputError, SequenceError
 __all__ = [
     "POLICIES",
     "AMBIGUITY_CODES",
+    "MAX_INFLATED_BYTES",
+    "MAX_LINE_BYTES",
+    "MAX_RECORD_LENGTH",
+    "MAX_RECORDS",
     "FastaRecord",
     "FastaReadResult",
     "Header",
@@ -59,6 +71,23 @@ PROTEIN_ONLY = frozenset("EFILPQJOXZ*")  # amino-acid letters (and the stop '*')
 # A "DNA" record whose letters are mostly two-/three-base codes (N aside) is really protein (MKVRY…).
 MAX_AMBIGUOUS_FRACTION = 0.25
 _TO_N = str.maketrans(dict.fromkeys("RYSWKMBDHV", "N"))
+# ASCII-only upper-casing: str.upper() maps 'ß' to 'SS' and 'ſ' to 'S', turning junk into "bases".
+_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+
+# First offending position in one pass (not one str.index per distinct junk character).
+_NEVER_DNA = re.compile(r"[^ACGTRYSWKMBDHVN.\-]")
+_GAP = re.compile(r"[.\-]")
+_AMBIGUOUS = re.compile(r"[RYSWKMBDHVN]")
+
+MAX_INFLATED_BYTES = 2 * 1024**3
+"""Most bytes of text read from one FASTA file, after gzip decompression (a gzip bomb stops here)."""
+MAX_LINE_BYTES = 64 * 1024**2
+"""Longest line read (header or sequence); an unwrapped mitogenome is ~17 kB, a barcode 658 bytes."""
+MAX_RECORD_LENGTH = 10_000_000
+"""Most sequence characters in one record (phenogen reads barcodes, not chromosomes)."""
+MAX_RECORDS = 5_000_000
+"""Most records in one file (all of BOLD's public animal COI barcodes are fewer)."""
+_HEAD_BYTES = 8192
 
 
 @dataclass(frozen=True)
@@ -93,6 +122,11 @@ class FastaReadResult:
 
 
 # ---------------------------------------------------------------- sequences
+def _short(text: str, limit: int = 80) -> str:
+    """``repr`` of ``text``, cut to ``limit`` characters: messages stay one readable line."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text):,} characters)"
+
+
 def _position(i: int, spans: list[tuple[int, int]] | None) -> str:
     """'position 123' plus the file line and column when the record's line spans are known."""
     text = f"position {i + 1}"
@@ -110,7 +144,7 @@ def _clean(
     """(cleaned sequence or None when dropped, number of ambiguous positions, drop reason)."""
     if policy not in POLICIES:
         raise ConfigError(f"ambiguity policy {policy!r} is not one of {', '.join(POLICIES)}")
-    seq = "".join(raw.split()).upper().replace("U", "T")
+    seq = "".join(raw.split()).translate(_UPPER).replace("U", "T")
     if not seq:
         raise SequenceError(f"{where}: empty sequence")
     extra = set(seq) - NUCLEOTIDES
@@ -118,7 +152,7 @@ def _clean(
         return seq, 0, None
     never = extra - AMBIGUITY_CODES - GAPS
     if never:
-        i = min(seq.index(c) for c in never)
+        i = _NEVER_DNA.search(seq).start()  # type: ignore[union-attr]
         c = seq[i]
         kind = (
             "an amino-acid letter; this looks like a protein sequence"
@@ -131,7 +165,7 @@ def _clean(
             f"{where}: {c!r} at {_position(i, spans)} is {kind}, not DNA — phenogen reads nucleotide FASTA"
         )
     if extra & GAPS and not allow_gaps:
-        i = min(seq.index(c) for c in extra & GAPS)
+        i = _GAP.search(seq).start()  # type: ignore[union-attr]
         raise SequenceError(
             f"{where}: gap {seq[i]!r} at {_position(i, spans)}; this looks like an alignment — "
             "pass allow_gaps=True (--allow-gaps) for aligned input, or remove the gaps"
@@ -147,7 +181,7 @@ def _clean(
             f"{where}: {informative} of {len(seq)} letters are IUPAC ambiguity codes other than N; "
             "this looks like a protein sequence, not DNA — phenogen reads nucleotide FASTA"
         )
-    i = min(seq.index(c) for c in ambiguous)
+    i = _AMBIGUOUS.search(seq).start()  # type: ignore[union-attr]
     if policy == "reject":
         raise SequenceError(
             f"{where}: ambiguous base {seq[i]!r} at {_position(i, spans)}, {n_ambiguous} in this record; "
@@ -174,35 +208,84 @@ def clean_sequence(
     >>> clean_sequence("ACGTN", policy="drop") is None
     True
     """
-    cleaned, _, _ = _clean(seq, f"{source}: record {record_id!r}", policy, allow_gaps)
+    where = f"{source}: record {_short(str(record_id))}"
+    if not isinstance(seq, str):
+        raise SequenceError(f"{where}: expected the sequence as text, got {type(seq).__name__}")
+    cleaned, _, _ = _clean(seq, where, policy, allow_gaps)
     return cleaned
 
 
 # ---------------------------------------------------------------- files
-def _open(path: Path) -> IO[str]:
-    """Open a (possibly gzipped) text file, refusing missing, empty and binary files up front."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected a FASTA file")
-    with open(path, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
-    raw = gzip.open(path, "rb") if gzipped else open(path, "rb")
+_READ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
+
+
+def _open(path: Path) -> IO[bytes]:
+    """Open a (possibly gzipped) file as bytes, refusing missing, unreadable and binary files up front."""
     try:
-        head = raw.read(8192)
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory, expected a FASTA file")
+        with open(path, "rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+        raw: IO[bytes] = gzip.open(path, "rb") if gzipped else open(path, "rb")  # type: ignore[assignment]
+    except (OSError, ValueError) as exc:  # permission denied, a NUL byte in the path
+        raise InputError(f"{path}: cannot open ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        head = raw.read(_HEAD_BYTES)
         raw.seek(0)
-    except (OSError, EOFError) as exc:
+    except _READ_ERRORS as exc:
         raw.close()
-        raise InputError(f"{path}: corrupt gzip file ({exc})") from exc
-    if not head.strip():
-        raw.close()
-        raise InputError(
-            f"{path}: empty file; expected FASTA records ('>id' lines followed by sequence lines)"
-        )
+        raise InputError(f"{path}: corrupt {'gzip ' if gzipped else ''}file ({exc})") from None
     if b"\x00" in head:
         raw.close()
         raise InputError(f"{path}: binary file (NUL bytes), not FASTA text")
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline=None)  # newline=None: \r\n and \r too
+    return raw
+
+
+def _lines(raw: IO[bytes], path: Path, max_bytes: int, max_line: int) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of every line; ``\\n``, ``\\r\\n`` and a lone ``\\r`` end a line.
+
+    Every way the bytes can be bad is one :class:`InputError` naming the file and line: a corrupt or
+    truncated gzip stream, more than ``max_bytes`` of text, a line longer than ``max_line`` bytes,
+    a NUL byte, bytes that are not UTF-8.
+    """
+    line_no, total = 0, 0
+    while True:
+        try:
+            data = raw.readline(max_line + 2)
+        except _READ_ERRORS as exc:
+            raise InputError(
+                f"{path}, line {line_no + 1}: unreadable ({exc}); is the gzip file truncated or corrupt?"
+            ) from None
+        if not data:
+            return
+        total += len(data)
+        if total > max_bytes:
+            raise InputError(
+                f"{path}, line {line_no + 1}: more than {max_bytes:,} bytes of text "
+                "(after decompression); phenogen reads barcode files, not whole genomes"
+            )
+        if len(data.rstrip(b"\r\n")) > max_line:
+            raise InputError(f"{path}, line {line_no + 1}: line longer than {max_line:,} bytes")
+        if b"\x00" in data:
+            raise InputError(f"{path}, line {line_no + 1}: binary file (NUL bytes), not FASTA text")
+        if line_no == 0 and data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]  # UTF-8 byte-order mark
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{path}, line {line_no + 1}: not UTF-8 text (byte {exc.start + 1} of the line is "
+                f"{data[exc.start : exc.start + 1]!r}); is it a binary file?"
+            ) from None
+        if text.endswith("\n"):
+            text = text[:-1]
+        if text.endswith("\r"):
+            text = text[:-1]
+        for part in text.split("\r"):
+            line_no += 1
+            yield line_no, part
 
 
 def _not_fasta(path: Path, line_no: int, line: str) -> InputError:
@@ -216,39 +299,53 @@ def _not_fasta(path: Path, line_no: int, line: str) -> InputError:
     return InputError(f"{path}, line {line_no}: expected a '>' header, found {line[:40]!r}; {hint}")
 
 
-def _raw_records(fh: IO[str], path: Path) -> Iterator[tuple[str, int, list[str], list[tuple[int, int]]]]:
+def _raw_records(
+    lines: Iterable[tuple[int, str]], path: Path, max_record: int
+) -> Iterator[tuple[str, int, list[str], list[tuple[int, int]]]]:
     """(header without '>', header line number, sequence chunks, (line number, length) per chunk)."""
     header: str | None = None
-    header_line, chunks, spans = 0, [], []
-    line_no = 0
-    try:
-        for line_no, line in enumerate(fh, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith(">"):
-                if header is not None:
-                    yield header, header_line, chunks, spans
-                header, header_line, chunks, spans = line[1:], line_no, [], []
-            elif header is None:
-                raise _not_fasta(path, line_no, line)
-            else:
-                chunk = "".join(line.split())
-                chunks.append(chunk)
-                spans.append((line_no, len(chunk)))
-    except UnicodeDecodeError as exc:
+    header_line, chunks, spans, length = 0, [], [], 0
+    blank = True
+    for line_no, line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        blank = False
+        if line.startswith(">"):
+            if header is not None:
+                yield header, header_line, chunks, spans
+            header, header_line, chunks, spans, length = line[1:], line_no, [], [], 0
+        elif header is None:
+            raise _not_fasta(path, line_no, line)
+        else:
+            chunk = "".join(line.split())
+            length += len(chunk)
+            if length > max_record:
+                ident = (header.split() or ["?"])[0]
+                raise SequenceError(
+                    f"{path}: record {_short(ident)} (header on line {header_line}) is longer than "
+                    f"{max_record:,} bases at line {line_no}"
+                )
+            chunks.append(chunk)
+            spans.append((line_no, len(chunk)))
+    if blank:
         raise InputError(
-            f"{path}: not UTF-8 text near line {line_no + 1} ({exc.reason}); is it a binary file?"
-        ) from exc
-    except (OSError, EOFError) as exc:
-        raise InputError(
-            f"{path}: unreadable near line {line_no + 1} ({exc}); is the gzip file truncated?"
-        ) from exc
+            f"{path}: empty file; expected FASTA records ('>id' lines followed by sequence lines)"
+        )
     if header is not None:
         yield header, header_line, chunks, spans
 
 
-def read_fasta(path: str | Path, *, policy: Policy = "reject", allow_gaps: bool = False) -> FastaReadResult:
+def read_fasta(
+    path: str | Path,
+    *,
+    policy: Policy = "reject",
+    allow_gaps: bool = False,
+    max_bytes: int | None = None,
+    max_line: int | None = None,
+    max_record: int | None = None,
+    max_records: int | None = None,
+) -> FastaReadResult:
     """Read and validate a FASTA (or FASTA.gz) file of DNA sequences.
 
     Parameters
@@ -256,11 +353,14 @@ def read_fasta(path: str | Path, *, policy: Policy = "reject", allow_gaps: bool 
     path : FASTA file; gzip-compressed files are recognised by content.
     policy : what to do with IUPAC ambiguity codes: ``"reject"``, ``"mask"`` (→ N) or ``"drop"``.
     allow_gaps : keep ``-``/``.`` gaps (as ``-``) for aligned input instead of raising.
+    max_bytes, max_line, max_record, max_records : size limits; ``None`` = :data:`MAX_INFLATED_BYTES`,
+        :data:`MAX_LINE_BYTES`, :data:`MAX_RECORD_LENGTH`, :data:`MAX_RECORDS`.
 
     Raises
     ------
     InputError
-        missing, empty, binary or non-FASTA files; ``SequenceError`` (a subclass) for a bad record:
+        missing, empty, binary, non-UTF-8, corrupt gzip, over-size or non-FASTA files;
+        ``SequenceError`` (a subclass) for a bad record:
         empty id, header without sequence, duplicate id, protein or invalid letters, gaps, and
         ambiguity codes under ``"reject"``. Every message names the file, record and line.
 
@@ -275,17 +375,24 @@ def read_fasta(path: str | Path, *, policy: Policy = "reject", allow_gaps: bool 
         raise ConfigError(f"ambiguity policy {policy!r} is not one of {', '.join(POLICIES)}")
     result = FastaReadResult(records=[], path=path, policy=policy, allow_gaps=allow_gaps)
     seen: dict[str, int] = {}
-    with _open(path) as fh:
-        for header, line_no, chunks, spans in _raw_records(fh, path):
+    max_bytes = MAX_INFLATED_BYTES if max_bytes is None else max_bytes
+    max_line = MAX_LINE_BYTES if max_line is None else max_line
+    max_record = MAX_RECORD_LENGTH if max_record is None else max_record
+    max_records = MAX_RECORDS if max_records is None else max_records
+    with _open(path) as raw:
+        lines = _lines(raw, path, max_bytes, max_line)
+        for header, line_no, chunks, spans in _raw_records(lines, path, max_record):
             head = parse_header(header)
             if not head.id:
-                raise SequenceError(f"{path}, line {line_no}: header {('>' + header)!r} has an empty id")
-            where = f"{path}: record {head.id!r} (header on line {line_no})"
+                raise SequenceError(f"{path}, line {line_no}: header {_short('>' + header)} has an empty id")
+            where = f"{path}: record {_short(head.id)} (header on line {line_no})"
             if head.id in seen:
                 raise SequenceError(
-                    f"{path}: duplicate id {head.id!r} on lines {seen[head.id]} and {line_no}"
+                    f"{path}: duplicate id {_short(head.id)} on lines {seen[head.id]} and {line_no}"
                 )
             seen[head.id] = line_no
+            if len(seen) > max_records:
+                raise InputError(f"{path}, line {line_no}: more than {max_records:,} records")
             if not chunks:
                 raise SequenceError(f"{where}: header has no sequence lines")
             seq, n_ambiguous, reason = _clean("".join(chunks), where, policy, allow_gaps, spans)

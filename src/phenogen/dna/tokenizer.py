@@ -17,7 +17,9 @@ Two documented policies make every sequence tokenizable and decoding length-exac
 * **Ambiguity codes.** IUPAC codes (N, R, Y, ...) are read as N. A window containing one becomes
   ``<unk>`` and decodes to ``N`` repeated over the bases it contributes; a tail base becomes ``N``.
   Sequence length is therefore always preserved. Anything that is not an IUPAC letter (gaps ``-``,
-  digits, spaces) raises :class:`~phenogen.errors.SequenceError` with its position.
+  digits, spaces, non-ASCII letters, a value that is not a string) raises
+  :class:`~phenogen.errors.SequenceError` with its position. Upper-casing is ASCII-only, so that
+  ``'ß'`` does not become ``'SS'``.
 
 With overlapping windows each window after the first contributes its last ``stride`` bases when
 decoding (a sampled window whose overlap disagrees with its predecessor is taken at its word).
@@ -37,18 +39,27 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
+import string
 from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizer
 
-from phenogen.errors import SequenceError
+from phenogen.errors import CheckpointError, SequenceError
+from phenogen.fsio import read_json
 
 __all__ = ["KmerTokenizer", "SPECIAL_TOKENS", "IUPAC_AMBIGUOUS", "clean_for_tokenizer", "check_sequence"]
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>", "<mask>")
 BASES = "ACGT"
 IUPAC_AMBIGUOUS = frozenset("NRYSWKMBDHV")
-_TRANSLATE = str.maketrans({c: "N" for c in IUPAC_AMBIGUOUS} | {"U": "T"})
+# ASCII-only upper-casing first (str.upper() turns 'ß' into 'SS'), then U -> T and ambiguity codes -> N.
+_TRANSLATE = str.maketrans(
+    dict(zip(string.ascii_lowercase, string.ascii_uppercase, strict=True))
+    | {c: "N" for c in IUPAC_AMBIGUOUS | {c.lower() for c in IUPAC_AMBIGUOUS}}
+    | {"U": "T", "u": "T"}
+)
+_NOT_BASE = re.compile(r"[^ACGTN]")
 VOCAB_FILE = "kmer_vocab.json"
 
 
@@ -60,11 +71,14 @@ def clean_for_tokenizer(seq: str, record_id: str = "?") -> str:
     SequenceError
         For a character that is not an IUPAC nucleotide letter (naming record and 1-based position).
     """
-    out = seq.upper().translate(_TRANSLATE)
-    bad = next((i for i, c in enumerate(out) if c not in "ACGTN"), None)
+    if not isinstance(seq, str):
+        raise SequenceError(f"record {record_id}: expected the sequence as text, got {type(seq).__name__}")
+    out = seq.translate(_TRANSLATE)
+    bad = _NOT_BASE.search(out)
     if bad is not None:
         raise SequenceError(
-            f"record {record_id}: character {seq[bad]!r} at position {bad + 1} is not a nucleotide; "
+            f"record {record_id}: character {seq[bad.start()]!r} at position {bad.start() + 1} "
+            "is not a nucleotide; "
             "the DNA tokenizer reads A/C/G/T/U and IUPAC ambiguity codes only (remove gaps and spaces first)"
         )
     return out
@@ -76,9 +90,9 @@ def check_sequence(seq: str, record_id: str = "?") -> str:
     Returns the cleaned sequence. Raises :class:`SequenceError` for an empty sequence or one with no
     A/C/G/T base at all (e.g. all N).
     """
-    if not seq:
-        raise SequenceError(f"record {record_id}: empty sequence")
     out = clean_for_tokenizer(seq, record_id)
+    if not out:
+        raise SequenceError(f"record {record_id}: empty sequence")
     if not any(c in BASES for c in out):
         raise SequenceError(
             f"record {record_id}: sequence of {len(out)} bases holds no A/C/G/T (all ambiguous); nothing to model"
@@ -107,10 +121,10 @@ class KmerTokenizer(PreTrainedTokenizer):
     model_input_names = ["input_ids", "attention_mask"]
 
     def __init__(self, k: int = 6, stride: int | None = None, vocab_file: str | None = None, **kwargs):
-        if not isinstance(k, int) or not 1 <= k <= 8:
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 8:
             raise ValueError(f"k must be an integer in 1..8, got {k!r}")
         stride = k if stride is None else stride
-        if not isinstance(stride, int) or not 1 <= stride <= k:
+        if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= k:
             raise ValueError(f"stride must be an integer in 1..k={k}, got {stride!r}")
         self.k = k
         self.stride = stride
@@ -119,10 +133,11 @@ class KmerTokenizer(PreTrainedTokenizer):
         self.vocab: dict[str, int] = {w: i for i, w in enumerate(words)}
         self.ids_to_tokens: list[str] = words
         if vocab_file is not None and os.path.isfile(vocab_file):
-            with open(vocab_file, encoding="utf-8") as fh:
-                saved = json.load(fh)
+            saved = read_json(vocab_file, "tokenizer vocabulary", error=CheckpointError)
             if saved != self.vocab:
-                raise ValueError(f"{vocab_file} does not match the k={k} vocabulary this code builds")
+                raise CheckpointError(
+                    f"{vocab_file}: tokenizer vocabulary does not match the k={k} vocabulary this code builds"
+                )
         kwargs.setdefault("padding_side", "right")
         for name, token in zip(("pad", "bos", "eos", "unk", "mask"), SPECIAL_TOKENS, strict=True):
             if str(kwargs.setdefault(f"{name}_token", token)) != token:
@@ -147,7 +162,7 @@ class KmerTokenizer(PreTrainedTokenizer):
         return self.vocab.get(token, self.vocab["<unk>"])
 
     def _convert_id_to_token(self, index: int) -> str:
-        return self.ids_to_tokens[index]
+        return self._token(index)
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         return self._join(tokens)
@@ -179,7 +194,20 @@ class KmerTokenizer(PreTrainedTokenizer):
 
     def decode_dna(self, ids: Sequence[int]) -> str:
         """The DNA string of token ids; ``<pad>``, ``<bos>``, ``<eos>`` and ``<mask>`` are dropped."""
-        return self._join([self.ids_to_tokens[int(i)] for i in ids])
+        return self._join([self._token(i, pos) for pos, i in enumerate(ids)])
+
+    def _token(self, index, position: int | None = None) -> str:
+        """The token of id ``index``; an id outside the vocabulary is a :class:`SequenceError`."""
+        try:
+            i = int(index)
+        except (TypeError, ValueError, OverflowError):
+            i = -1
+        if not 0 <= i < len(self.ids_to_tokens):
+            where = f" at position {position + 1}" if position is not None else ""
+            raise SequenceError(
+                f"token id {index!r}{where} is not in the k={self.k} vocabulary (0..{len(self.ids_to_tokens) - 1})"
+            )
+        return self.ids_to_tokens[i]
 
     def _join(self, tokens: Sequence[str]) -> str:
         out: list[str] = []

@@ -143,9 +143,9 @@ def sample_paths(pool: Sequence[str | Path], n: int, rng: np.random.Generator) -
 def as_tree(tree):
     """A Newick path or an already parsed Bio.Phylo tree → (tree, a name for messages)."""
     if isinstance(tree, (str, Path)):
-        from Bio import Phylo
+        from phenogen.phylo.tree import read_tree
 
-        return Phylo.read(str(tree), "newick"), str(tree)
+        return read_tree(tree), str(tree)
     return tree, "the tree"
 
 

@@ -13,6 +13,7 @@ the plots and the resolved ``OUT/config.json``; prints the headline table.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,83 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--probe", metavar="DIR", help="reuse a trained probe (shortcut for evaluate.probe_dir)"
     )
     parser.add_argument("--seed", type=int, help="shortcut for --set evaluate.seed=N")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier phenogen output in --out (never a foreign dir)",
+    )
+
+
+def _check_generated_table(table: Path, text: str) -> None:
+    """Every row of ``generated.tsv`` has its three fields, and every image it lists opens as an image."""
+    import csv
+    import io
+
+    from PIL import Image  # a damaged file raises OSError, SyntaxError, ValueError … depending on the plug-in
+
+    from phenogen.errors import InputError
+
+    root = table.parent
+    try:
+        rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t"))
+    except csv.Error as exc:
+        raise InputError(f"{table}: not a tab-separated table ({exc})") from None
+    for row_no, row in enumerate(rows, start=2):
+        empty = [k for k in ("record_id", "k", "image") if k in row and not row[k]]
+        if empty:
+            raise InputError(
+                f"{table}, row {row_no}: no {', '.join(empty)}; rewrite it with `phenogen generate`"
+            )
+        if "image" in row and (root / row["image"]).is_file():
+            try:
+                with Image.open(root / row["image"]) as im:
+                    im.verify()
+            except (OSError, SyntaxError, ValueError, IndexError, Image.DecompressionBombError) as exc:
+                raise InputError(
+                    f"{root / row['image']}: not a readable image ({exc}); regenerate it"
+                ) from None
+
+
+def check_inputs(args: argparse.Namespace, splits: tuple[str, ...]) -> None:
+    """Every input of ``evaluate`` checked in seconds, before a model is loaded or an image scored."""
+    from phenogen.data.dataset import load_dataset
+    from phenogen.errors import DataError, InputError
+    from phenogen.evaluate.targets import read_generated
+    from phenogen.fsio import read_json, read_text
+
+    data = Path(args.data)
+    if (data / "dataset.json").is_file():
+        read_json(data / "dataset.json", "dataset description", error=DataError)
+    ds = load_dataset(data)
+    if not ds.trait_names:
+        raise InputError(f"{data}: the dataset declares no traits; evaluate needs ground-truth traits")
+    if args.sequence_metrics is not None:
+        read_json(args.sequence_metrics, "sequence metrics file (--sequence-metrics)")
+    if args.probe is not None and not Path(args.probe).is_dir():
+        raise InputError(f"--probe {args.probe}: not a directory; give the probe/ of an earlier evaluate run")
+    if args.generated is not None:
+        generated = Path(args.generated)
+        if not generated.is_dir():
+            raise InputError(
+                f"--generated {generated}: not a directory; give the --out of `phenogen generate`"
+            )
+        table = generated / "generated.tsv"
+        if table.exists():
+            _check_generated_table(table, read_text(table, "table of generated images"))
+        read_generated(generated)
+    else:  # --model: what generating would refuse, refused now (the [generate] section, model, barcodes)
+        from phenogen.config import load_sections
+        from phenogen.diffusion.config import GenerateConfig
+        from phenogen.diffusion.generate import check_records, min_sequence_length
+        from phenogen.diffusion.pipeline import check_pipeline_dir
+
+        load_sections(
+            {"generate": GenerateConfig}, args.config, [o for o in args.set if o.startswith("generate.")]
+        )
+        pipeline_dir, _ = check_pipeline_dir(args.model)
+        cond = read_json(pipeline_dir / "conditioner" / "config.json", "conditioner config", error=DataError)
+        records = [(r.record_id, r.sequence) for r in ds.records(splits)]
+        check_records(records, f"{data} (splits {', '.join(splits)})", min_sequence_length(cond))
 
 
 def _fmt(value: Any, pct: bool = False) -> str:
@@ -89,12 +167,8 @@ def _generate(
         ) from None
     overrides = [o for o in args.set if o.startswith("generate.")]
     gen = load_sections({"generate": GenerateConfig}, args.config, overrides)["generate"]
-    pipeline_dir = model_dir / "pipeline" if (model_dir / "pipeline").is_dir() else model_dir
-    pipe = load_pipeline(pipeline_dir)
-    ds = load_dataset(data_dir)
-    if not ds.trait_names:  # fail before spending minutes on generation
-        raise InputError(f"{data_dir}: the dataset declares no traits; evaluate needs ground-truth traits")
-    records = [(r.record_id, r.sequence) for r in ds.records(splits)]
+    pipe = load_pipeline(model_dir)  # a train-image OUT or its OUT/pipeline
+    records = [(r.record_id, r.sequence) for r in load_dataset(data_dir).records(splits)]
     save_resolved({"generate": gen}, out_dir, command="evaluate --model", model=str(model_dir))
     generate_images(
         pipe, records, out_dir, images_per_sequence=gen.images_per_sequence, steps=gen.steps,
@@ -109,21 +183,23 @@ def run(args: argparse.Namespace) -> int:
     from phenogen.errors import InputError
     from phenogen.evaluate.config import EvaluateConfig
     from phenogen.evaluate.metrics import evaluate
+    from phenogen.fsio import check_output_dir, prepare_output_dir
 
     overrides = list(args.set)
     if args.seed is not None:
         overrides.append(f"evaluate.seed={args.seed}")
     if args.probe is not None:
-        overrides.append(f'evaluate.probe_dir="{args.probe}"')
+        overrides.append(f"evaluate.probe_dir={json.dumps(str(args.probe))}")
     evaluate_overrides = [o for o in overrides if not o.startswith("generate.")]
     cfg = load_sections({"evaluate": EvaluateConfig}, args.config, evaluate_overrides)["evaluate"]
     out = Path(args.out)
     generated = args.generated
+    if generated is None and args.model is None:
+        raise InputError("pass --generated DIR (images from `phenogen generate`) or --model DIR to generate")
+    check_output_dir(out, force=args.force)
+    check_inputs(args, cfg.splits)
+    prepare_output_dir(out, "evaluate", force=args.force)
     if generated is None:
-        if args.model is None:
-            raise InputError(
-                "pass --generated DIR (images from `phenogen generate`) or --model DIR to generate"
-            )
         generated = _generate(Path(args.model), Path(args.data), out / "generated", args, cfg.splits)
     save_resolved(
         {"evaluate": cfg},

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from phenogen.config import require_finite
+
 __all__ = ["EvaluateConfig", "METHODS"]
 
 #: The rows of every split's table in ``metrics.json``, in this order.
@@ -102,6 +104,7 @@ class EvaluateConfig:
     plots: bool = field(default=True, metadata={"help": "write the trait-RMSE and probe-R² bar charts"})
 
     def __post_init__(self) -> None:
+        require_finite(self)  # nan passes every `x <= 0` test; 1e400 parses as inf
         for s in self.splits:
             if s not in _SPLITS:
                 raise ValueError(f"splits: {s!r} is not one of {', '.join(_SPLITS)}")

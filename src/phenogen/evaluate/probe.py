@@ -152,6 +152,8 @@ def load_images(paths: Sequence[str | Path], size: int | None = None) -> torch.T
             raise InputError(f"image {p} does not exist") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise InputError(f"image {p} cannot be read as a picture ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - PIL plugins raise ValueError, SyntaxError, struct.error ...
+            raise InputError(f"image {p} cannot be decoded ({type(exc).__name__}: {exc})") from None
     if not arrays:
         return torch.zeros(0, 3, size or 1, size or 1, dtype=torch.uint8)
     shapes = {a.shape for a in arrays}

@@ -148,8 +148,7 @@ class Evaluation:
     # 2. probe
     def _prior_renders(self, spec) -> tuple[Any, np.ndarray] | None:
         """Renders of random birds for the probe, when the dataset is a phenogen synthetic clade."""
-        from PIL import Image
-
+        from phenogen.data.dataset import read_image
         from phenogen.evaluate.probe import prior_renders
 
         n = self.cfg.probe_prior_renders
@@ -159,8 +158,7 @@ class Evaluation:
         if self.ds.info.get("source") != "synthetic" or not set(self.ordered) <= set(TRAIT_NAMES):
             self.prior_note = "dataset is not a phenogen synthetic clade: probe trained on its renders only"
             return None
-        with Image.open(self.ds.root / self.train[0].images[0]) as im:
-            size = im.size[0]
+        size = read_image(self.ds.root / self.train[0].images[0], "training image").size[0]
         self.log(f"rendering {n} random birds from the trait prior for the probe")
         rng = np.random.default_rng([self.cfg.seed, 1])
         return prior_renders(

@@ -44,21 +44,33 @@ def read_generated(generated_dir: str | Path) -> dict[str, list[Path]]:
     table = root / "generated.tsv"
     if not table.is_file():
         raise InputError(f"{root}: no generated.tsv; pass a directory written by `phenogen generate`")
+    from phenogen.data.dataset import contained_file
+
     rows: dict[str, list[tuple[int, Path]]] = {}
-    with open(table, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t")
-        missing = {"record_id", "k", "image"} - set(reader.fieldnames or ())
-        if missing:
-            raise DataError(f"{table}: missing column(s) {', '.join(sorted(missing))}")
-        for row_no, row in enumerate(reader, start=2):
-            path = root / row["image"]
-            if not path.is_file():
-                raise DataError(f"{table}, row {row_no}: image {row['image']} does not exist")
-            try:
-                k = int(row["k"])
-            except ValueError:
-                raise DataError(f"{table}, row {row_no}: k = {row['k']!r} is not an integer") from None
-            rows.setdefault(row["record_id"], []).append((k, path))
+    inside = [root.resolve()]
+    try:
+        with open(table, encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t")
+            missing = {"record_id", "k", "image"} - set(reader.fieldnames or ())
+            if missing:
+                raise DataError(f"{table}: missing column(s) {', '.join(sorted(missing))}")
+            for row_no, row in enumerate(reader, start=2):
+                if None in row.values() or None in row:
+                    raise DataError(f"{table}, row {row_no}: wrong number of columns")
+                path, why = contained_file(root, row["image"], inside)
+                if path is None:
+                    raise DataError(f"{table}, row {row_no}, field image: {why}")
+                try:
+                    k = int(row["k"])
+                except ValueError:
+                    raise DataError(
+                        f"{table}, row {row_no}: k = {row['k'][:40]!r} is not an integer"
+                    ) from None
+                rows.setdefault(row["record_id"], []).append((k, path))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{table}: not UTF-8 text (byte {exc.start})") from None
+    except csv.Error as exc:
+        raise DataError(f"{table}: malformed TSV ({exc})") from None
     if not rows:
         raise DataError(f"{table}: no generated images listed")
     return {rid: [p for _, p in sorted(items)] for rid, items in rows.items()}

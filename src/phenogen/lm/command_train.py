@@ -4,7 +4,17 @@ Reads the ``[lm]`` section (``--config``, ``--set lm.KEY=VALUE``), trains with
 :func:`phenogen.lm.train.train_lm` and prints where the model, checkpoints and loss curves went.
 
     phenogen train-lm --data runs/usnm --out runs/lm --set lm.epochs=20 --set lm.max_minutes=15
-    phenogen train-lm --data runs/usnm --out runs/lm --resume      # continue a stopped run
+    phenogen train-lm --data runs/usnm --out runs/lm --resume      # continue a stopped or killed run
+    phenogen train-lm --data runs/usnm --out runs/lm --force       # replace an earlier phenogen output
+
+Several processes (``lm.batch_size`` stays the micro-batch of all of them together; only the main
+process writes and reports)::
+
+    torchrun --nproc_per_node 2 -m phenogen.cli train-lm --data runs/usnm --out runs/lm
+    accelerate launch --multi_gpu --num_processes 2 -m phenogen.cli train-lm --data runs/usnm --out runs/lm
+
+(``--multi_gpu`` also on a CPU-only machine, where the processes use gloo: ``accelerate launch --cpu``
+starts a single process unless mpirun is set up.)
 """
 
 from __future__ import annotations
@@ -21,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its saved state"
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier phenogen output in --out (never a directory phenogen did not write)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -29,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from transformers.utils import logging as hf_logging
 
+    from phenogen.accel import end_distributed, is_main_process
     from phenogen.config import load_sections
     from phenogen.lm.config import LMConfig
     from phenogen.lm.train import train_lm
@@ -38,7 +54,16 @@ def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("phenogen.lm.train").setLevel(logging.INFO)
     cfg = load_sections({"lm": LMConfig}, args.config, args.set)["lm"]
-    result = train_lm(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress)
+    try:
+        result = train_lm(
+            args.data, args.out, cfg, resume=args.resume, force=args.force, progress=not args.no_progress
+        )
+    except BaseException:
+        end_distributed(barrier=False)
+        raise
+    end_distributed()
+    if not is_main_process():  # under torchrun / accelerate launch the main process reports
+        return 0
     last = result.history["epochs"][-1] if result.history["epochs"] else None
     status = "finished" if result.finished else f"stopped ({result.stop_reason}); continue with --resume"
     print(f"train-lm: {status} after {result.epochs_done} epoch(s), {result.global_step} steps")

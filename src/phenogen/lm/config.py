@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from phenogen.config import require_finite
+
 __all__ = ["LMConfig", "SampleConfig", "DnaEvalConfig", "PRESETS"]
 
 PRESETS = ("tiny", "small")
@@ -68,6 +70,7 @@ class LMConfig:
     )
 
     def __post_init__(self) -> None:
+        require_finite(self)  # nan passes every `x <= 0` test; 1e400 parses as inf
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if not 1 <= self.k <= 8:
@@ -128,6 +131,7 @@ class SampleConfig:
     )
 
     def __post_init__(self) -> None:
+        require_finite(self)  # nan passes every `x <= 0` test; 1e400 parses as inf
         if self.n < 1 or self.batch_size < 1:
             raise ValueError(f"n and batch_size must be >= 1, got n={self.n}, batch_size={self.batch_size}")
         if not 0.0 < self.top_p <= 1.0:
@@ -195,6 +199,7 @@ class DnaEvalConfig:
     seed: int = field(default=0, metadata={"help": "seed for subsampling"})
 
     def __post_init__(self) -> None:
+        require_finite(self)  # nan passes every `x <= 0` test; 1e400 parses as inf
         if not 0 <= self.markov_order <= 12 or any(not 0 <= o <= 12 for o in self.markov_orders):
             raise ValueError("Markov orders must be in 0..12")
         if self.markov_alpha <= 0:

@@ -18,7 +18,6 @@ Node names are stable: they are the names the tree already carries (see
 
 from __future__ import annotations
 
-import copy
 import csv
 import logging
 import tempfile
@@ -31,7 +30,7 @@ import numpy as np
 from phenogen.dna.seqio import write_fasta
 from phenogen.errors import ExternalToolError, InputError
 from phenogen.phylo.tools import run_tool
-from phenogen.phylo.tree import node_depths, parse_newick, to_newick
+from phenogen.phylo.tree import copy_tree, node_depths, read_tree, to_newick
 
 __all__ = ["AncestralResult", "reconstruct_treetime", "reconstruct_iqtree", "node_table", "annotate_tree"]
 
@@ -78,7 +77,7 @@ def reconstruct_treetime(tree, alignment: dict[str, str], *, seed: int = 0) -> A
     from treetime import TreeAnc
 
     _require_named(tree)
-    work = copy.deepcopy(tree)
+    work = copy_tree(tree)
     for clade in work.find_clades():
         clade.comment = None
     aln = MultipleSeqAlignment([SeqRecord(Seq(s), id=n, description="") for n, s in alignment.items()])
@@ -139,7 +138,7 @@ def reconstruct_iqtree(
     tree, alignment: dict[str, str], *, model: str = "GTR+G", threads: int = 1, seed: int = 0
 ) -> AncestralResult:
     """IQ-TREE's marginal reconstruction (``-asr``) on a fixed tree, mapped to our node names."""
-    plain = copy.deepcopy(tree)
+    plain = copy_tree(tree)
     for clade in plain.get_nonterminals():
         clade.name, clade.comment = None, None
     with tempfile.TemporaryDirectory(prefix="phenogen-iqasr-") as tmp:
@@ -171,7 +170,7 @@ def reconstruct_iqtree(
             raise ExternalToolError(
                 f"IQ-TREE wrote no {state_path.name}; is this IQ-TREE >= 1.6 (needed for -asr)?"
             )
-        theirs = parse_newick(tree_path.read_text(encoding="utf-8"), str(tree_path))
+        theirs = read_tree(tree_path)
         for clade in theirs.get_nonterminals():  # labels may be "Node3" or "Node3/95"
             if clade.name:
                 clade.name = clade.name.split("/")[0]
@@ -225,7 +224,7 @@ def node_table(tree, result: AncestralResult, *, low_confidence: float = 0.9) ->
 
 def annotate_tree(tree, rows: list[dict[str, Any]]) -> Any:
     """A copy of ``tree`` whose internal nodes carry ``[&confidence=…,support=…]`` Newick comments."""
-    out = copy.deepcopy(tree)
+    out = copy_tree(tree)
     by_name = {r["node"]: r for r in rows}
     for clade in out.get_nonterminals():
         row = by_name.get(clade.name)

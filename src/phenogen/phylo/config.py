@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from phenogen.config import require_finite
+
 __all__ = ["AncestorsConfig"]
 
 
@@ -88,6 +90,7 @@ class AncestorsConfig:
     )
 
     def __post_init__(self) -> None:
+        require_finite(self)
         if self.caption_tips not in ("all", "train"):
             raise ValueError(f"caption_tips must be 'all' or 'train', got {self.caption_tips!r}")
         if self.rooting == "outgroup" and not self.outgroup:

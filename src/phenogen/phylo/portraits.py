@@ -60,7 +60,8 @@ def tree_figure(tree, portraits: Mapping[str, str | Path], path: str | Path, *, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
-    from PIL import Image
+
+    from phenogen.data.dataset import read_image
 
     pos = tree_layout(tree)
     n_tips = len(tree.get_terminals())
@@ -78,8 +79,7 @@ def tree_figure(tree, portraits: Mapping[str, str | Path], path: str | Path, *, 
             ax.text(x, y, " " + tip.name, va="center", fontsize=7)
     for name, image_path in portraits.items():
         x, y = pos[name]
-        with Image.open(image_path) as im:
-            box = OffsetImage(im.convert("RGB"), zoom=zoom)
+        box = OffsetImage(read_image(image_path, "portrait"), zoom=zoom)
         ax.add_artist(AnnotationBbox(box, (x, y), frameon=True, pad=0.1))
         ax.text(x, y - 0.6, name, ha="center", va="top", fontsize=7, color="tab:red")
     ax.set_xlabel("substitutions per site from the root")

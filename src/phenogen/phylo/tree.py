@@ -17,6 +17,14 @@ named ``anc001, anc002, …`` in preorder *after* rooting, so the same tree alwa
 names. Support values (FastTree's SH-like, IQ-TREE's) are moved out of the Newick labels into
 ``clade.confidence`` and reported in the node table.
 
+Before Bio.Phylo sees a text, :func:`parse_newick` checks it lexically (Bio.Phylo silently skips
+what it does not understand: ``A:x`` renames the tip ``x``, ``Homo sapiens`` becomes ``sapiens``),
+and every problem is one :class:`~phenogen.errors.InputError` naming the source and the position:
+unbalanced parentheses, nesting deeper than :data:`MAX_NEWICK_DEPTH`, an unterminated quote or
+comment, a branch length that is not a number or not finite (``1e401`` overflows to ``inf``), two
+labels or two lengths on one node, a support value that is not finite, text after the ``;``, and
+input larger than :data:`MAX_NEWICK_CHARS`. Negative lengths are left to :func:`fix_branch_lengths`.
+
 >>> import io
 >>> t = parse_newick("((A:1,B:1):1,(C:1,D:1):1);")
 >>> _ = name_internal_nodes(t)
@@ -26,16 +34,22 @@ names. Support values (FastTree's SH-like, IQ-TREE's) are moved out of the Newic
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import io
 import logging
+import math
+import re
+import sys
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 from phenogen.dna.seqio import write_fasta
 from phenogen.errors import InputError
+from phenogen.fsio import read_text
 from phenogen.phylo.tools import run_tool
 
 __all__ = [
@@ -50,25 +64,158 @@ __all__ = [
     "root_tree",
     "infer_tree",
     "node_depths",
+    "copy_tree",
+    "MAX_NEWICK_CHARS",
+    "MAX_NEWICK_DEPTH",
 ]
 
 log = logging.getLogger(__name__)
 Rooting = Literal["midpoint", "outgroup", "none"]
 
 
+MAX_NEWICK_CHARS = 16 * 1024 * 1024
+"""Largest Newick text read (a tree of 3,000 barcodes is ~100 kB)."""
+MAX_NEWICK_DEPTH = 500
+"""Deepest parenthesis nesting accepted; Bio.Phylo's recursive traversals need stack for every level."""
+
+# One token per match; every character of a text belongs to exactly one (see _check_newick). The
+# quote and comment patterns are Bio.Phylo's without its backtracking and without newlines: Bio.Phylo
+# parses line by line, and its patterns take exponential time on an unterminated quote full of '\\'.
+_NEWICK_TOKEN = re.compile(
+    r"(?P<open>\()|(?P<close>\))|(?P<comma>,)|(?P<semi>;)|(?P<colon>:)|(?P<space>\s+)"
+    r"|(?P<comment>\[(?:\\[^\n]|[^\]\\\n])*\])|(?P<quoted>'(?:\\[^\n]|[^'\\\n])*')"
+    r"|(?P<label>[^\s()\[\]':;,]+)|(?P<bad>.)",
+    re.DOTALL,
+)
+# Bio.Phylo's edge-length number, [+-]?[0-9]*\.?[0-9]+(e..)?, written so that a failed match of a long
+# run of digits does not backtrack quadratically.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _where(text: str, pos: int) -> str:
+    """'position 12' (1-based), with the line and column when the text has several lines."""
+    if "\n" not in text:
+        return f"position {pos + 1}"
+    line = text.count("\n", 0, pos) + 1
+    return f"line {line}, column {pos - (text.rfind(chr(10), 0, pos) + 1) + 1}"
+
+
+def _check_newick(text: str, source: str) -> None:
+    """Refuse, with its position, anything in ``text`` that Bio.Phylo would crash on or misread."""
+    if len(text) > MAX_NEWICK_CHARS:
+        raise InputError(f"{source}: Newick text of {len(text):,} characters; at most {MAX_NEWICK_CHARS:,}")
+    if not text.strip():
+        raise InputError(f"{source}: empty; expected a Newick tree such as ((A:1,B:1):1,C:2);")
+
+    def fail(pos: int, what: str) -> InputError:
+        return InputError(f"{source}, {_where(text, pos)}: {what}; not a valid Newick tree")
+
+    depth = 0
+    label = length = after_close = prev_quoted = False  # what the current node already has
+    done = None  # position of the ';'
+    tokens = _NEWICK_TOKEN.finditer(text)
+    for m in tokens:
+        kind, tok, pos = m.lastgroup, m.group(), m.start()
+        if kind == "space":
+            prev_quoted = False
+            continue
+        if done is not None:
+            raise fail(
+                pos, f"text after the ';' that ends the tree ({tok[:20]!r}); a tree file holds one tree"
+            )
+        if kind == "comment":
+            prev_quoted = False
+            continue
+        quoted = kind == "quoted"
+        if kind == "bad":
+            what = (
+                "unterminated quoted label" if tok == "'" else "unterminated [comment]" if tok == "[" else ""
+            )
+            raise fail(pos, what or f"unexpected {tok!r}")
+        if kind == "open":
+            if label or length or after_close:
+                raise fail(pos, "'(' after a label, a length or ')'; a ',' is missing")
+            depth += 1
+            if depth > MAX_NEWICK_DEPTH:
+                raise fail(pos, f"nested more than {MAX_NEWICK_DEPTH} levels deep")
+        elif kind == "close":
+            depth -= 1
+            if depth < 0:
+                raise fail(pos, "')' without a matching '('")
+        elif kind == "semi":
+            done = pos
+        elif kind == "colon":
+            if length:
+                raise fail(pos, "second branch length on one node")
+            start = m.end() + (text[m.end() : m.end() + 1] == " ")  # Bio.Phylo allows one space
+            num = _NEWICK_TOKEN.match(text, start)
+            if num is not None and num.lastgroup == "space":
+                after = _NEWICK_TOKEN.match(text, num.end())
+                if after is not None and after.lastgroup in ("label", "quoted"):
+                    raise fail(after.start(), "spaces between ':' and the branch length")
+            elif num is not None and num.lastgroup in ("label", "quoted"):
+                value = num.group()
+                if not _NUMBER.fullmatch(value):
+                    raise fail(num.start(), f"branch length {value[:30]!r} is not a number")
+                if not math.isfinite(float(value)):
+                    raise fail(num.start(), f"branch length {value[:30]} is not a finite number")
+                while next(tokens).end() < num.end():  # skip the space and the number: not a label
+                    pass
+            length = True
+            prev_quoted = False
+            continue
+        elif kind in ("label", "quoted"):
+            if (label or length) and not (quoted and prev_quoted):  # 'a''b' is one label with a quote
+                raise fail(pos, f"second label {tok[:30]!r} on one node (quote names that hold spaces)")
+            if after_close:  # Bio.Phylo reads a numeric internal label as a support value
+                name = tok[1:-1] if quoted else tok
+                if name.isdigit() and len(name) > 30:
+                    raise fail(pos, f"support value of {len(name)} digits")
+                try:
+                    support = float(name)
+                except ValueError:
+                    support = None
+                if support is not None and not math.isfinite(support):
+                    raise fail(pos, f"support value {name[:30]} is not a finite number")
+            label = True
+            prev_quoted = quoted
+            continue
+        # '(' ',' ')' ';' start or end a node
+        label = length = prev_quoted = False
+        after_close = kind == "close"
+    if depth > 0:
+        raise fail(len(text) - 1, f"{depth} '(' without a matching ')'")
+
+
+@contextlib.contextmanager
+def _deep_stack() -> Iterator[None]:
+    """Room on the stack for Bio.Phylo's recursive writer and rooting (up to ~3 frames per level)."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 4 * MAX_NEWICK_DEPTH + 2000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
 def parse_newick(text: str, source: str = "<newick>"):
-    """Parse one Newick tree from a string (Bio.Phylo ``Tree``)."""
+    """Parse one Newick tree from a string (Bio.Phylo ``Tree``), checked first by :func:`_check_newick`."""
     from Bio import Phylo
 
+    if not isinstance(text, str):
+        raise InputError(f"{source}: expected Newick text, got {type(text).__name__}")
+    _check_newick(text, source)
     try:
-        trees = list(Phylo.parse(io.StringIO(text), "newick"))
+        with _deep_stack():
+            trees = list(Phylo.parse(io.StringIO(text), "newick"))
+            if len(trees) == 1:
+                _strip_support(trees[0])
     except Exception as exc:  # Bio raises NewickError / ValueError with a position
-        raise InputError(f"{source}: not a valid Newick tree: {exc}") from exc
+        raise InputError(f"{source}: not a valid Newick tree: {' '.join(str(exc).split())[:200]}") from None
     if len(trees) != 1:
         raise InputError(f"{source}: expected exactly one Newick tree, found {len(trees)}")
     tree = trees[0]
     tree.rooted = True
-    _strip_support(tree)
     return tree
 
 
@@ -77,7 +224,7 @@ def read_tree(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise InputError(f"tree file {path} does not exist")
-    text = path.read_text(encoding="utf-8").strip()
+    text = read_text(path, "tree file", max_bytes=MAX_NEWICK_CHARS).strip()
     if not text:
         raise InputError(f"tree file {path} is empty")
     return parse_newick(text, str(path))
@@ -88,7 +235,8 @@ def to_newick(tree) -> str:
     from Bio import Phylo
 
     buf = io.StringIO()
-    Phylo.write(tree, buf, "newick")
+    with _deep_stack():
+        Phylo.write(tree, buf, "newick")
     return buf.getvalue().strip() + "\n"
 
 
@@ -97,6 +245,11 @@ def write_tree(tree, path: str | Path) -> Path:
     path = Path(path)
     path.write_text(to_newick(tree), encoding="utf-8")
     return path
+
+
+def _names(names: Sequence[str], limit: int = 40) -> str:
+    """Names for a message, each cut to ``limit`` characters (a tip name may be a megabyte long)."""
+    return ", ".join(n if len(n) <= limit else n[:limit] + f"… ({len(n):,} characters)" for n in names)
 
 
 def tip_names(tree) -> list[str]:
@@ -116,19 +269,17 @@ def check_names(
         )
     dup = sorted(n for n, k in Counter(tips).items() if k > 1)
     if dup:
-        raise InputError(
-            f"{tree_source}: duplicate tip name(s) {', '.join(dup[:10])}; tip names must be unique"
-        )
+        raise InputError(f"{tree_source}: duplicate tip name(s) {_names(dup[:10])}; tip names must be unique")
     internal = {c.name for c in tree.get_nonterminals() if c.name}
     clash = sorted(internal & set(tips))
     if clash:
-        raise InputError(f"{tree_source}: internal node name(s) {', '.join(clash[:10])} are also tip names")
+        raise InputError(f"{tree_source}: internal node name(s) {_names(clash[:10])} are also tip names")
     only_tree = sorted(set(tips) - set(names))
     only_fasta = sorted(set(names) - set(tips))
     if only_tree or only_fasta:
 
         def show(xs: list[str]) -> str:
-            return ", ".join(xs[:8]) + (f" … ({len(xs)} in all)" if len(xs) > 8 else "")
+            return _names(xs[:8]) + (f" … ({len(xs)} in all)" if len(xs) > 8 else "")
 
         parts = []
         if only_tree:
@@ -150,7 +301,9 @@ def fix_branch_lengths(tree, *, missing: float = 1e-6, source: str = "tree") -> 
             n_missing += 1
         elif bl < 0:
             label = (
-                clade.name or f"the ancestor of {', '.join(t.name or '?' for t in clade.get_terminals()[:3])}"
+                _names([clade.name])
+                if clade.name
+                else f"the ancestor of {_names([t.name or '?' for t in clade.get_terminals()[:3]])}"
             )
             raise InputError(
                 f"{source}: negative branch length {bl} above {label}; branch lengths must be >= 0 "
@@ -184,28 +337,53 @@ def root_tree(tree, rooting: Rooting = "midpoint", outgroup: Sequence[str] = ())
     """Root ``tree`` in place: at the midpoint, on the MRCA of ``outgroup`` tips, or leave it (``none``)."""
     if rooting == "none":
         return
+    if rooting in ("midpoint", "outgroup") and tree.count_terminals() < 2:
+        raise InputError(f"rooting {rooting!r} needs a tree of at least two tips")
     if rooting == "midpoint":
-        tree.root_at_midpoint()
+        try:
+            with _deep_stack():
+                tree.root_at_midpoint()
+        except Exception as exc:  # Bio.Phylo: ValueError "failed to find the midpoint", UnboundLocalError
+            raise InputError(f"midpoint rooting failed ({exc}); root with --outgroup or 'none'") from None
     elif rooting == "outgroup":
         if not outgroup:
             raise InputError("rooting 'outgroup' needs at least one outgroup tip name (--outgroup NAME …)")
         tips = {c.name: c for c in tree.get_terminals()}
         missing = [n for n in outgroup if n not in tips]
         if missing:
-            raise InputError(f"outgroup tip(s) {', '.join(missing)} are not in the tree")
+            raise InputError(f"outgroup tip(s) {_names(missing)} are not in the tree")
         target = (
             tips[outgroup[0]] if len(outgroup) == 1 else tree.common_ancestor([tips[n] for n in outgroup])
         )
         if target is tree.root:
-            raise InputError(
-                f"outgroup {', '.join(outgroup)} spans the root already; choose a smaller outgroup"
-            )
-        tree.root_with_outgroup(target)
+            raise InputError(f"outgroup {_names(outgroup)} spans the root already; choose a smaller outgroup")
+        try:
+            with _deep_stack():
+                tree.root_with_outgroup(target)
+        except Exception as exc:  # Bio.Phylo's own checks
+            raise InputError(f"rooting on outgroup {_names(outgroup)} failed ({exc})") from None
     else:
         raise InputError(f"unknown rooting {rooting!r}; use midpoint, outgroup or none")
     tree.rooted = True
     if tree.root.branch_length is not None:
         tree.root.branch_length = None
+
+
+def copy_tree(tree):
+    """A deep copy of a Bio.Phylo tree, made without recursion.
+
+    ``copy.deepcopy`` spends about six stack frames per level and fails near 160 levels at Python's
+    default recursion limit; every :data:`MAX_NEWICK_DEPTH`-deep tree :func:`parse_newick` accepts
+    copies here. Clade attributes other than ``clades`` are copied shallowly (they are immutable).
+    """
+    new = copy.copy(tree)
+    new.root = copy.copy(tree.root)
+    stack = [(tree.root, new.root)]
+    while stack:
+        old, dup = stack.pop()
+        dup.clades = [copy.copy(c) for c in old.clades]
+        stack.extend(zip(old.clades, dup.clades, strict=True))
+    return new
 
 
 def _strip_support(tree) -> None:
@@ -233,7 +411,7 @@ def infer_tree(
     bad = [n for n in names if any(ch in n for ch in " \t(),:;[]'")]
     if bad:
         raise InputError(
-            f"sequence id(s) {', '.join(bad[:5])} contain characters Newick cannot hold (space ( ) , : ; [ ])"
+            f"sequence id(s) {_names(bad[:5])} contain characters Newick cannot hold (space ( ) , : ; [ ])"
         )
     with tempfile.TemporaryDirectory(prefix=f"phenogen-{method}-", dir=work_dir) as tmp:
         aln = Path(tmp) / "aln.fasta"

@@ -4,7 +4,9 @@
     phenogen report --run runs/demo --out /tmp/r.html --max-targets 24
 
 The run-directory layout it reads is documented in :mod:`phenogen.report.html`; any part may be
-missing (it is shown as "not run").
+missing (it is shown as "not run"). A broken ``metrics.json``, a ``--out`` that is a directory or a
+malformed dataset is one error (exit 2); an image that is corrupt or lies outside the run and dataset
+directories is skipped with a visible note.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from phenogen.config import require_finite
 
 __all__ = ["ReportConfig", "add_arguments", "run"]
 
@@ -23,6 +27,7 @@ class ReportConfig:
     max_targets: int = field(default=12, metadata={"help": "targets shown side by side per split"})
 
     def __post_init__(self) -> None:
+        require_finite(self)
         if self.max_targets < 1:
             raise ValueError(f"max_targets must be >= 1, got {self.max_targets}")
 

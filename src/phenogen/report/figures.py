@@ -2,12 +2,14 @@
 
 Every function returns PNG bytes (the report embeds them) and uses matplotlib's Agg backend, so
 nothing needs a display. Inputs are plain data — parsed JSON, a Newick path, PIL images — so the
-figures can be drawn from any run directory, old or partial.
+figures can be drawn from any run directory, old or partial; non-numeric or non-finite values in a
+``losses.json`` are left out of the curves rather than raising.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,8 +36,13 @@ def png_bytes(fig, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
+def _number(v: Any) -> bool:
+    """A finite int or float (not a bool): what a curve may plot."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _series(values: Any) -> list[float] | None:
-    if isinstance(values, list) and values and all(isinstance(v, int | float) for v in values):
+    if isinstance(values, list) and values and all(_number(v) for v in values):
         return [float(v) for v in values]
     return None
 
@@ -53,14 +60,12 @@ def loss_curves(history: Any) -> dict[str, tuple[list[float], list[float]]]:
     curves: dict[str, tuple[list[float], list[float]]] = {}
 
     def records(items: list, suffix: str, xkey: str) -> None:
-        keys = sorted(
-            {k for r in items if isinstance(r, dict) for k, v in r.items() if isinstance(v, int | float)}
-        )
+        keys = sorted({k for r in items if isinstance(r, dict) for k, v in r.items() if _number(v)})
         for key in (k for k in keys if "loss" in k.lower() or k in ("bits_per_base",)):
             pts = [
-                (float(r.get(xkey, i)), float(r[key]))
+                (float(r[xkey]) if _number(r.get(xkey)) else float(i), float(r[key]))
                 for i, r in enumerate(items, start=1)
-                if isinstance(r, dict) and isinstance(r.get(key), int | float)
+                if isinstance(r, dict) and _number(r.get(key))
             ]
             if pts:
                 curves[f"{key}{suffix}"] = ([p[0] for p in pts], [p[1] for p in pts])
@@ -116,12 +121,13 @@ def tree_with_thumbnails(
     (held-out blue, extinct brown with a dagger). Internal nodes get half-size thumbnails.
     """
     import numpy as np
-    from Bio import Phylo
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    from phenogen.phylo.tree import read_tree
 
     plt = _plt()
     splits = splits or {}
-    tree = Phylo.read(str(newick_path), "newick")
+    tree = read_tree(newick_path)
     depths = tree.depths()
     tips = tree.get_terminals()
     ypos = {id(t): float(i) for i, t in enumerate(tips)}

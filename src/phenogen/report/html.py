@@ -17,17 +17,29 @@ Sections: headline numbers; metric table with baselines; truth vs generated side
 the species tree with thumbnails; training curves and the DNA model's identity-by-epoch figure;
 sweeps; the sequence side. Figures are looked up by file name, so a partial or older run still
 gives a readable page.
+
+Hostile or broken inputs: ``eval/metrics.json`` is read with :func:`phenogen.fsio.read_json` and its
+shape checked (one :class:`~phenogen.errors.InputError` naming the field otherwise). Every image is
+resolved and embedded only when it lies inside the run directory or the dataset directory (symlinks
+followed; a dataset imported with ``image_mode = "symlink"`` shows its linked photos as notes) and
+decodes completely; any other image is *skipped with a visible note*
+inline and listed under "Files not embedded" — a corrupt PNG never stops the page. Every string
+from a file (split, method, species, trait names, any metrics string) is HTML-escaped.
 """
 
 from __future__ import annotations
 
 import base64
+import contextvars
 import csv
 import html
 import io
-import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from phenogen.errors import InputError, PhenogenError
 
 __all__ = ["build_report", "RUN_LAYOUT"]
 
@@ -60,10 +72,67 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}tr.gen td{background:#fff3f0;fon
 """
 
 
+@dataclass
+class _Embedder:
+    """Which image files the page may embed (resolved ``roots``) and the ones it skipped, with why."""
+
+    roots: list[Path] | None = None  # None: no containment check (a section rendered on its own)
+    skipped: list[str] = field(default_factory=list)
+
+    def read(self, path: Path) -> tuple[bytes, str]:
+        """The bytes and MIME type of an image to embed; PhenogenError when outside the roots or undecodable."""
+        from PIL import Image
+
+        from phenogen.data.dataset import check_image
+
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise InputError(f"{path}: cannot be resolved ({exc})") from None
+        if self.roots is not None and not any(real.is_relative_to(r) for r in self.roots):
+            raise InputError(f"{path}: lies outside the run and dataset directories (resolves to {real})")
+        check_image(real, "image", error=InputError)
+        try:
+            with Image.open(real) as im:
+                fmt = im.format
+                if fmt in ("PNG", "JPEG"):
+                    return real.read_bytes(), f"image/{fmt.lower()}"
+                buf = io.BytesIO()
+                im.convert("RGB").save(buf, format="PNG")
+                return buf.getvalue(), "image/png"
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types; the file changed since the check
+            raise InputError(f"{path}: cannot be decoded ({type(exc).__name__})") from None
+
+    def open(self, path: Path) -> Any:
+        """The decoded RGB PIL image at ``path`` (same checks as :meth:`read`), or None with a note."""
+        from PIL import Image
+
+        try:
+            data, _ = self.read(path)
+            with Image.open(io.BytesIO(data)) as im:
+                return im.convert("RGB")
+        except PhenogenError as exc:
+            self.skipped.append(str(exc))
+            return None
+        except Exception as exc:  # noqa: BLE001 - see read()
+            self.skipped.append(f"{path}: cannot be decoded ({type(exc).__name__})")
+            return None
+
+
+_EMBED: contextvars.ContextVar[_Embedder | None] = contextvars.ContextVar(
+    "phenogen_report_embed", default=None
+)
+
+
+def _embedder() -> _Embedder:
+    emb = _EMBED.get()
+    return emb if emb is not None else _Embedder()
+
+
 def _data_uri(src: bytes | Path | Any) -> str:
-    """PNG bytes, an image file or a PIL image → ``data:`` URI."""
+    """PNG bytes, an image file (checked by :class:`_Embedder`) or a PIL image → ``data:`` URI."""
     if isinstance(src, Path):
-        data, mime = src.read_bytes(), "image/png" if src.suffix.lower() == ".png" else "image/jpeg"
+        data, mime = _embedder().read(src)
     elif isinstance(src, bytes | bytearray):
         data, mime = bytes(src), "image/png"
     else:  # PIL image
@@ -74,9 +143,21 @@ def _data_uri(src: bytes | Path | Any) -> str:
 
 
 def _img(src: bytes | Path | Any, *, width: int | None = None, title: str = "", cls: str = "") -> str:
-    w = f' width="{width}"' if width else ""
-    c = f' class="{cls}"' if cls else ""
-    return f'<img src="{_data_uri(src)}"{w}{c} alt="{html.escape(title)}" title="{html.escape(title)}">'
+    """An ``<img>`` with the image embedded; a file that may not be embedded becomes a visible note."""
+    w = f' width="{int(width)}"' if width else ""
+    c = f' class="{html.escape(cls)}"' if cls else ""
+    try:
+        uri = _data_uri(src)
+    except PhenogenError as exc:
+        note = str(exc)
+        _embedder().skipped.append(note)
+        return f'<span class="missing" title="{html.escape(note)}">[image not embedded: {html.escape(note)}]</span>'
+    return f'<img src="{uri}"{w}{c} alt="{html.escape(title)}" title="{html.escape(title)}">'
+
+
+def _e(value: Any) -> str:
+    """Any value as escaped HTML text."""
+    return html.escape(str(value))
 
 
 def _missing(what: str, where: Path) -> str:
@@ -84,8 +165,13 @@ def _missing(what: str, where: Path) -> str:
 
 
 def _fmt(v: Any, pct: bool = False, digits: int = 3) -> str:
+    """A number as text (``—`` for None); anything else escaped as is (never an exception)."""
     if v is None:
         return "—"
+    if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, int) and abs(v) >= 1e300):
+        return _e(v)[:60]
+    if not math.isfinite(v):
+        return _e(v)
     return f"{100 * v:.0f}%" if pct else f"{v:.{digits}f}"
 
 
@@ -116,7 +202,7 @@ def _headline(metrics: dict[str, Any] | None) -> str:
         (
             "trait RMSE, generated",
             rmse_text(generated_row) if generated_row else _fmt(rmse.get("generated")),
-            f"split {h['split']}",
+            f"split {_e(h['split'])}",
         ),
         ("vs mean / random", f"{_fmt(rmse.get('mean'))} / {_fmt(rmse.get('random'))}", "DNA-blind baselines"),
         (
@@ -140,7 +226,7 @@ def _headline(metrics: dict[str, Any] | None) -> str:
     lines = "".join(f"<li>{html.escape(v)}</li>" for v in verdict_lines(metrics))
     return (
         f'<ul class="verdict">{lines}</ul><div class="cards">{body}</div>'
-        f"<p>Generated images ({h['split']}): {'; '.join(verdict)}.</p>"
+        f"<p>Generated images ({_e(h['split'])}): {_e('; '.join(verdict))}.</p>"
     )
 
 
@@ -204,7 +290,7 @@ def _contact_sheet(
         for r in recs
     )
     return (
-        f"<p><b>{_SPLIT_TITLES.get(split, split)}</b>: true render (top) and generated portrait (bottom, red), "
+        f"<p><b>{_e(_SPLIT_TITLES.get(split, split))}</b>: true render (top) and generated portrait (bottom, red), "
         f"one column per species.</p>"
         f'<table class="pairs"><tr><th class="l"></th>{head}</tr><tr><th class="l">truth</th>{truth}</tr>'
         f'<tr><th class="l">generated</th>{gen}</tr></table>'
@@ -225,31 +311,32 @@ def _metric_tables(metrics: dict[str, Any] | None, eval_dir: Path) -> str:
         "(the probe's noise floor). ± is the standard error of an image row's trait RMSE from redrawing its "
         "images for the same targets. Top-1/top-5: DNA→image retrieval success.</p>"
     ]
-    for split, block in metrics["splits"].items():
+    for split, block in (metrics.get("splits") or {}).items():
         out.append(
-            f"<h3>{_SPLIT_TITLES.get(split, split)} — {block['n_targets']} targets, {block['n_images']} images</h3>"
+            f"<h3>{_e(_SPLIT_TITLES.get(split, split))} — {_fmt(block.get('n_targets'), digits=0)} targets, "
+            f"{_fmt(block.get('n_images'), digits=0)} images</h3>"
         )
         rows = ['<table><tr><th class="l">method</th><th>trait RMSE</th><th>binary acc.</th><th>top-1</th>'
                 "<th>top-5</th><th>mean rank</th><th>FID</th><th>KID</th><th class=\"l\">note</th></tr>"]  # fmt: skip
-        for method, r in block["methods"].items():
+        for method, r in (block.get("methods") or {}).items():
             rmse = rmse_text(r)
             rows.append(
-                f'<tr class="{"gen" if method == "generated" else ""}"><td class="l">{method}</td><td>{rmse}</td>'
-                f"<td>{_fmt(r['discrete_accuracy'], True)}</td><td>{_fmt(r['top1'], True)}</td>"
-                f"<td>{_fmt(r['top5'], True)}</td><td>{_fmt(r['mean_rank'], digits=1)}</td>"
-                f"<td>{_fmt(r['fid'], digits=2)}</td><td>{_fmt(r['kid_mean'], digits=4)}</td>"
+                f'<tr class="{"gen" if method == "generated" else ""}"><td class="l">{_e(method)}</td><td>{rmse}</td>'
+                f"<td>{_fmt(r.get('discrete_accuracy'), True)}</td><td>{_fmt(r.get('top1'), True)}</td>"
+                f"<td>{_fmt(r.get('top5'), True)}</td><td>{_fmt(r.get('mean_rank'), digits=1)}</td>"
+                f"<td>{_fmt(r.get('fid'), digits=2)}</td><td>{_fmt(r.get('kid_mean'), digits=4)}</td>"
                 f'<td class="l">{html.escape(r.get("note") or "")}</td></tr>'
             )
         rows.append("</table>")
-        gen = block["methods"]["generated"]
+        gen = (block.get("methods") or {}).get("generated") or {}
         if gen.get("chance_top5") is not None:
             rows.append(
-                f'<p class="small">chance: top-1 {_fmt(gen["chance_top1"], True)}, top-5 {_fmt(gen["chance_top5"], True)} '
-                f"({(metrics.get('retrieval') or {}).get('n_candidates', '?')} candidate species)</p>"
+                f'<p class="small">chance: top-1 {_fmt(gen.get("chance_top1"), True)}, top-5 {_fmt(gen["chance_top5"], True)} '
+                f"({_e((metrics.get('retrieval') or {}).get('n_candidates', '?'))} candidate species)</p>"
             )
         out.extend(rows)
-    probe = metrics["probe"]
-    r2 = ", ".join(f"{s}: {_fmt(v)}" for s, v in probe["r2_mean"].items())
+    probe = metrics.get("probe") or {}
+    r2 = ", ".join(f"{_e(s)}: {_fmt(v)}" for s, v in (probe.get("r2_mean") or {}).items())
     prior = probe.get("prior_renders") or 0
     seen = "renders of the training species" + (
         f" plus {prior:,} renders of random birds drawn from the trait prior (no held-out, extinct or "
@@ -265,10 +352,27 @@ def _metric_tables(metrics: dict[str, Any] | None, eval_dir: Path) -> str:
 
 
 def _read_targets(path: Path) -> dict[str, dict[str, str]]:
+    """``eval/targets.tsv`` by record id (empty when absent); a broken file is one InputError."""
+    from phenogen.fsio import read_text
+
     if not path.is_file():
         return {}
-    with open(path, encoding="utf-8", newline="") as fh:
-        return {row["record_id"]: row for row in csv.DictReader(fh, delimiter="\t")}
+    text = read_text(path, "targets table")
+    try:
+        reader = csv.DictReader(text.splitlines(), delimiter="\t")
+        if "record_id" not in (reader.fieldnames or []):
+            raise InputError(f"{path}: targets table has no record_id column")
+        return {row["record_id"]: row for row in reader if isinstance(row.get("record_id"), str)}
+    except csv.Error as exc:
+        raise InputError(f"{path}: targets table is not a valid TSV ({exc})") from None
+
+
+def _number(text: Any) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _pairs(
@@ -292,7 +396,7 @@ def _pairs(
                 if limit > 1
                 else recs[:1]
             )
-        out.append(f"<h3>{_SPLIT_TITLES.get(split, split)}</h3>")
+        out.append(f"<h3>{_e(_SPLIT_TITLES.get(split, split))}</h3>")
         out.append('<table class="pairs"><tr><th class="l">target</th><th>truth</th><th>generated</th>'
                    "<th>nearest relative</th><th>trait RMSE</th></tr>")  # fmt: skip
         for r in recs:
@@ -302,13 +406,13 @@ def _pairs(
             near = t.get("nearest_species")
             near_cell = "—"
             if near and near in first_image:
-                ident = t.get("nearest_identity")
-                label = f"{near}" + (f" ({100 * float(ident):.1f}% id.)" if ident else "")
+                ident = _number(t.get("nearest_identity"))
+                label = f"{near}" + (f" ({100 * ident:.1f}% id.)" if ident is not None else "")
                 near_cell = (
                     _img(first_image[near], width=80, title=label)
                     + f'<br><span class="small">{html.escape(label)}</span>'
                 )
-            rmse = f"{float(t['generated_rmse']):.3f}" if t.get("generated_rmse") else "—"
+            rmse = _fmt(_number(t.get("generated_rmse")))
             out.append(
                 f'<tr><td class="l">{html.escape(r.record_id)}<br><span class="small">{html.escape(r.species)}</span></td>'
                 f"<td>{truth}</td><td>{gen}</td><td>{near_cell}</td><td>{rmse}</td></tr>"
@@ -318,12 +422,11 @@ def _pairs(
 
 
 def _tree(ds, generated: dict[str, list[Path]] | None) -> str:
-    from PIL import Image
-
     from phenogen.report.figures import tree_with_thumbnails
 
     if ds is None or ds.tree_path is None:
         return ""
+    emb = _embedder()
     thumbs: dict[str, list[Any]] = {}
     splits: dict[str, str] = {}
     for r in ds.records():
@@ -331,18 +434,25 @@ def _tree(ds, generated: dict[str, list[Path]] | None) -> str:
         pair = thumbs.setdefault(r.species, [None, None])
         if pair[0] is None and r.images:
             canon = [p for p in r.images if "canon" in p] or list(r.images)
-            pair[0] = Image.open(ds.root / canon[0])
+            pair[0] = emb.open(ds.root / canon[0])
         if pair[1] is None and generated and r.record_id in generated:
-            pair[1] = Image.open(generated[r.record_id][0])
-    png = tree_with_thumbnails(ds.tree_path, {k: (a, b) for k, (a, b) in thumbs.items()}, splits)
-    for pair in thumbs.values():
-        for im in pair:
-            if im is not None:
-                im.close()
+            pair[1] = emb.open(generated[r.record_id][0])
+    try:
+        png = tree_with_thumbnails(ds.tree_path, {k: (a, b) for k, (a, b) in thumbs.items()}, splits)
+    except RecursionError:
+        return f'<p class="missing">{_e(ds.tree_path)}: the tree is nested too deeply to draw</p>'
+    except Exception as exc:  # noqa: BLE001 - Bio.Phylo and matplotlib raise many types on a bad tree
+        return f'<p class="missing">{_e(ds.tree_path)}: the tree could not be drawn ({_e(type(exc).__name__)}: {_e(exc)[:200]})</p>'
+    finally:
+        for pair in thumbs.values():
+            for im in pair:
+                if im is not None:
+                    im.close()
     return _img(png, cls="fig", title="species tree")
 
 
 def _training(run: Path) -> str:
+    from phenogen.fsio import read_json
     from phenogen.report.figures import loss_curves, plot_loss_curves
 
     out = []
@@ -352,9 +462,9 @@ def _training(run: Path) -> str:
         curves = {}
         if (d / "losses.json").is_file():
             try:
-                curves = loss_curves(json.loads((d / "losses.json").read_text(encoding="utf-8")))
-            except json.JSONDecodeError:
-                curves = {}
+                curves = loss_curves(read_json(d / "losses.json", "losses.json", expect=(dict, list)))
+            except PhenogenError as exc:
+                out.append(f'<p class="missing">{_e(exc)}</p>')
         if curves:
             out.append(_img(plot_loss_curves(curves, f"{title}: losses"), cls="fig", title=f"{title} losses"))
         elif (d / "loss_curve.png").is_file():
@@ -388,21 +498,27 @@ def _sweeps(run: Path) -> str:
 def _ancestors(run: Path) -> str:
     """Ancestral sequences vs the truth (``phenogen ancestors`` in the demo); empty when not run."""
     from phenogen.demo import tree_caption_tips
+    from phenogen.fsio import read_json
 
     d = run / "ancestors"
     if not (d / "targets.json").is_file():
         return ""
-    rec = json.loads((d / "targets.json").read_text(encoding="utf-8"))
-    means = rec["all_nodes_mean_identity"]
-    painted = f"the <b>{html.escape(rec['ancestor_sequences'])}</b> sequences"
+    try:
+        rec = read_json(d / "targets.json", "ancestors targets.json")
+    except PhenogenError as exc:
+        return f'<p class="missing">{_e(exc)}</p>'
+    means = rec.get("all_nodes_mean_identity")
+    if not isinstance(means, dict):
+        return f'<p class="missing">{_e(d / "targets.json")}: field all_nodes_mean_identity must be an object</p>'
+    painted = f"the <b>{_e(rec.get('ancestor_sequences', '?'))}</b> sequences"
     if tips := tree_caption_tips(run):
         painted = (
-            f"the captions the barcodes of {tips} write, <b>reconstructed at each ancestor on the tree</b> "
+            f"the captions the barcodes of {_e(tips)} write, <b>reconstructed at each ancestor on the tree</b> "
             '(Brownian motion; <code>[ancestors] portrait_condition = "tree"</code>)'
         )
     out = [
-        f"<p>Identity with the true ancestral sequences, mean over {rec['n_identifiable']} identifiable "
-        f"nodes of {rec['n_true_internal']} (nearest-of-pool rows pick with hindsight). Ancestor targets "
+        f"<p>Identity with the true ancestral sequences, mean over {_e(rec.get('n_identifiable', '?'))} identifiable "
+        f"nodes of {_e(rec.get('n_true_internal', '?'))} (nearest-of-pool rows pick with hindsight). Ancestor targets "
         f"are painted from {painted}.</p><table>"
         '<tr><th class="l">method</th><th>identity</th></tr>'
     ]
@@ -432,11 +548,16 @@ def _sequence(run: Path, metrics: dict[str, Any] | None) -> str:
     if seq is None:
         source = _find(run, "metrics.json", under=("lm_eval",))
         if source is not None and source.parent.name == "lm_eval":
-            seq = {"source": str(source), "metrics": json.loads(source.read_text(encoding="utf-8"))}
+            from phenogen.fsio import read_json
+
+            try:
+                seq = {"source": str(source), "metrics": read_json(source, "DNA evaluation metrics.json")}
+            except PhenogenError as exc:
+                return f'<p class="missing">{_e(exc)}</p>'
     out = []
-    if seq:
+    if isinstance(seq, dict) and "metrics" in seq:
         rows = _flat_numbers(seq["metrics"])[:40]
-        out.append(f'<p class="small">from {html.escape(str(seq["source"]))}</p><table>')
+        out.append(f'<p class="small">from {_e(seq.get("source", "?"))}</p><table>')
         out += [
             f'<tr><td class="l">{html.escape(k)}</td><td>{html.escape(_fmt(v) if isinstance(v, float) else str(v))}</td></tr>'
             for k, v in rows
@@ -455,18 +576,97 @@ def _caption_readout(metrics: dict[str, Any] | None) -> str:
     if not block or not block.get("splits"):
         return ""
     splits = list(block["splits"])
-    head = "".join(f"<th>{html.escape(s)}</th>" for s in splits)
-    means = "".join(f"<td><b>{_fmt(block['splits'][s]['mean_r'])}</b></td>" for s in splits)
+    head = "".join(f"<th>{_e(s)}</th>" for s in splits)
+    means = "".join(f"<td><b>{_fmt(block['splits'][s].get('mean_r'))}</b></td>" for s in splits)
     rows = [f'<tr><td class="l"><b>mean r</b></td>{means}</tr>']
-    for name in block["traits"]:
-        cells = "".join(f"<td>{_fmt(block['splits'][s]['per_trait_r'].get(name))}</td>" for s in splits)
-        rows.append(f'<tr><td class="l">{html.escape(name)}</td>{cells}</tr>')
+    for name in block.get("traits") or []:
+        cells = "".join(
+            f"<td>{_fmt((block['splits'][s].get('per_trait_r') or {}).get(name))}</td>" for s in splits
+        )
+        rows.append(f'<tr><td class="l">{_e(name)}</td>{cells}</tr>')
     return (
         "<p>The image model's DNA conditioner <i>writes a caption</i> for the prior's caption encoder "
         "(<code>image.cond_head = caption</code>). Pearson r, over each split's targets, between the "
         "value a target's barcode writes and its true trait (1 = the DNA is read perfectly, up to scale):</p>"
         f'<table><tr><th class="l">trait</th>{head}</tr>{"".join(rows)}</table>'
     )
+
+
+# ---------------------------------------------------------------- metrics.json shape
+_ROW_NUMBERS = ("trait_rmse", "trait_rmse_se", "discrete_accuracy", "top1", "top5", "mean_rank", "fid",
+                "kid_mean", "chance_top1", "chance_top5")  # fmt: skip
+
+
+def _is_num(v: Any) -> bool:
+    """None, a float, or an int a float can hold (JSON allows 10**400; formatting it would overflow)."""
+    if v is None or isinstance(v, float):
+        return True
+    return isinstance(v, int) and not isinstance(v, bool) and abs(v) < 1e300
+
+
+def check_metrics(metrics: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Raise one InputError naming the field unless ``metrics`` has the shape the report reads.
+
+    Only the fields the page formats are checked (numbers where numbers are printed, objects where
+    it iterates); unknown fields are ignored and any missing optional part shows as "—".
+    """
+
+    def need(ok: bool, where: str, what: str) -> None:
+        if not ok:
+            raise InputError(f"{path}: field {where} must be {what}")
+
+    def obj(v: Any, where: str) -> dict:
+        need(isinstance(v, dict), where, "an object {...}")
+        return v
+
+    h = metrics.get("headline")
+    if h:
+        obj(h, "headline")
+        need(isinstance(h.get("split"), str), "headline.split", "a string")
+        tr = obj(h.get("trait_rmse"), "headline.trait_rmse")
+        for k, v in tr.items():
+            need(_is_num(v), f"headline.trait_rmse.{k}", "a number or null")
+        for k in ("top5", "chance_top5", "ratio_to_random", "top5_over_chance"):
+            need(_is_num(h.get(k)), f"headline.{k}", "a number or null")
+        need(
+            h.get("beats_mean") is None or isinstance(h["beats_mean"], bool),
+            "headline.beats_mean",
+            "true/false",
+        )
+    splits = obj(metrics.get("splits", {}), "splits")
+    for split, block in splits.items():
+        obj(block, f"splits.{split}")
+        for k in ("n_targets", "n_images"):
+            need(_is_num(block.get(k)), f"splits.{split}.{k}", "a number")
+        methods = obj(block.get("methods", {}), f"splits.{split}.methods")
+        for method, row in methods.items():
+            obj(row, f"splits.{split}.methods.{method}")
+            for k in _ROW_NUMBERS:
+                need(_is_num(row.get(k)), f"splits.{split}.methods.{method}.{k}", "a number or null")
+            need(row.get("note") is None or isinstance(row["note"], str), f"splits.{split}.methods.{method}.note",
+                 "a string or null")  # fmt: skip
+    if metrics.get("probe") is not None:
+        probe = obj(metrics["probe"], "probe")
+        r2 = obj(probe.get("r2_mean", {}), "probe.r2_mean")
+        for k, v in r2.items():
+            need(_is_num(v), f"probe.r2_mean.{k}", "a number or null")
+        need(_is_num(probe.get("prior_renders")), "probe.prior_renders", "a number")
+    if metrics.get("retrieval") is not None:
+        obj(metrics["retrieval"], "retrieval")
+    block = metrics.get("caption_readout")
+    if block:
+        obj(block, "caption_readout")
+        traits = block.get("traits", [])
+        need(isinstance(traits, list) and all(isinstance(t, str) for t in traits), "caption_readout.traits",
+             "a list of strings")  # fmt: skip
+        for split, b in obj(block.get("splits", {}), "caption_readout.splits").items():
+            obj(b, f"caption_readout.splits.{split}")
+            need(_is_num(b.get("mean_r")), f"caption_readout.splits.{split}.mean_r", "a number or null")
+            obj(b.get("per_trait_r", {}), f"caption_readout.splits.{split}.per_trait_r")
+    if metrics.get("sequence") is not None:
+        need(isinstance(metrics["sequence"], dict) and "metrics" in metrics["sequence"], "sequence",
+             "an object with 'source' and 'metrics'")  # fmt: skip
+    return metrics
 
 
 # ---------------------------------------------------------------- page
@@ -476,25 +676,49 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None, *, max
     >>> build_report("runs/demo")  # doctest: +SKIP
     PosixPath('runs/demo/report.html')
     """
-    from phenogen.data.dataset import load_dataset
-    from phenogen.errors import InputError, PhenogenError
-    from phenogen.evaluate.targets import read_generated
+    from phenogen.fsio import check_output_file
 
     run = Path(run_dir)
     if not run.is_dir():
         raise InputError(f"{run}: no such run directory (expected the output of `phenogen demo --out DIR`)")
-    out = Path(out_path) if out_path else run / "report.html"
+    out = check_output_file(Path(out_path) if out_path else run / "report.html")
+    # the run directory (and, below, the dataset's image folders): a row of generated.tsv or a symlink
+    # leading anywhere else is not embedded
+    emb = _Embedder(roots=[run.resolve()])
+    token = _EMBED.set(emb)
+    try:
+        page = _page(run, emb, max_targets)
+    finally:
+        _EMBED.reset(token)
+    from phenogen.fsio import atomic_write_text
+
+    atomic_write_text(out, page)
+    return out
+
+
+def _page(run: Path, emb: _Embedder, max_targets: int) -> str:
+    from phenogen.data.dataset import load_dataset
+    from phenogen.evaluate.targets import read_generated
+    from phenogen.fsio import read_json
+
     data_dir, eval_dir, gen_dir = (run / RUN_LAYOUT[k] for k in ("data", "eval", "generated"))
     ds = load_dataset(data_dir) if (data_dir / "dataset.json").is_file() else None
-    generated = None
+    if ds is not None:
+        # not ds.image_roots: dataset.json's image_links (symlink imports) is not trusted for embedding
+        emb.roots = [*(emb.roots or []), ds.root.resolve()]
+    generated, gen_error = None, ""
     if (gen_dir / "generated.tsv").is_file():
         try:
             generated = read_generated(gen_dir)
         except PhenogenError as exc:
-            generated, gen_error = None, str(exc)
+            gen_error = str(exc)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            gen_error = f"{gen_dir / 'generated.tsv'}: cannot be read ({type(exc).__name__}: {exc})"
     metrics = None
     if (eval_dir / "metrics.json").is_file():
-        metrics = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
+        metrics = check_metrics(
+            read_json(eval_dir / "metrics.json", "metrics.json"), eval_dir / "metrics.json"
+        )
     targets = _read_targets(eval_dir / "targets.tsv")
 
     sections: list[tuple[str, str]] = []
@@ -526,6 +750,15 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None, *, max
         sections.append(
             ("The clade (contact sheet of true renders)", _img(ds.root / "contact_sheet.png", cls="fig"))
         )
+    if emb.skipped:
+        notes = "".join(f"<li>{_e(n)}</li>" for n in dict.fromkeys(emb.skipped))
+        sections.append(
+            (
+                "Files not embedded",
+                f'<p class="missing">{len(set(emb.skipped))} image(s) were skipped: outside the run and dataset '
+                f"directories, or not decodable.</p><ul>{notes}</ul>",
+            )
+        )
 
     body = "".join(f'<h2 id="s{i}">{html.escape(t)}</h2>{c}' for i, (t, c) in enumerate(sections))
     toc = " · ".join(f'<a href="#s{i}">{html.escape(t)}</a>' for i, (t, _) in enumerate(sections))
@@ -538,6 +771,4 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None, *, max
         f'<h1>phenogen report</h1><p class="sub">run <code>{html.escape(str(run))}</code>'
         f'{" · species: " + counts if counts else ""}</p><p class="small">{toc}</p>{body}</body></html>\n'
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    return page

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from phenogen.config import require_finite
+
 __all__ = ["SimConfig"]
 
 
@@ -123,6 +125,7 @@ class SimConfig:
     )
 
     def __post_init__(self) -> None:
+        require_finite(self)  # nan passes every `x <= 0` test; 1e400 parses as inf
         if self.n_living < 4:
             raise ValueError(f"n_living must be at least 4, got {self.n_living}")
         if self.birth_rate <= 0:
