@@ -10,7 +10,7 @@ to ``OUT/config.json`` and runs :func:`phenogen.diffusion.prior.pretrain_prior`.
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
 import sys
 from pathlib import Path
 
@@ -21,21 +21,36 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output directory (vae/, unet/, prior.json)")
-    parser.add_argument("--force", action="store_true", help="replace an existing output directory")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an earlier pretrain-image output (phenogen's only)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    from phenogen.config import load_sections, save_resolved
-    from phenogen.diffusion.prior import PriorConfig, pretrain_prior
+    """Check the settings, ``--out`` and ``prior.init`` first; only then prepare ``--out`` and train.
+
+    ``--force`` only ever clears a directory carrying phenogen's marker, and never because of an input
+    that turns out to be bad. One process only: the loop is plain PyTorch, so under ``torchrun`` every
+    process would train the same prior and race on ``--out``.
+    """
+    from phenogen.config import load_sections, to_jsonable
+    from phenogen.diffusion.components import get_preset
+    from phenogen.diffusion.prior import PriorConfig, pretrain_prior, resolve_init
+    from phenogen.diffusion.train import check_not_inside
+    from phenogen.fsio import atomic_write_json, check_output_dir, prepare_output_dir
 
     cfg: PriorConfig = load_sections({"prior": PriorConfig}, args.config, args.set)["prior"]
     out: Path = args.out
-    if out.exists() and any(out.iterdir()):
-        if not args.force:
-            raise InputError(f"{out} exists and is not empty; pass --force to replace it")
-        shutil.rmtree(out)
-    save_resolved({"prior": cfg}, out, command="pretrain-image")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InputError("pretrain-image runs in one process; start it without torchrun / accelerate launch")
+    check_output_dir(out, force=args.force)
+    get_preset(cfg.preset)
+    resolve_init(cfg.init, cfg.preset)
+    if args.force:
+        check_not_inside(out, {"prior.init": cfg.init})
+    prepare_output_dir(out, "pretrain-image", force=args.force)
+    atomic_write_json(out / "config.json", {"prior": to_jsonable(cfg), "command": "pretrain-image"})
     record = pretrain_prior(out, cfg, progress=not args.no_progress)
     s = record["seconds"]
     unet = f"UNet {record['unet_steps']} steps"

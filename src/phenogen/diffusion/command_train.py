@@ -1,18 +1,20 @@
 """``phenogen train-image --data DIR --out DIR [--resume]``: train the DNA-conditioned diffusion model.
 
-Reads the ``[image]`` section (``--config`` / ``--set image.key=value``), writes the resolved settings
+Reads the ``[image]`` section (``--config`` / ``--set image.key=value``), checks the dataset, the
+settings and ``--out`` (nothing is written or deleted before they pass), writes the resolved settings
 to ``OUT/config.json`` and runs :func:`phenogen.diffusion.train.train_image_model`. The trained
 pipeline lands in ``OUT/pipeline`` (load it with ``phenogen generate --model OUT/pipeline``).
+``--resume`` continues from the newest complete checkpoint; ``--force`` replaces an earlier phenogen
+output only. Several processes: ``torchrun --nproc_per_node N -m phenogen.cli train-image ...`` (see
+:mod:`phenogen.diffusion.train`).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
+from datetime import timedelta
 from pathlib import Path
-
-from phenogen.errors import InputError
 
 __all__ = ["add_arguments", "run"]
 
@@ -27,32 +29,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue exactly from the newest checkpoint in OUT"
     )
-    parser.add_argument("--force", action="store_true", help="delete an existing run directory first")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an earlier train-image run directory (phenogen's only)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    """Check every input, then (main process only) prepare ``--out`` and write its settings, then train.
 
-    from phenogen.config import load_sections, save_resolved
+    Order matters: a missing dataset, a bad setting or an unresumable ``--out`` is reported before
+    ``--out`` is touched, and ``--force`` only ever clears a directory carrying phenogen's marker.
+    Under ``torchrun``/``accelerate launch`` only the main process prepares ``--out``; the others wait
+    and raise the same error if it was refused.
+    """
+    import torch
+    from accelerate import PartialState
+
+    from phenogen.accel import end_distributed, on_main
+    from phenogen.config import load_sections, to_jsonable
     from phenogen.diffusion.config import ImageConfig
-    from phenogen.diffusion.train import check_resumable, train_image_model
+    from phenogen.diffusion.train import (
+        GROUP_TIMEOUT_S,
+        check_inputs,
+        check_not_inside,
+        check_resumable,
+        process_kwargs,
+        train_image_model,
+    )
+    from phenogen.fsio import atomic_write_json, check_output_dir, prepare_output_dir
 
     cfg: ImageConfig = load_sections({"image": ImageConfig}, args.config, args.set)["image"]
     out: Path = args.out
-    if args.resume and args.force:
-        raise InputError("--resume and --force contradict each other; pick one")
-    if out.exists() and any(out.iterdir()) and not args.resume:
-        if not args.force:
-            raise InputError(
-                f"{out} exists and is not empty; pass --resume to continue it or --force to replace it"
-            )
-        shutil.rmtree(out)
-    if args.resume:
-        check_resumable(out, cfg)
-    torch.set_num_threads(min(torch.get_num_threads(), 16))
-    save_resolved({"image": cfg}, out, command="train-image", data=str(args.data), resume=args.resume)
-    result = train_image_model(args.data, out, cfg, resume=args.resume, progress=not args.no_progress)
+
+    def prepare() -> None:
+        check_output_dir(out, force=args.force, resume=args.resume)
+        check_inputs(args.data, cfg)
+        if args.force:
+            check_not_inside(out, {"--data": args.data, "image.init": cfg.init, "image.vae": cfg.vae})
+        if args.resume:
+            check_resumable(out, cfg)
+        prepare_output_dir(out, "train-image", force=args.force, resume=args.resume)
+        settings = {"image": cfg, "command": "train-image", "data": str(args.data), "resume": args.resume}
+        atomic_write_json(out / "config.json", {k: to_jsonable(v) for k, v in settings.items()})
+
+    # under torchrun: joins the process group (the timeout: train.GROUP_TIMEOUT_S)
+    state = PartialState(**process_kwargs(), timeout=timedelta(seconds=GROUP_TIMEOUT_S))
+    try:
+        on_main(state, prepare)
+        torch.set_num_threads(min(torch.get_num_threads(), 16))
+        result = train_image_model(args.data, out, cfg, resume=args.resume, progress=not args.no_progress)
+    except BaseException:
+        end_distributed(barrier=False)
+        raise
+    end_distributed()
+    if not state.is_main_process:  # one summary, from the main process
+        return 0
     s = result.seconds
     print(
         f"trained {result.global_step}/{result.total_steps} steps ({result.stopped}) in {s.get('total', 0) / 60:.1f} min "

@@ -54,7 +54,8 @@ prior is the ``cpu`` one: v2 (unconditional, 35 min) continued for 43 min with c
 
 Outputs of :func:`pretrain_prior` (``OUT``)::
 
-    vae/   unet/         diffusers ``save_pretrained`` directories (safetensors + JSON config); with
+    vae/   unet/         diffusers ``save_pretrained`` directories (safetensors + JSON config; each written
+                         aside and renamed into place, prior.json written last); with
                          ``decoder_minutes`` > 0 the VAE's decoder is fine-tuned last with the encoder
                          frozen (same latent space; measured: it did not sharpen the colours)
     prior.json           settings, seconds, losses, VAE reconstruction error on fresh renders
@@ -389,11 +390,26 @@ def _grid(images: torch.Tensor, cols: int, path: Path) -> None:
 
 def _init_record(init_dir: Path | None) -> dict | None:
     """The ``prior.json`` of the prior this one continued (its provenance), without the loss curve."""
+    from phenogen.fsio import read_json
+
     if init_dir is None or not (init_dir / "prior.json").is_file():
         return None
-    record = json.loads((init_dir / "prior.json").read_text(encoding="utf-8"))
+    record = read_json(init_dir / "prior.json", "prior record", error=CheckpointError)
     record.pop("unet_losses", None)
     return record
+
+
+def _save_model(model, path: Path) -> None:
+    """``save_pretrained`` into ``PATH.tmp``, then renamed over ``path``: a kill never leaves half a model."""
+    from phenogen.fsio import replace_dir
+
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    replace_dir(tmp, path)
 
 
 def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True) -> dict:
@@ -457,7 +473,7 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
     recon_mse = reconstruction_mse(vae, fresh, out / "vae_recon.png")
     seconds["vae"] = time.perf_counter() - t0
     log.info("prior VAE: %d steps, recon MSE %.4f on fresh renders", len(vae_losses), recon_mse)
-    vae.save_pretrained(out / "vae", safe_serialization=True)  # kept if the UNet stage is interrupted
+    _save_model(vae, out / "vae")  # kept if the UNet stage is interrupted
 
     t0 = time.perf_counter()
     side = res // components.vae_scale(vae)
@@ -598,13 +614,13 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         drawn = sample_unconditional(unet, vae, 8, 25, cfg.seed, context=context, guidance=3.0,
                                      caption_decoder=caption_decoder, captions=caps)  # fmt: skip
         _grid(torch.cat([fresh[:8].float() / 255, drawn]), 8, out / "caption_samples.png")
-        captioner.save_pretrained(out / "caption_encoder", safe_serialization=True)
+        _save_model(captioner, out / "caption_encoder")
     if caption_decoder is not None:
         dt = torch.float16 if cfg.save_fp16 else torch.float32
-        caption_decoder.to(dt).save_pretrained(out / "caption_decoder", safe_serialization=True)
+        _save_model(caption_decoder.to(dt), out / "caption_decoder")
     dtype = torch.float16 if cfg.save_fp16 else torch.float32
-    vae.to(dtype).save_pretrained(out / "vae", safe_serialization=True)
-    unet.to(dtype).save_pretrained(out / "unet", safe_serialization=True)
+    _save_model(vae.to(dtype), out / "vae")
+    _save_model(unet.to(dtype), out / "unet")
     every = max(1, len(losses) // 500)
     record = {
         "config": asdict(cfg),
@@ -632,5 +648,8 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         "note": "renders of random birds only (captions: their own trait values): no clade, tree, "
         "barcode or species went into this prior",
     }
-    (out / "prior.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    from phenogen.fsio import atomic_write_text
+
+    # written last: a prior directory with prior.json is complete (the models were renamed into place)
+    atomic_write_text(out / "prior.json", json.dumps(record, indent=1) + "\n")
     return record

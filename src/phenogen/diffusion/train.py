@@ -15,10 +15,30 @@ Resume is exact: a checkpoint (``OUT/checkpoints/checkpoint-NNNNNN``) holds the 
 (weights, optimizer, LR schedule, global RNGs), the EMA (safetensors + JSON) and the loop state
 (optimizer step, the training generator's state, the loss history). The data order is a pure
 function of ``(seed, epoch)``, so the step count alone fixes the position in the data.
+
+Crash safety: a checkpoint is written into ``checkpoint-NNNNNN.tmp``, completed by ``complete.json``
+(its files and their sizes, written last), fsynced and renamed into place; only then are checkpoints
+beyond ``checkpoints_total_limit`` pruned. ``--resume`` takes the newest *complete* checkpoint: unfinished
+saves and checkpoints whose files no longer match ``complete.json`` are skipped with a note on stderr
+(an earlier checkpoint gives the same run, only later); one that looks complete but cannot be loaded
+is a :class:`~phenogen.errors.CheckpointError` naming it. ``pipeline/``, ``vae/``, the caches and the
+JSON files are likewise written aside and renamed. ``PHENOGEN_TEST_KILL_AT`` (:data:`KILL_ENV`) is the
+crash tests' hook.
+
+Several processes (``torchrun --nproc_per_node N`` or ``accelerate launch --multi_gpu --num_processes N``;
+on a machine without CUDA, gloo on the CPU): every process draws the whole global batch's inputs and
+noise from the same generators and sends its own contiguous share of the rows through the UNet
+(:func:`diffusion_loss`); gradient all-reduce averages the shares, so N processes train the model one
+process trains, up to floating-point rounding. The main process alone trains the VAE, writes the caches
+(the others then read them), samples, evaluates and writes every file; checkpoints hold each process's
+RNG state, and a run resumes with the number of processes that wrote it. (Measured with accelerate 1.16:
+``accelerate launch --cpu --num_processes 2`` starts a single process; ``--multi_gpu`` starts two, which
+then use gloo on the CPU.)
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -26,13 +46,15 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 
 from phenogen.data.dataset import load_dataset
 from phenogen.diffusion.config import ImageConfig
-from phenogen.errors import CheckpointError, DataError
+from phenogen.errors import CheckpointError, ConfigError, DataError
+from phenogen.fsio import atomic_write_bytes, atomic_write_text, complete_dir, replace_dir
 
 __all__ = ["train_image_model", "TrainResult", "check_resumable", "resolve_mixed_precision", "diffusion_loss"]
 
@@ -103,14 +125,17 @@ def _pairs(ds, split: str, resolution: int) -> _Data:
 
 
 def _cached(path: Path, build, use_disk: bool) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file, save_file
+    """``build()``'s tensors, kept in (and read back from) ``path`` when ``use_disk``; saved atomically."""
+    from safetensors.torch import load_file, save
 
     if use_disk and path.is_file():
-        return load_file(path)
+        try:
+            return load_file(path)
+        except Exception as exc:  # a damaged cache is rebuilt (it is a pure function of the inputs)
+            log.warning("rebuilding %s (%s)", path, exc)
     tensors = build()
     if use_disk:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+        atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}))
     return tensors
 
 
@@ -125,10 +150,16 @@ def diffusion_loss(
     generator: torch.Generator,
     snr_gamma: float | None = None,
     drop: torch.Tensor | None = None,
+    rows: slice | None = None,
+    world: int = 1,
 ) -> torch.Tensor:
     """Denoising loss of one batch: noise ``latents (B, C, h, w)`` at random timesteps, predict ε or v.
 
-    The conditioner drops conditions at random in training mode (``drop`` forces rows).
+    The conditioner drops conditions at random in training mode (``drop`` forces rows). With ``rows``
+    (one of ``world`` processes' share of the global batch) every random draw is still made for the
+    whole batch — the same draws as one process makes — and only ``rows`` go through the UNet; the loss
+    is scaled so that the mean over the processes (what gradient all-reduce takes) is the global batch's
+    mean loss. So a sharded run equals the single-process one up to floating-point rounding.
     """
     from diffusers.training_utils import compute_snr
 
@@ -144,6 +175,8 @@ def diffusion_loss(
     else:
         target = noise
     hidden, hmask = conditioner(features, mask, drop=drop, generator=generator)  # (B, T, D)
+    if rows is not None:
+        noisy, target, t, hidden, hmask = noisy[rows], target[rows], t[rows], hidden[rows], hmask[rows]
     attn_mask = None if bool(hmask.all()) else hmask
     pred = denoise(unet, noisy, t, hidden, attn_mask)
     per_example = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
@@ -153,61 +186,290 @@ def diffusion_loss(
         if noise_scheduler.config.prediction_type == "v_prediction":
             weight = torch.clamp(snr, max=snr_gamma) / (snr + 1)
         per_example = per_example * weight
+    if rows is not None:
+        return per_example.sum() * (world / b)
     return per_example.mean()
 
 
+# ---------------------------------------------------------------------------------- test hook
+KILL_ENV = "PHENOGEN_TEST_KILL_AT"
+"""Test hook (crash tests only): ``POINT[@STEP]`` makes the process ``os._exit(137)`` — as a SIGKILL would
+— when it reaches ``POINT`` (at optimizer step ``STEP``, or the first time). Points: ``step`` (after an
+optimizer step, outside any save), ``checkpoint:mid_write`` (accelerate's files written, the loop state
+and ``complete.json`` not yet), ``checkpoint:before_rename`` (complete, still ``*.tmp``),
+``checkpoint:before_prune`` (renamed, older ones not yet pruned), ``export:mid_write`` (the final
+``pipeline.tmp`` half written). Unset in normal use: then it costs one dictionary look-up."""
+
+
+def _kill_point(point: str, step: int) -> None:
+    import os
+
+    spec = os.environ.get(KILL_ENV)
+    if not spec:
+        return
+    name, _, at = spec.partition("@")
+    if name == point and (not at or at == str(step)):
+        sys.stderr.flush()
+        os._exit(137)
+
+
+# ---------------------------------------------------------------------------------- processes
+GROUP_TIMEOUT_S = 12 * 3600
+"""How long a process waits at a barrier or all-reduce: the others wait while the main process trains
+the VAE, samples and saves (torch's default, 30 min, is shorter than a long VAE stage). A process that
+dies does not leave the others waiting: torchrun then stops them."""
+
+
+def process_kwargs() -> dict:
+    """Accelerator/PartialState keywords for this launch: ``cpu=True`` under ``torchrun`` without a GPU.
+
+    accelerate only sets up a CPU process group (gloo) when asked for the CPU; ``accelerate launch --cpu``
+    asks through the environment, plain ``torchrun`` does not, so several processes on a machine without
+    CUDA would each train alone (and race on ``--out``). The process group's timeout: GROUP_TIMEOUT_S.
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        return {"cpu": True}
+    return {}
+
+
+def _shard(n: int, world: int, rank: int) -> slice:
+    """This process's contiguous share of a global batch of ``n`` rows (sizes differ by at most one)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
 # ---------------------------------------------------------------------------------- checkpoints
-def _save_checkpoint(accelerator, ckpt_dir: Path, state: dict, gen: torch.Generator, ema, limit: int) -> None:
-    """accelerate state + EMA (safetensors) + loop state (JSON: step, planned steps, losses); keeps ``limit``."""
+CKPT_PREFIX = "checkpoint-"
+COMPLETE = "complete.json"  # written last into a checkpoint: names and sizes of its files
+
+
+def _ckpt_step(path: Path) -> int | None:
+    """The step of ``checkpoint-NNNNNN`` (or its ``.old`` copy, see fsio.replace_dir); None for other names."""
+    name = path.name.removesuffix(".old")
+    digits = name.removeprefix(CKPT_PREFIX)
+    return int(digits) if name.startswith(CKPT_PREFIX) and digits.isdigit() else None
+
+
+def _checkpoint_problem(ckpt: Path) -> str | None:
+    """None when ``ckpt`` is a complete checkpoint, else why not (cheap: names and sizes, no loading).
+
+    A checkpoint is complete when its ``complete.json`` (written last, before the rename) lists files
+    that are all present with their recorded sizes. Checkpoints of earlier phenogen versions have no
+    ``complete.json``; they wrote ``loop_state.json`` last, so one that parses marks them complete.
+    """
+    from phenogen.errors import PhenogenError
+    from phenogen.fsio import read_json
+
+    try:
+        if not (ckpt / COMPLETE).is_file():
+            read_json(ckpt / "loop_state.json", "loop state")
+            return None if (ckpt / "loop_state.safetensors").is_file() else "loop_state.safetensors missing"
+        files = read_json(ckpt / COMPLETE, "checkpoint manifest").get("files")
+        if not isinstance(files, dict) or not files:
+            return f"{COMPLETE} lists no files"
+        for name, size in files.items():
+            f = ckpt / name
+            if not f.is_file():
+                return f"{name} missing"
+            if f.stat().st_size != size:
+                return f"{name} is {f.stat().st_size} bytes, {size} were written"
+    except (PhenogenError, OSError) as exc:
+        return str(exc)
+    return None
+
+
+def _checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Every checkpoint directory under ``root`` by step (complete or not), ``*.tmp`` saves excluded.
+
+    ``checkpoint-N.old`` stands for ``checkpoint-N`` when a kill fell between the two renames of
+    :func:`phenogen.fsio.replace_dir`.
+    """
+    found: dict[int, Path] = {}
+    for d in sorted(root.glob(f"{CKPT_PREFIX}*")) if root.is_dir() else []:
+        step = _ckpt_step(d)
+        if step is None or not d.is_dir():
+            continue
+        if d.name.endswith(".old") and d.with_name(d.name.removesuffix(".old")).is_dir():
+            continue  # the previous copy of a re-saved checkpoint, left by a kill before its removal
+        found[step] = d
+    return sorted(found.items())
+
+
+def find_checkpoint(root: Path, announce: bool = True) -> Path:
+    """The newest complete checkpoint under ``root``; raises CheckpointError when there is none.
+
+    Decision for a damaged newest checkpoint: resume from the newest complete one before it, with a note
+    on stderr naming what was skipped (training from an earlier checkpoint gives the same run, only
+    later). Unfinished saves (``*.tmp``, from a kill during a save) are skipped the same way.
+    """
+    from phenogen.errors import CheckpointError
+
+    skipped = [f"{d.name} (an unfinished save)" for d in sorted(root.glob(f"{CKPT_PREFIX}*.tmp"))]
+    for _, ckpt in reversed(_checkpoints(root)):
+        problem = _checkpoint_problem(ckpt)
+        if problem is None:
+            if skipped and announce:
+                print(f"train-image: note: resuming from {ckpt.name}; skipped {'; '.join(skipped)}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            return ckpt
+        skipped.append(f"{ckpt.name} ({problem})")
+    found = f"; found only {'; '.join(skipped)}" if skipped else ""
+    raise CheckpointError(f"{root}: --resume given but there is no complete checkpoint{found}")
+
+
+def _save_checkpoint(
+    accelerator, root: Path, step: int, state: dict, gen: torch.Generator, ema, limit: int
+) -> Path:
+    """Save a resumable checkpoint atomically, then keep only the newest ``limit`` complete ones.
+
+    Every process writes its part (accelerate: the main process the weights, optimizer and schedule,
+    each process its RNG states) into ``checkpoint-N.tmp``; the main process adds the EMA and loop state
+    and ``complete.json`` (written last), fsyncs, renames it to ``checkpoint-N`` and only then prunes.
+    A kill at any point leaves every earlier complete checkpoint in place.
+    """
     from safetensors.torch import save_file
 
-    root = ckpt_dir.parent
-    existing = sorted(root.glob("checkpoint-*")) if root.exists() else []
-    for old in existing[: max(0, len(existing) - limit + 1)]:
-        shutil.rmtree(old)
-    accelerator.save_state(str(ckpt_dir))
-    tensors = {"generator_state": gen.get_state()}
-    if ema is not None:
-        tensors |= {f"ema.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}
-    save_file(tensors, ckpt_dir / "loop_state.safetensors")
-    ema_meta = None
-    if ema is not None:
-        ema_meta = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
-    state = {**state, "ema": ema_meta}
-    (ckpt_dir / "loop_state.json").write_text(json.dumps(state) + "\n", encoding="utf-8")
+    from phenogen.fsio import atomic_write_json
+
+    main = accelerator.is_main_process
+    final = root / f"{CKPT_PREFIX}{step:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if main:
+        _kill_point("checkpoint:mid_write", step)
+        tensors = {"generator_state": gen.get_state()}
+        if ema is not None:
+            tensors |= {f"ema.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}
+        save_file(tensors, tmp / "loop_state.safetensors")
+        ema_meta = None
+        if ema is not None:
+            ema_meta = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
+        state = {**state, "ema": ema_meta, "num_processes": accelerator.num_processes}
+        (tmp / "loop_state.json").write_text(json.dumps(state) + "\n", encoding="utf-8")
+        files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.is_file()}
+        atomic_write_json(tmp / COMPLETE, {"step": step, "files": files})
+        _kill_point("checkpoint:before_rename", step)
+        replace_dir(tmp, final)  # fsyncs every file, renames, fsyncs the directory
+        _kill_point("checkpoint:before_prune", step)
+        _prune_checkpoints(root, limit)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _prune_checkpoints(root: Path, limit: int) -> None:
+    """Keep the newest ``limit`` complete checkpoints; delete every checkpoint directory older than them."""
+    ckpts = _checkpoints(root)
+    complete = [step for step, d in ckpts if _checkpoint_problem(d) is None]
+    if len(complete) <= limit:
+        return
+    oldest_kept = complete[-limit]
+    for step, d in ckpts:
+        if step < oldest_kept:
+            shutil.rmtree(d, ignore_errors=True)
+    for d in root.glob(f"{CKPT_PREFIX}*.tmp"):  # unfinished saves of steps before the kept ones
+        step = _ckpt_step(d.with_name(d.name.removesuffix(".tmp")))
+        if step is not None and step < oldest_kept:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _load_checkpoint(accelerator, ckpt_dir: Path, gen: torch.Generator, ema) -> dict:
+    """Restore a checkpoint of :func:`_save_checkpoint`; anything unreadable is one CheckpointError."""
     from safetensors.torch import load_file
 
+    from phenogen.fsio import read_json
+
+    state = read_json(ckpt_dir / "loop_state.json", "loop state", error=CheckpointError)
+    saved_world = state.get("num_processes", 1)
+    if saved_world != accelerator.num_processes:
+        raise CheckpointError(
+            f"{ckpt_dir}: written by a run of {saved_world} process(es), this one has "
+            f"{accelerator.num_processes}; resume with the same number of processes"
+        )
     try:
         accelerator.load_state(str(ckpt_dir))
         tensors = load_file(ckpt_dir / "loop_state.safetensors")
-        state = json.loads((ckpt_dir / "loop_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"{ckpt_dir}: cannot resume from this checkpoint ({exc})") from exc
-    gen.set_state(tensors["generator_state"])
-    if ema is not None:
-        shadow = [tensors[f"ema.{i}"].to(p.device) for i, p in enumerate(ema.shadow_params)]
-        ema.load_state_dict({**(state["ema"] or {}), "shadow_params": shadow})
+        gen.set_state(tensors["generator_state"])
+        if ema is not None:
+            shadow = [tensors[f"ema.{i}"].to(p.device) for i, p in enumerate(ema.shadow_params)]
+            ema.load_state_dict({**(state["ema"] or {}), "shadow_params": shadow})
+        for key in ("global_step", "losses", "heldout"):
+            state[key]  # noqa: B018 - a KeyError here is a damaged loop state
+    except Exception as exc:  # torch.load, safetensors and pickle raise many types for a damaged file
+        raise CheckpointError(
+            f"{ckpt_dir}: cannot resume from this checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
+            "it looked complete but a file is damaged: move it aside to resume from an earlier checkpoint"
+        ) from exc
     return state
 
 
 def check_resumable(out: Path, cfg: ImageConfig) -> None:
-    """Refuse to resume a run whose shape-defining settings changed (raises CheckpointError)."""
-    saved_path = out / "config.json"
-    if not saved_path.is_file():
-        return
-    saved = json.loads(saved_path.read_text(encoding="utf-8")).get("image", {})
+    """Refuse to resume a run whose settings file is unreadable or whose shape-defining settings changed,
+    or that has no complete checkpoint (raises CheckpointError; touches nothing)."""
     from phenogen.config import to_jsonable
+    from phenogen.fsio import read_json
 
-    now = to_jsonable(cfg)
-    diff = [k for k in SHAPE_KEYS if k in saved and saved[k] != now[k]]
-    if diff:
-        raise CheckpointError(
-            f"{out}: cannot resume with changed settings {', '.join(f'{k}: {saved[k]!r} -> {now[k]!r}' for k in diff)}; "
-            "use the original settings or a new --out"
+    saved_path = out / "config.json"
+    if saved_path.exists():
+        doc = read_json(saved_path, "run settings of the run to resume", error=CheckpointError)
+        saved = doc.get("image")
+        if not isinstance(saved, dict):
+            raise CheckpointError(
+                f"{saved_path}: has no 'image' section; it is not the settings file of a train-image run "
+                "(resume only a train-image --out, or restore its config.json)"
+            )
+        now = to_jsonable(cfg)
+        diff = [k for k in SHAPE_KEYS if k in saved and saved[k] != now[k]]
+        if diff:
+            raise CheckpointError(
+                f"{out}: cannot resume with changed settings {', '.join(f'{k}: {saved[k]!r} -> {now[k]!r}' for k in diff)}; "
+                "use the original settings or a new --out"
+            )
+    find_checkpoint(out / "checkpoints", announce=False)
+
+
+def check_not_inside(out: Path, inputs: dict[str, str | Path | None]) -> None:
+    """Refuse ``--force`` when an input (``{flag: path}``) is ``out`` or inside it: clearing ``out`` would
+    delete it (e.g. ``--set prior.init=OUT --out OUT --force``, continuing a prior in place)."""
+    from phenogen.errors import InputError
+
+    root = Path(out).resolve()
+    for flag, path in inputs.items():
+        if path is None or str(path) in ("", "train", "builtin"):
+            continue
+        where = Path(path).resolve()
+        if where == root or root in where.parents:
+            raise InputError(f"{flag} {path} lies inside --out {out}, which --force clears; "
+                             "write to another --out")  # fmt: skip
+
+
+def check_inputs(data_dir: str | Path, cfg: ImageConfig) -> None:
+    """Check what ``train-image`` reads before anything is written: the dataset loads and its train split
+    has images on disk, ``image.init`` is a prior directory, ``image.vae`` is a VAE directory."""
+    from phenogen.diffusion.prior import resolve_init
+
+    ds = load_dataset(data_dir)
+    records = [r for r in ds.records("train") if r.images]
+    if not records:
+        raise DataError(
+            f"{ds.root}: the train split has no images; the image model needs (image, barcode) pairs"
         )
+    missing = [rel for r in records for rel in r.images if not ds.image_path(rel).is_file()]
+    if missing:
+        raise DataError(
+            f"{ds.root}: {len(missing)} image file(s) of the train split are missing, e.g. {missing[0]}"
+        )
+    resolve_init(cfg.init, cfg.preset)
+    if cfg.vae != "train" and not (Path(cfg.vae) / "config.json").is_file():
+        raise ConfigError(f"image.vae={cfg.vae!r}: not a VAE directory (no config.json); give a local "
+                          "diffusers AutoencoderKL directory or 'train'")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- the run
@@ -242,7 +504,12 @@ def train_image_model(
     >>> # result = train_image_model("clade", "run/image", ImageConfig(preset="cpu", max_minutes=8))
     >>> # result.pipeline_dir
     """
-    from accelerate.utils import set_seed
+    from accelerate.utils import (
+        DataLoaderConfiguration,
+        DistributedDataParallelKwargs,
+        InitProcessGroupKwargs,
+        set_seed,
+    )
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
@@ -265,13 +532,24 @@ def train_image_model(
     budget = cfg.max_minutes * 60.0
     out = Path(out_dir)
     ckpt_root = out / "checkpoints"
-    if resume:
-        check_resumable(out, cfg)
-    out.mkdir(parents=True, exist_ok=True)
     preset = components.get_preset(cfg.preset)
     mp = resolve_mixed_precision(cfg.mixed_precision)
-    accelerator = new_accelerator(mp, gradient_accumulation_steps=cfg.grad_accum, project_dir=str(out))
+    # split_batches: the LR schedule steps once per optimizer step, not once per process; unused
+    # parameters (e.g. the null token without condition dropout) must not stall gradient all-reduce
+    accelerator = new_accelerator(
+        mp, gradient_accumulation_steps=cfg.grad_accum, project_dir=str(out),
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True),
+                         InitProcessGroupKwargs(timeout=timedelta(seconds=GROUP_TIMEOUT_S))],
+        **process_kwargs(),
+    )  # fmt: skip
     device = accelerator.device
+    main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    if resume:
+        check_resumable(out, cfg)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
     set_seed(cfg.seed)
 
     # 1. data: (image, barcode) pairs of the training split only; held-out pairs for a held-out loss
@@ -285,15 +563,24 @@ def train_image_model(
         raise DataError(
             f"{ds.root}: the train split has no images; the image model needs (image, barcode) pairs"
         )
+    n = len(train.images)
+    if world > 1 and (cfg.batch_size < world or 0 < n % cfg.batch_size < world):
+        raise ConfigError(f"image.batch_size={cfg.batch_size}: with {n} training images every batch (the last "
+                          f"of an epoch too) needs at least one image for each of the {world} processes")  # fmt: skip
     heldout = _pairs(ds, "heldout", resolution)
     seconds["load"] = time.perf_counter() - t0
 
-    # 2. VAE
+    # 2.-3. VAE and caches: the main process trains, fits, caches and saves them; the others then load
+    # them from disk (the same numbers, computed once)
+    if not main:
+        accelerator.wait_for_everyone()  # until the main process has written the VAE and caches
     t0 = time.perf_counter()
     vae_dir = out / "vae"
+    if main and resume and not vae_dir.is_dir() and complete_dir(vae_dir) is not None:
+        complete_dir(vae_dir).rename(vae_dir)  # a kill fell between the two renames of its save
     if external_vae:
         vae = components.load_vae(prior_dir / "vae" if prior_dir is not None else cfg.vae)
-    elif resume and (vae_dir / "config.json").is_file():
+    elif (resume or not main) and (vae_dir / "config.json").is_file():
         vae = components.load_vae(vae_dir)
     else:
         vae = components.build_vae(cfg.preset, resolution)
@@ -304,7 +591,7 @@ def train_image_model(
             vae_budget, cfg.hflip, preset.vae_crop if cfg.vae_crop is None else cfg.vae_crop, device, progress,
             colour_weight=cfg.vae_colour_weight,
         )  # fmt: skip
-        (out / "vae_losses.json").write_text(json.dumps(vae_losses) + "\n", encoding="utf-8")
+        atomic_write_text(out / "vae_losses.json", json.dumps(vae_losses) + "\n")
     vae.to(device).eval().requires_grad_(False)
     scale = components.vae_scale(vae)
     if resolution % scale:
@@ -339,23 +626,26 @@ def train_image_model(
 
     disk = cfg.cache
     cache_dir = out / "cache"
-    if not (resume and (cache_dir / "train_latents.safetensors").is_file()):
+    if main and not (resume and (cache_dir / "train_latents.safetensors").is_file()):
         shutil.rmtree(cache_dir, ignore_errors=True)
     lat = (
         _cached(cache_dir / "train_latents.safetensors", lambda: latent_cache(train.images), disk)
         if cfg.cache
         else None
     )
-    if not external_vae and not (resume and vae_dir.is_dir()):
+    if main and not external_vae and not (resume and vae_dir.is_dir()):
         stats = lat if lat is not None else latent_cache(train.images)
         shift, vscale = fit_latent_scaling(vae, stats["mean"], stats["std"], cfg.latent_norm == "channel")
         log.info("latent shift %.4f scale %.4f", shift, vscale)
-        vae.save_pretrained(vae_dir, safe_serialization=True)
+        vae.save_pretrained(vae_dir.with_name("vae.tmp"), safe_serialization=True)
+        replace_dir(vae_dir.with_name("vae.tmp"), vae_dir)
     feat = (
         _cached(cache_dir / "train_features.safetensors", lambda: feature_cache(train.sequences), disk)
         if cfg.cache
         else None
     )
+    if main:
+        accelerator.wait_for_everyone()
     ev = None
     if len(heldout.images):
         n_ev = min(EVAL_IMAGES, len(heldout.images))
@@ -386,7 +676,6 @@ def train_image_model(
     optimizer = torch.optim.AdamW(
         params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True if device.type == "cuda" else None
     )
-    n = len(train.images)
     micro_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = cfg.max_steps or math.ceil(micro_per_epoch * cfg.epochs / cfg.grad_accum)
     # linear warmup + cosine decay over plan["steps"], which a time budget may shorten (see the loop)
@@ -407,6 +696,8 @@ def train_image_model(
         unet = unet.to(device)
         conditioner, optimizer, lr_scheduler = accelerator.prepare(conditioner, optimizer, lr_scheduler)
     raw_unet, raw_cond = accelerator.unwrap_model(unet), accelerator.unwrap_model(conditioner)
+    if unet is not raw_unet:  # DDP-wrapped: components.denoise reads unet.config
+        unet.config = raw_unet.config
     caption_decoder = None  # the prior's caption decoder: paints with the caption (frozen; decoder loss)
     if (
         cfg.cond_head == "caption"
@@ -435,14 +726,17 @@ def train_image_model(
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
 
     global_step, losses, heldout_log = 0, [], []
-    if resume:
-        ckpts = sorted(ckpt_root.glob("checkpoint-*")) if ckpt_root.exists() else []
-        if not ckpts:
-            raise CheckpointError(f"{out}: --resume given but there is no checkpoint in {ckpt_root}")
-        state = _load_checkpoint(accelerator, ckpts[-1], gen, ema)
+    if resume:  # every process resumes from the checkpoint the main process chose
+        from accelerate.utils import broadcast_object_list
+
+        box = [str(find_checkpoint(ckpt_root)) if main else None]
+        if world > 1:
+            broadcast_object_list(box, from_process=0)
+        ckpt = Path(box[0])
+        state = _load_checkpoint(accelerator, ckpt, gen, ema)
         global_step, losses, heldout_log = state["global_step"], state["losses"], state["heldout"]
         plan["steps"] = state.get("planned_steps", total_steps)
-        log.info("resumed from %s at step %d", ckpts[-1], global_step)
+        log.info("resumed from %s at step %d", ckpt, global_step)
 
     pipe = DNAToImagePipeline(
         vae,
@@ -522,19 +816,22 @@ def train_image_model(
     stopped = "done"
     micro = global_step * cfg.grad_accum
     acc_loss, acc_n = 0.0, 0
-    bar = tqdm(
-        total=plan["steps"], initial=global_step, desc="train-image", disable=not progress, dynamic_ncols=True
-    )
+    bar = tqdm(total=plan["steps"], initial=global_step, desc="train-image", disable=not (progress and main),
+               dynamic_ncols=True)  # fmt: skip
     images_seen, side_seconds = 0, 0.0
     export_reserve = 30.0  # seconds kept for the final sample grid and saving (re-measured when sampling)
     while global_step < plan["steps"]:
         epoch, pos = divmod(micro, micro_per_epoch)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         idx = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
+        # every process draws the whole global batch's inputs and noise (the same draws as one process);
+        # each sends its own contiguous share of the rows through the UNet (see diffusion_loss)
+        rows = _shard(len(idx), world, rank) if world > 1 else None
         with accelerator.accumulate(unet, conditioner):
             latents, f, m, pix = batch_inputs(idx)
             with accelerator.autocast():
-                loss = diffusion_loss(unet, conditioner, noise_scheduler, latents, f, m, gen, cfg.snr_gamma)
+                loss = diffusion_loss(unet, conditioner, noise_scheduler, latents, f, m, gen, cfg.snr_gamma,
+                                      rows=rows, world=world)  # fmt: skip
                 if pix is not None:  # the written caption must describe the photo: decode it with the caption
                     k = len(pix[0])
                     written = raw_cond.caption_values(f[:k], m[:k])
@@ -549,6 +846,8 @@ def train_image_model(
             optimizer.zero_grad(set_to_none=True)
         micro += 1
         images_seen += len(idx)
+        if world > 1:  # the global batch's loss: the mean of the processes' (scaled) shares
+            loss = accelerator.reduce(loss.detach(), reduction="mean")
         acc_loss, acc_n = acc_loss + loss.item(), acc_n + 1
         if not accelerator.sync_gradients:
             continue
@@ -557,30 +856,39 @@ def train_image_model(
             ema.step(ema_params)
         losses.append(acc_loss / acc_n)
         acc_loss, acc_n = 0.0, 0
+        _kill_point("step", global_step)
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
         ts = time.perf_counter()
-        if cfg.sample_every and global_step % cfg.sample_every == 0 and global_step < plan["steps"]:
+        # samples and held-out losses: the main process only (the others go on, and wait at the next all-reduce)
+        if main and cfg.sample_every and global_step % cfg.sample_every == 0 and global_step < plan["steps"]:
             evaluate_and_sample(global_step)
             export_reserve = 1.5 * (time.perf_counter() - ts) + 5.0
-        elif cfg.heldout_every and global_step % cfg.heldout_every == 0 and ev is not None:
+        elif main and cfg.heldout_every and global_step % cfg.heldout_every == 0 and ev is not None:
             heldout_log.append({"step": global_step, "loss": _eval_loss(ev, vae, raw_unet, raw_cond, noise_scheduler,
                                                                          device, cfg.snr_gamma)})  # fmt: skip
         if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0:
-            _save_checkpoint(accelerator, ckpt_root / f"checkpoint-{global_step:06d}", loop_state(), gen, ema,
-                             cfg.checkpoints_total_limit)  # fmt: skip
+            _save_checkpoint(
+                accelerator, ckpt_root, global_step, loop_state(), gen, ema, cfg.checkpoints_total_limit
+            )
         side_seconds += time.perf_counter() - ts
         if stop_after_steps is not None and global_step >= stop_after_steps:
             stopped = "interrupted"
             break
-        if budget and time.perf_counter() - t_start > budget - export_reserve:
+        over = bool(budget) and time.perf_counter() - t_start > budget - export_reserve
+        if budget and world > 1:  # the main process's clock decides for all, so that all stop together
+            from accelerate.utils import broadcast
+
+            over = bool(broadcast(torch.tensor([int(over)], device=device), from_process=0).item())
+        if over:
             # a safety cap, not a schedule: the step count is fixed so that a slow machine is slower, not
             # worse; a run stopped here is a different (shorter) run, and says so loudly
             msg = (f"train-image: WARNING: the safety cap image.max_minutes = {cfg.max_minutes:g} stopped training "
                    f"at step {global_step} of {plan['steps']}; the model is undertrained and its numbers are not "
                    "those of a full run (raise image.max_minutes, or --resume to finish)")  # fmt: skip
             log.warning(msg)
-            print(msg, file=sys.stderr, flush=True)
+            if main:
+                print(msg, file=sys.stderr, flush=True)
             stopped = "budget"
             break
     bar.close()
@@ -590,21 +898,28 @@ def train_image_model(
     if stopped == "interrupted":
         return result
 
-    # 6. export: last checkpoint, EMA pipeline, sample grid, losses
+    # 6. export (main process): last checkpoint, EMA pipeline (written aside, then renamed), samples, losses
     t0 = time.perf_counter()
     if not (cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0):
-        _save_checkpoint(accelerator, ckpt_root / f"checkpoint-{global_step:06d}", loop_state(), gen, ema,
-                         cfg.checkpoints_total_limit)  # fmt: skip
-    evaluate_and_sample(global_step)
-    if ema is not None:
-        ema.store(ema_params)
-        ema.copy_to(ema_params)
-    pipe.save_pretrained(out / "pipeline", safe_serialization=True)
-    if ema is not None:
-        ema.restore(ema_params)
-    seconds["export"] = time.perf_counter() - t0
-    seconds["total"] = time.perf_counter() - t_start
-    _write_losses(out, result)
+        _save_checkpoint(
+            accelerator, ckpt_root, global_step, loop_state(), gen, ema, cfg.checkpoints_total_limit
+        )
+    if main:
+        evaluate_and_sample(global_step)
+        if ema is not None:
+            ema.store(ema_params)
+            ema.copy_to(ema_params)
+        tmp = out / "pipeline.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        if ema is not None:
+            ema.restore(ema_params)
+        _kill_point("export:mid_write", global_step)
+        replace_dir(tmp, out / "pipeline")
+        seconds["export"] = time.perf_counter() - t0
+        seconds["total"] = time.perf_counter() - t_start
+        _write_losses(out, result)
+    accelerator.wait_for_everyone()
     return result
 
 
@@ -648,8 +963,9 @@ def _sample_grid(pipe, sequences: list[str], path: Path, steps: int, seed: int) 
     sheet = Image.new("RGB", (SAMPLE_COLS * w, len(sequences) * h), "white")
     for i, im in enumerate(images):
         sheet.paste(im, ((i % SAMPLE_COLS) * w, (i // SAMPLE_COLS) * h))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _write_losses(out: Path, result: TrainResult) -> None:
@@ -662,7 +978,7 @@ def _write_losses(out: Path, result: TrainResult) -> None:
         "seconds": result.seconds,
         "train_images_per_second": result.images_per_second,
     }
-    (out / "losses.json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out / "losses.json", json.dumps(payload, indent=1) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -684,5 +1000,7 @@ def _write_losses(out: Path, result: TrainResult) -> None:
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "loss_curve.png", dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
+    atomic_write_bytes(out / "loss_curve.png", buf.getvalue())
