@@ -45,3 +45,26 @@ def test_bad_override_is_a_clear_error(tmp_path, capsys):
     code = main(["simulate", "--out", str(tmp_path / "x"), "--set", "sim.no_such_key=1"])
     err = capsys.readouterr().err
     assert code == 2 and "no_such_key" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["nope"], ["simulate"], ["simulate", "--out", "x", "--seed", "one"], ["generate", "--bogus"]],
+)
+def test_usage_errors_are_one_line_and_exit_2(argv, capsys):
+    """argparse's mistakes too: one `phenogen [CMD]: error:` line, no usage dump, no SystemExit."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("phenogen") and ": error: " in err
+
+
+def test_an_os_error_without_a_user_path_stays_a_traceback(monkeypatch):
+    """The OSError net is for the user's paths (exc.filename); anything else is a bug and propagates."""
+    import phenogen.sim.command as sim_command
+
+    def broken(args):
+        raise OSError("no file involved")
+
+    monkeypatch.setattr(sim_command, "run", broken)
+    with pytest.raises(OSError, match="no file involved"):
+        main(["simulate", "--out", "x"])

@@ -257,3 +257,64 @@ def test_dataset_mode_portraits_from_the_training_species_captions(run_dir, tmp_
     for node in nodes:
         got = [portraits["captions"][node][k] for k in ("size", "hue", "crest")]
         assert np.allclose(got, expect[node], atol=1e-3), node
+
+
+@needs_fasttree
+def test_inverted_tip_captions_replace_the_written_ones_on_the_tree(run_dir, tmp_path):
+    """[demo] tip_captions = "inverted": the training species' captions are fitted to their photos through the
+    pipeline's caption decoder (RUN/ancestors/tip_captions.tsv, written and tip rows), and held-out / extinct
+    targets are the BM conditional mean of those tip captions; a pipeline without a caption decoder fails."""
+    import csv
+
+    import numpy as np
+    import torch
+    from test_phylo import _tiny_pipeline_dir
+
+    from phenogen.demo import _tree_captions_file
+    from phenogen.diffusion.caption_decoder import CaptionDecoder
+    from phenogen.diffusion.pipeline import load_pipeline
+    from phenogen.errors import CheckpointError
+    from phenogen.phylo.portraits import place_captions
+
+    _ancestor_targets(run_dir, _cfg(run_dir))
+    model = _tiny_pipeline_dir(tmp_path / "pipeline", caption=True)
+    cfg = DemoConfig(tip_captions="inverted", inversion_steps=3)
+    with pytest.raises(CheckpointError, match="caption decoder"):
+        _tree_captions_file(run_dir, model, run_dir / "config.toml", cfg)
+    pipe = load_pipeline(model)
+    dec = CaptionDecoder.from_vae(pipe.vae, n_traits=3, embed_dim=16)
+    with torch.no_grad():
+        for lin in dec.film:
+            lin.weight.normal_(0.0, 0.3)
+    pipe.register_modules(caption_decoder=dec)
+    pipe.save_pretrained(model)
+    path = _tree_captions_file(run_dir, model, run_dir / "config.toml", cfg)
+    with open(path, encoding="utf-8") as fh:
+        rows = {r["record_id"]: r for r in csv.DictReader(fh, delimiter="\t")}
+    with open(run_dir / "ancestors" / "tip_captions.tsv", encoding="utf-8") as fh:
+        tip_rows = list(csv.DictReader(fh, delimiter="\t"))
+    train = set(load_dataset(run_dir / "data").species("train"))
+    keys = ("size", "hue", "crest")
+    tip = {r["species"]: np.array([float(r[k]) for k in keys]) for r in tip_rows if r["caption"] == "tip"}
+    written = {
+        r["species"]: np.array([float(r[k]) for k in keys]) for r in tip_rows if r["caption"] == "written"
+    }
+    assert set(tip) == set(written) and set(tip) <= train and tip
+    assert any(not np.allclose(tip[s], written[s], atol=1e-4) for s in tip)  # inversion moved them
+    cond = load_pipeline(model).conditioner
+    tips = {
+        r.id: r.sequence for r in read_fasta(run_dir / "ancestors" / "input.fasta", policy="mask").records
+    }
+    ds = load_dataset(run_dir / "data")
+    species = {r.record_id: r.species for s in ("heldout", "extinct") for r in ds.records(s)}
+    painted = sorted(set(rows) & set(species))
+    assert painted
+    targets = sorted({species[r] for r in painted})
+    expect = place_captions(cond, run_dir / "ancestors" / "tree.nwk", tips, train, targets, tip_captions=tip)
+    plain = place_captions(cond, run_dir / "ancestors" / "tree.nwk", tips, train, targets)
+    for rid in painted:
+        got = np.array([float(rows[rid][k]) for k in keys])
+        assert np.allclose(got, expect[species[rid]], atol=1e-4)
+    assert any(not np.allclose(expect[t], plain[t], atol=1e-4) for t in targets)
+    with pytest.raises(ValueError, match="tip_captions"):
+        DemoConfig(tip_captions="truth")

@@ -1059,11 +1059,11 @@ def test_generate_paints_records_from_a_captions_file(tmp_path, capsys):
     assert read_captions(caps, ["size", "hue", "crest"]) == {"b": [-1.5, 0.5, 2.0]}
     base = ["generate", "--model", str(tmp_path / "model"), "--fasta", str(fasta), "--n", "1", "--steps", "2"]
     assert main([*base, "--out", str(tmp_path / "dna")]) == 0
-    assert main([*base, "--out", str(tmp_path / "cap"), "--captions", str(caps)]) == 0
-    same = [np.asarray(Image.open(tmp_path / d / "images" / "a_0.png")) for d in ("dna", "cap")]
-    diff = [np.asarray(Image.open(tmp_path / d / "images" / "b_0.png")) for d in ("dna", "cap")]
+    assert main([*base, "--out", str(tmp_path / "capgen"), "--captions", str(caps)]) == 0
+    same = [np.asarray(Image.open(tmp_path / d / "images" / "a_0.png")) for d in ("dna", "capgen")]
+    diff = [np.asarray(Image.open(tmp_path / d / "images" / "b_0.png")) for d in ("dna", "capgen")]
     assert np.array_equal(*same) and not np.array_equal(*diff)
-    assert (tmp_path / "cap" / "captions.tsv").read_text().splitlines() == [
+    assert (tmp_path / "capgen" / "captions.tsv").read_text().splitlines() == [
         "record_id\tsize\thue\tcrest",
         "b\t-1.5\t0.5\t2",
     ]

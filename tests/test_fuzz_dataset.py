@@ -253,15 +253,6 @@ def test_fuzz_images(request, tmp_path):
         assert f.counts["refused"] > 0
 
 
-TRAINING_LOADERS_XFAIL = pytest.mark.xfail(
-    reason="issue 22, outside the dataset layer: diffusion/vae.py and evaluate/probe.py load_images catch only "
-    "OSError/UnidentifiedImageError, so PIL's ValueError ('Truncated IHDR chunk') and DecompressionBombError "
-    "escape; they should call phenogen.data.dataset.read_image (or catch Exception) and raise DataError",
-    strict=False,
-)
-
-
-@TRAINING_LOADERS_XFAIL
 def test_fuzz_training_image_loaders(request, tmp_path):
     """The same mutated bytes through the loaders training and evaluation use (diffusion.vae, evaluate.probe).
 
@@ -294,7 +285,7 @@ TRUNCATED_IHDR = b"\x89PNG\r\n\x1a\n" + (5).to_bytes(4, "big") + b"IHDR" + b"\x0
 
 @pytest.mark.parametrize("kind", ["bomb", "truncated IHDR"])
 def test_dataset_image_readers_refuse_bombs_and_truncated_headers(tmp_path, monkeypatch, kind):
-    """The dataset layer's readers turn both into a DataError (the training loaders below do not yet)."""
+    """The dataset layer's readers turn both into a DataError."""
     path = tmp_path / "a.png"
     path.write_bytes(_png(np.random.default_rng(0)) if kind == "bomb" else TRUNCATED_IHDR)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 24 x 24 = 576 > 2 x 100: a "bomb"
@@ -303,9 +294,6 @@ def test_dataset_image_readers_refuse_bombs_and_truncated_headers(tmp_path, monk
             read(path)
 
 
-@pytest.mark.xfail(
-    reason=TRAINING_LOADERS_XFAIL.kwargs["reason"] + " (remove this mark once fixed)", strict=True
-)
 @pytest.mark.parametrize("kind", ["bomb", "truncated IHDR"])
 def test_training_image_loaders_refuse_bombs_and_truncated_headers(tmp_path, monkeypatch, kind):
     from phenogen.diffusion.vae import load_images as vae_load
@@ -444,7 +432,6 @@ def test_fuzz_long_images(request, tmp_path):
 
 
 @pytest.mark.fuzz
-@TRAINING_LOADERS_XFAIL
 def test_fuzz_long_training_image_loaders(request, tmp_path):
     test_fuzz_training_image_loaders(request, tmp_path)
 

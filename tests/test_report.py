@@ -126,7 +126,11 @@ def test_report_with_parts_missing_says_not_run(tmp_path):
 
 
 def test_empty_run_and_missing_run(tmp_path):
-    """An empty run directory gives a page of "not run"; a missing one is an InputError."""
+    """A run with one stage gives a page of "not run" elsewhere; an empty or missing one is an InputError."""
+    with pytest.raises(InputError, match="not a phenogen run directory"):
+        build_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
+    (tmp_path / "lm").mkdir()
     page = build_report(tmp_path).read_text()
     assert "not run" in page and "<html" in page
     with pytest.raises(InputError, match="no such run directory"):

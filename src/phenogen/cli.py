@@ -4,7 +4,9 @@ Each subcommand lives in a module exposing ``add_arguments(parser)`` and ``run(a
 modules are imported only when their command runs (or for ``phenogen CMD --help``), so
 ``phenogen --help`` stays instant and heavy libraries (torch, diffusers) load only when needed.
 Every ``PhenogenError`` becomes one line on stderr and exit code 2 — never a traceback for a user
-mistake. ``PHENOGEN_DEBUG=1`` shows the traceback anyway.
+mistake; so do argparse's usage errors (one line, no usage dump) and, as a last net, an ``OSError`` on a
+path the user gave (``exc.filename`` is named) or a file that is not UTF-8 text. Any other exception is
+a bug and stays a traceback. ``PHENOGEN_DEBUG=1`` shows the traceback anyway.
 """
 
 from __future__ import annotations
@@ -22,7 +24,71 @@ from phenogen.errors import PhenogenError
 # passive waiting costs nothing measurable when the machine is idle. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "check_inputs_outside"]
+
+
+class UsageError(Exception):
+    """An argparse usage error (bad flag, missing or malformed value), reported in one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors raise :class:`UsageError` instead of printing the usage and exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _os_error_line(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else "a file"
+    what = exc.strerror or type(exc).__name__
+    hint = {
+        IsADirectoryError: "give a file, not a directory",
+        NotADirectoryError: "a directory was expected: this path or one of its parents is a file",
+        FileNotFoundError: "check the path",
+        PermissionError: "check the file permissions or choose another path",
+        FileExistsError: "choose another path",
+    }.get(type(exc), "check the path")
+    return f"{where}: {what}; {hint}"
+
+
+def _file_being_read(exc: BaseException) -> str | None:
+    """The innermost ``path``-like local naming an existing file in the frames ``exc`` passed through."""
+    tb, found = exc.__traceback__, None
+    while tb is not None:
+        for name in ("path", "filename", "file", "fname", "p"):
+            value = tb.tb_frame.f_locals.get(name)
+            if isinstance(value, str | os.PathLike) and os.path.isfile(value):
+                found = os.fspath(value)
+                break
+        tb = tb.tb_next
+    return found
+
+
+def _unicode_error_line(exc: UnicodeDecodeError) -> str:
+    bad = exc.object[exc.start : exc.start + 1] if isinstance(exc.object, bytes | bytearray) else b""
+    where = _file_being_read(exc) or "an input file"
+    return f"{where}: not UTF-8 text (byte {exc.start}: {bytes(bad)!r}); give a UTF-8 text file"
+
+
+def check_inputs_outside(out: str | os.PathLike, force: bool, **inputs: str | os.PathLike | None) -> None:
+    """With ``--force``, refuse an ``--out`` that is or holds one of the inputs (``flag_name=path``): replacing
+    the earlier output would delete what the command is about to read."""
+    if not force:
+        return
+    from pathlib import Path
+
+    from phenogen.errors import InputError
+
+    target = Path(out).resolve()
+    for name, path in inputs.items():
+        if path is None:
+            continue
+        given = Path(path).resolve()
+        if given == target or target in given.parents:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(
+                f"--out {out}: holds the input {flag} {path}; --force would delete it — write to another directory"
+            )
 
 
 @dataclass(frozen=True)
@@ -95,7 +161,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     from phenogen import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="phenogen",
         description="phenogen: from DNA barcodes to pictures of organisms, ancestors and extinct relatives.",
     )
@@ -114,25 +180,44 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, table = build_parser()
     if not argv or argv[0] not in table:
-        parser.parse_args(argv or ["--help"])  # prints help / version / "invalid choice" and exits
+        try:
+            parser.parse_args(argv or ["--help"])  # prints help / version and exits
+        except UsageError as exc:  # "invalid choice", an unknown option
+            print(f"phenogen: error: {exc}", file=sys.stderr)
         return 2
     command = table[argv[0]]
+    debug = bool(os.environ.get("PHENOGEN_DEBUG"))
     try:
         module = importlib.import_module(command.module)
-        sub = argparse.ArgumentParser(prog=f"phenogen {command.name}", description=command.help)
+        sub = _Parser(prog=f"phenogen {command.name}", description=command.help)
         module.add_arguments(sub)
         add_common_arguments(sub)
         args = sub.parse_args(argv[1:])
         code = module.run(args)
         return int(code or 0)
     except PhenogenError as exc:
-        if os.environ.get("PHENOGEN_DEBUG"):
+        if debug:
             raise
-        print(f"phenogen {command.name}: error: {exc}", file=sys.stderr)
-        return 2
+        line = str(exc)
+    except UsageError as exc:
+        line = f"{exc} (see phenogen {command.name} --help)"
+    except OSError as exc:
+        # a last net for a path the user gave (a directory where a file belongs, no permission …); an
+        # OSError without a file name is not a user's path and stays a traceback
+        if debug or exc.filename is None:
+            raise
+        line = _os_error_line(exc)
+    except UnicodeDecodeError as exc:  # a reader that does not check its encoding yet
+        if debug:
+            raise
+        line = _unicode_error_line(exc)
     except KeyboardInterrupt:
         print(f"phenogen {command.name}: interrupted", file=sys.stderr)
         return 130
+    line = " ".join(line.split())  # one line, whatever the message held
+    if os.environ.get("RANK", "0") == "0":  # under torchrun/accelerate every rank fails alike: say it once
+        print(f"phenogen {command.name}: error: {line}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -232,7 +232,7 @@ def _finite(number: float, where: str, allow_inf: bool, error: type[Exception]) 
 
 def require_finite(obj: Any) -> None:
     """Raise ``ValueError`` when a float field of dataclass ``obj`` (or an element of a list/tuple field)
-    is nan, or infinite without ``metadata={"allow_inf": True}``.
+    is nan, or infinite without ``metadata={"allow_inf": True}``, or a seed field is negative.
 
     Called first by the ``__post_init__`` of every config section, so that comparisons such as
     ``lr <= 0`` (false for nan) cannot let a non-number through, whoever builds the section.
@@ -244,6 +244,9 @@ def require_finite(obj: Any) -> None:
             if isinstance(v, float):
                 where = f.name if not isinstance(value, list | tuple) else f"{f.name}[{i}]"
                 _finite(v, where, allow_inf, ValueError)
+        # numpy and torch refuse negative seeds deep inside a run: refuse them here, by name
+        if (f.name == "seed" or f.name.endswith("_seed")) and isinstance(value, int) and value < 0:
+            raise ValueError(f"{f.name} must be >= 0, got {value}")
 
 
 @functools.cache

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from phenogen.errors import InputError
+from phenogen.fsio import atomic_write_text
 
 __all__ = ["DemoConfig", "run_demo", "default_config_path"]
 
@@ -76,6 +76,31 @@ class DemoConfig:
             "alone, 1 = its own alone)"
         },
     )
+    tip_captions: Literal["written", "inverted"] = field(
+        default="written",
+        metadata={
+            "help": "caption-head models: the training species' captions that the tree reconstructs held-out, "
+            "extinct and ancestor captions from: 'written' (what their barcodes write) or 'inverted' (fitted to "
+            "their photos through the frozen caption decoder, starting from the written ones; "
+            "phenogen.diffusion.invert), blended with the written ones by inverted_weight"
+        },
+    )
+    inverted_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "tip_captions = 'inverted': weight of the inverted caption against the written one"
+        },
+    )
+    inversion_steps: int = field(default=200, metadata={"help": "tip_captions = 'inverted': Adam steps"})
+    inversion_lr: float = field(
+        default=0.05, metadata={"help": "tip_captions = 'inverted': Adam learning rate"}
+    )
+    inversion_prior_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "tip_captions = 'inverted': weight of the pull towards the written caption (mean squares)"
+        },
+    )
     ancestor_sequences: Literal["reconstructed", "true"] = field(
         default="reconstructed",
         metadata={
@@ -85,6 +110,9 @@ class DemoConfig:
     )
 
     def __post_init__(self) -> None:
+        from phenogen.config import require_finite
+
+        require_finite(self)
         if self.images_per_target < 1:
             raise ValueError("images_per_target must be >= 1")
         if self.ancestor_sequences not in ("reconstructed", "true"):
@@ -96,6 +124,12 @@ class DemoConfig:
             raise ValueError(f"tree_splits takes heldout and extinct, got {', '.join(bad)}")
         if not 0.0 <= self.own_caption_weight <= 1.0:
             raise ValueError(f"own_caption_weight must be in [0, 1], got {self.own_caption_weight}")
+        if self.tip_captions not in ("written", "inverted"):
+            raise ValueError(f"tip_captions must be 'written' or 'inverted', got {self.tip_captions!r}")
+        if not 0.0 <= self.inverted_weight <= 1.0:
+            raise ValueError(f"inverted_weight must be in [0, 1], got {self.inverted_weight}")
+        if self.inversion_steps < 0 or self.inversion_lr <= 0 or self.inversion_prior_weight < 0:
+            raise ValueError("inversion_steps and inversion_prior_weight must be >= 0, inversion_lr > 0")
         if self.sweep_sequences < 0 or self.max_targets_per_split < 0:
             raise ValueError("sweep_sequences and max_targets_per_split must be >= 0")
 
@@ -106,7 +140,9 @@ def default_config_path() -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="run directory (created)")
-    parser.add_argument("--force", action="store_true", help="delete an existing run directory first")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an earlier demo run in DIR (never a foreign directory)"
+    )
     parser.add_argument("--skip-report", action="store_true", help="stop after the evaluation")
 
 
@@ -220,7 +256,7 @@ def _ancestor_targets(out: Path, cfg: DemoConfig) -> dict[str, int]:
         "n_true_internal": scored["n_true_internal"],
         "clade_match_fraction": scored["clade_match_fraction"],
     }
-    (anc_dir / "targets.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(anc_dir / "targets.json", json.dumps(record, indent=1) + "\n")
     if use is not None:
         mean = record["targets_mean_identity"]
         print(
@@ -260,10 +296,16 @@ def _tree_captions_file(
     tips = {r.id: r.sequence for r in read_fasta(anc / "input.fasta", policy="mask", allow_gaps=True).records}
     captions: dict[str, Any] = {}
     train = training_species(out / "data")
+    given = (
+        _inverted_tip_captions(out, pipeline, cond, tips, train, demo)
+        if demo.tip_captions == "inverted"
+        else None
+    )
     if cfg.portrait_condition == "tree":
         targets = json.loads((anc / "targets.json").read_text(encoding="utf-8"))["targets"]
         used = train if cfg.caption_tips == "train" else None
-        recon = reconstruct_captions(cond, anc / "tree.nwk", tips, [t["recon_node"] for t in targets], used)
+        recon = reconstruct_captions(cond, anc / "tree.nwk", tips, [t["recon_node"] for t in targets], used,
+                                     tip_captions=given)  # fmt: skip
         captions |= {t["record_id"]: recon[t["recon_node"]] for t in targets}
         n_used = len(tips) if used is None else len(used & set(tips))
         print(f"[demo] ancestor targets painted from tree captions ({len(targets)} nodes, {n_used} of {len(tips)} "
@@ -280,12 +322,42 @@ def _tree_captions_file(
                 if species.get(rid) in tips:
                     wanted[rid] = species[rid]
         placed = place_captions(cond, anc / "tree.nwk", tips, train,
-                                sorted(set(wanted.values())), own_weight=demo.own_caption_weight)  # fmt: skip
+                                sorted(set(wanted.values())), own_weight=demo.own_caption_weight,
+                                tip_captions=given)  # fmt: skip
         captions |= {rid: placed[sp] for rid, sp in wanted.items()}
         print(f"[demo] {len(wanted)} {' and '.join(splits)} targets painted from their place on the tree "
               f"(own caption weight {demo.own_caption_weight:g})", file=sys.stderr)  # fmt: skip
     write_captions(path, cond.caption_names, captions)
     return path
+
+
+def _inverted_tip_captions(
+    out: Path, pipeline: Path, cond, tips: dict[str, str], train: set[str], demo: DemoConfig
+) -> dict[str, Any]:
+    """``[demo] tip_captions = "inverted"``: each training species' caption fitted to its photos through the
+    pipeline's frozen caption decoder, from what its tip barcode writes (:mod:`phenogen.diffusion.invert`),
+    blended with that by ``inverted_weight``; written to RUN/ancestors/tip_captions.tsv (``written`` and
+    ``inverted`` rows per species) and returned as ``species -> caption``. No true trait is read."""
+    import numpy as np
+
+    from phenogen.diffusion.invert import invert_species_captions
+    from phenogen.phylo.align import ungap
+
+    t0 = time.perf_counter()
+    names = sorted(train & set(tips))
+    written = dict(zip(names, cond.caption_matrix([ungap(tips[t]) for t in names]), strict=True))
+    inverted = invert_species_captions(pipeline, out / "data", written, steps=demo.inversion_steps,
+                                       lr=demo.inversion_lr, prior_weight=demo.inversion_prior_weight)  # fmt: skip
+    w = demo.inverted_weight
+    used = {t: (1 - w) * written[t] + w * np.asarray(inverted[t]) for t in names if t in inverted}
+    lines = ["\t".join(["species", "caption", *cond.caption_names])]
+    for t in used:
+        lines += ["\t".join([t, kind, *(f"{v:.6g}" for v in row)]) for kind, row in (("written", written[t]),
+                                                                                   ("tip", used[t]))]  # fmt: skip
+    atomic_write_text(out / "ancestors" / "tip_captions.tsv", "\n".join(lines) + "\n")
+    print(f"[demo] tip captions of {len(used)} training species inverted from their photos "
+          f"({demo.inversion_steps} steps, weight {w:g}, {time.perf_counter() - t0:.0f} s)", file=sys.stderr)  # fmt: skip
+    return used
 
 
 def tree_caption_tips(run: Path) -> str | None:
@@ -329,7 +401,7 @@ def run_demo(out: Path, config_file: Path | None, overrides: list[str], skip_rep
     # One resolved TOML for every stage: the file's sections with all --set overrides applied.
     # Each command reads the sections it knows from it, so `--set lm.lr=1e-3` reaches train-lm only.
     resolved = out / "config.toml"
-    resolved.write_text(merge_to_toml(config_file or default_config_path(), overrides), encoding="utf-8")
+    atomic_write_text(resolved, merge_to_toml(config_file or default_config_path(), overrides))
     cfg = load_sections({"demo": DemoConfig}, resolved)["demo"]
     common = ["--config", str(resolved)]
     save_resolved({"demo": cfg}, out, name="demo_config.json", overrides=overrides)
@@ -385,7 +457,7 @@ def run_demo(out: Path, config_file: Path | None, overrides: list[str], skip_rep
         stage("report", ["report", "--run", str(out)])
     metrics = json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8"))
     summary = {"stage_seconds": stage.times, "total_minutes": (time.perf_counter() - stage.start) / 60}
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / "demo_summary.json", json.dumps(summary, indent=2) + "\n")
     _print_headline(out, metrics, summary)
     return metrics
 
@@ -397,7 +469,7 @@ def _run_sweeps(stage: _Stages, out: Path, pipeline: Path, cfg: DemoConfig, comm
     lines = (out / "targets.fasta").read_text(encoding="utf-8").splitlines()
     pairs = [(lines[i], lines[i + 1]) for i in range(0, len(lines), 2) if "split=heldout" in lines[i]]
     fasta = sweeps / "sweep.fasta"
-    fasta.write_text("".join(f"{h}\n{s}\n" for h, s in pairs[: cfg.sweep_sequences]), encoding="utf-8")
+    atomic_write_text(fasta, "".join(f"{h}\n{s}\n" for h, s in pairs[: cfg.sweep_sequences]))
     if not pairs or cfg.sweep_sequences == 0:
         return
     for name, values, flag in (
@@ -467,10 +539,53 @@ def _print_headline(out: Path, metrics: dict, summary: dict) -> None:
         print(f"  report:  {report}")
 
 
+def _demo_sections() -> dict[str, type]:
+    """Every configuration section a demo stage reads, by name."""
+    from phenogen.diffusion.config import GenerateConfig, ImageConfig
+    from phenogen.evaluate.config import EvaluateConfig
+    from phenogen.lm.config import DnaEvalConfig, LMConfig, SampleConfig
+    from phenogen.phylo.config import AncestorsConfig
+    from phenogen.report.command import ReportConfig
+    from phenogen.sim.config import SimConfig
+
+    return {"demo": DemoConfig, "sim": SimConfig, "lm": LMConfig, "sample": SampleConfig,
+            "dna_eval": DnaEvalConfig, "ancestors": AncestorsConfig, "image": ImageConfig,
+            "generate": GenerateConfig, "evaluate": EvaluateConfig, "report": ReportConfig}  # fmt: skip
+
+
+def check_config(config_file: Path | None, overrides: list[str]) -> None:
+    """Resolve every section the stages read (file ← ``--set``), so that a typo fails before anything runs."""
+    import tomllib
+
+    from phenogen.config import load_sections, parse_override
+    from phenogen.errors import ConfigError
+    from phenogen.fsio import read_text
+
+    specs = _demo_sections()
+    config = config_file or default_config_path()
+    by_section: dict[str, list[str]] = {name: [] for name in specs}
+    for text in overrides:
+        section = parse_override(text)[0]
+        if section not in specs:
+            raise ConfigError(
+                f"--set {text!r}: the demo reads no section [{section}]; its sections are {', '.join(specs)}"
+            )
+        by_section[section].append(text)
+    for name, cls in specs.items():
+        load_sections({name: cls}, config, by_section[name])
+    unknown = sorted(set(tomllib.loads(read_text(config, "config file", error=ConfigError))) - set(specs))
+    if unknown:
+        raise ConfigError(
+            f"config file {config}: the demo reads no section [{unknown[0]}]; its sections are {', '.join(specs)}"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.out.exists() and any(args.out.iterdir()):
-        if not args.force:
-            raise InputError(f"{args.out} exists and is not empty; pass --force to replace it")
-        shutil.rmtree(args.out)
-    run_demo(args.out, Path(args.config) if args.config else None, list(args.set), args.skip_report)
+    from phenogen.fsio import check_output_dir, prepare_output_dir
+
+    check_output_dir(args.out, force=args.force)
+    config_file = Path(args.config) if args.config else None
+    check_config(config_file, list(args.set))  # a typo in --set must not cost the previous run
+    prepare_output_dir(args.out, "demo", force=args.force)  # --force clears only a phenogen run directory
+    run_demo(args.out, config_file, list(args.set), args.skip_report)
     return 0

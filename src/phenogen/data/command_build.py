@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "check_barcodes"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +36,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_DNA = frozenset("ACGTN-")
+
+
+def check_barcodes(barcodes: list, table: Path) -> None:
+    """Refuse a barcode the dataset could not hold, naming ``barcodes.tsv``, its data row and the record
+    (else the error would name the half-written dataset's manifest): the rules of
+    :func:`phenogen.data.dataset.write_dataset` for ids, species and sequences."""
+    from phenogen.errors import InputError
+
+    if not barcodes:
+        raise InputError(f"{table}: barcodes table has no rows; run `phenogen fetch barcodes` first")
+    for row, b in enumerate(barcodes, start=1):
+        where = f"{table}, data row {row}"
+        rid = b.record_id
+        if not rid or len(rid) > 200 or any(c in rid for c in "\t\n\r\x00;| "):
+            raise InputError(
+                f"{where}: record_id {rid[:60]!r} must be non-empty, at most 200 characters, "
+                "without spaces, tabs, ';' or '|'"
+            )
+        if not b.species.strip() or any(c in b.species for c in "\t\n\r\x00"):
+            raise InputError(f"{where}: record {rid!r}: species {b.species[:60]!r} is empty or holds a tab/newline")
+        if not b.sequence:
+            raise InputError(f"{where}: record {rid!r}: empty sequence")
+        if not _DNA.issuperset(b.sequence):
+            bad = next(i for i, c in enumerate(b.sequence) if c not in _DNA)
+            raise InputError(
+                f"{where}: record {rid!r}: sequence has {b.sequence[bad]!r} at position {bad + 1}; "
+                "barcodes hold uppercase A/C/G/T/N/- only (as `phenogen fetch barcodes` writes them)"
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     from phenogen.config import load_sections, save_resolved
     from phenogen.data.barcodes import read_barcodes
@@ -43,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from phenogen.data.command_import import read_table
     from phenogen.data.config import BuildConfig
     from phenogen.data.images import read_image_manifest
+    from phenogen.errors import InputError
     from phenogen.fsio import check_output_dir, check_output_file
 
     cfg: BuildConfig = load_sections({"build": BuildConfig}, args.config, args.set)["build"]
@@ -50,9 +82,13 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(out, force=args.force)
     check_output_file(out / "config.json")
     src = Path(args.barcodes)
-    barcodes = read_table(read_barcodes, src / "barcodes.tsv" if src.is_dir() else src, "barcodes table")
+    table = src / "barcodes.tsv" if src.is_dir() else src
+    barcodes = read_table(read_barcodes, table, "barcodes table")
+    check_barcodes(barcodes, table)
     entries, images_root = [], Path(".")
     if args.images:
+        if Path(args.images).exists() and not Path(args.images).is_dir():
+            raise InputError(f"--images {args.images}: is a file; give a `phenogen fetch images` output folder")
         entries = read_table(read_image_manifest, Path(args.images) / "images.tsv", "image manifest")
         images_root = Path(args.images) / "images"
     ds = build_dataset(

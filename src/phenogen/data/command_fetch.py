@@ -23,7 +23,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-__all__ = ["add_arguments", "run", "make_client", "fetch_barcodes", "fetch_all_images", "write_log"]
+__all__ = ["add_arguments", "run", "check_base_urls", "check_dir_path", "make_client", "fetch_barcodes", "fetch_all_images", "write_log"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +37,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache", metavar="DIR", default=None, help="HTTP cache directory (default OUT/cache)"
     )
+
+
+BASE_URL_FIELDS = ("ncbi_base", "bold_base", "bold_v4_base", "inat_base", "gbif_base")
+
+
+def check_base_urls(cfg) -> None:  # noqa: ANN001 - FetchConfig
+    """Refuse a ``fetch.*_base`` that is not an ``http(s)://host/...`` URL before any request is made."""
+    from urllib.parse import urlsplit
+
+    from phenogen.errors import ConfigError
+
+    for name in BASE_URL_FIELDS:
+        value = getattr(cfg, name, None)
+        if value is None:
+            continue
+        try:
+            parts = urlsplit(value) if isinstance(value, str) else None
+            ok = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname)
+            if ok:
+                parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"fetch.{name}={value!r}: not an http:// or https:// URL with a host")
+
+
+def check_dir_path(path: Path, flag: str) -> None:
+    """Refuse a directory argument that is a file, or lies under a file, before anything is fetched."""
+    from phenogen.errors import InputError
+
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path}: is a file, not a directory; give a directory")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{flag} {path}: {parent} is a file, not a directory")
+            break
 
 
 def make_client(cfg, cache_dir: Path):  # noqa: ANN001, ANN201 - FetchConfig -> HttpClient
@@ -127,10 +164,14 @@ def run(args: argparse.Namespace) -> int:
     from phenogen.data.config import FetchConfig
 
     cfg: FetchConfig = load_sections({"fetch": FetchConfig}, args.config, args.set)["fetch"]
+    check_base_urls(cfg)
     taxa = read_taxa(args.taxa)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     cache = Path(args.cache) if args.cache else out / "cache"
+    check_dir_path(out, "--out")
+    if args.cache:
+        check_dir_path(cache, "--cache")
+    out.mkdir(parents=True, exist_ok=True)
     shown = dataclasses.replace(cfg, api_key="***" if cfg.api_key else "")  # never write a key to disk
     save_resolved({"fetch": shown}, out, command=f"fetch {args.what}", taxa=taxa, cache=str(cache))
     client = make_client(cfg, cache)

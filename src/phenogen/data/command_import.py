@@ -54,6 +54,16 @@ def _need(args: argparse.Namespace, *names: str) -> None:
     missing = [f"--{n.replace('_', '-')}" for n in names if not getattr(args, n)]
     if missing:
         raise InputError(f"import {args.kind} needs {' and '.join(missing)}")
+    for name in names:  # a directory given where a file belongs is named as such, not as "not found"
+        path = Path(getattr(args, name))
+        if name in _FILE_ARGS and path.is_dir():
+            raise InputError(f"--{name} {path}: is a directory; give a file")
+        if name in _DIR_ARGS and path.exists() and not path.is_dir():
+            raise InputError(f"--{name} {path}: is a file; give a directory")
+
+
+_FILE_ARGS = ("fasta", "csv", "tsv")
+_DIR_ARGS = ("images",)
 
 
 def read_table(read, path: Path, what: str):
@@ -106,10 +116,19 @@ def run(args: argparse.Namespace) -> int:
         from phenogen.data.folder import ImportSummary
         from phenogen.data.images import read_image_manifest
 
-        _need(args, "tsv")
+        from phenogen.errors import InputError
+
+        _need(args, "tsv", *(["images"] if args.images else []))
         fcfg = sections["fetch"]
         fcfg.policy = icfg.policy
         barcodes, log = read_table(lambda p: read_bold_file(p, fcfg), Path(args.tsv), "BOLD TSV")
+        if not barcodes:  # name the export, not the dataset that could not be written
+            why = ", ".join(f"{reason} {n:,}" for reason, n in sorted(log.filtered.items(), key=lambda kv: -kv[1]))
+            raise InputError(
+                f"{args.tsv}: BOLD TSV has no data rows" if not log.found
+                else f"{args.tsv}: none of the {log.found:,} BOLD rows gave a usable barcode ({why or 'all filtered'}); "
+                "see the [fetch] filters (min_length, max_n_fraction, policy)"
+            )
         entries, images_root = [], Path(".")
         if args.images:
             entries = read_table(read_image_manifest, Path(args.images) / "images.tsv", "image manifest")

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from phenogen.errors import InputError
+from phenogen.errors import ConfigError, InputError
 
 __all__ = ["add_arguments", "run"]
 
@@ -45,8 +45,14 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError("pretrain-image runs in one process; start it without torchrun / accelerate launch")
     check_output_dir(out, force=args.force)
-    get_preset(cfg.preset)
-    resolve_init(cfg.init, cfg.preset)
+    try:  # the messages of these helpers speak of [image]; this command's section is [prior]
+        get_preset(cfg.preset)
+    except ConfigError as exc:
+        raise ConfigError(f"prior.preset={cfg.preset!r}: {exc}") from None
+    try:
+        resolve_init(cfg.init, cfg.preset)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("image.init=", "prior.init=", 1)) from None
     if args.force:
         check_not_inside(out, {"prior.init": cfg.init})
     prepare_output_dir(out, "pretrain-image", force=args.force)

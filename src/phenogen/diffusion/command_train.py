@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     """Check every input, then (main process only) prepare ``--out`` and write its settings, then train.
 
     Order matters: a missing dataset, a bad setting or an unresumable ``--out`` is reported before
-    ``--out`` is touched, and ``--force`` only ever clears a directory carrying phenogen's marker.
+    ``--out`` is touched, and ``--force`` only ever clears a directory carrying phenogen's marker —
+    after every image of the train and heldout splits decoded (a corrupt PNG must not cost the earlier run).
     Under ``torchrun``/``accelerate launch`` only the main process prepares ``--out``; the others wait
     and raise the same error if it was refused.
     """
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         process_kwargs,
         train_image_model,
     )
-    from phenogen.fsio import atomic_write_json, check_output_dir, prepare_output_dir
+    from phenogen.data.dataset import load_dataset
+    from phenogen.fsio import MARKER, atomic_write_json, check_output_dir, is_phenogen_dir, prepare_output_dir
 
     cfg: ImageConfig = load_sections({"image": ImageConfig}, args.config, args.set)["image"]
     out: Path = args.out
@@ -67,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
         check_inputs(args.data, cfg)
         if args.force:
             check_not_inside(out, {"--data": args.data, "image.init": cfg.init, "image.vae": cfg.vae})
+            if is_phenogen_dir(out) and any(c.name != MARKER for c in out.iterdir()):
+                # --force is about to clear an earlier run: a corrupt image found only while training
+                # would cost it for nothing, so every image the run reads is decoded first
+                load_dataset(args.data).verify_images(["train", "heldout"])
         if args.resume:
             check_resumable(out, cfg)
         prepare_output_dir(out, "train-image", force=args.force, resume=args.resume)

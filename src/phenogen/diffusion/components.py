@@ -141,10 +141,46 @@ def load_vae(path: str | Path) -> AutoencoderKL:
         path = path / "vae"
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: not a VAE directory (no config.json); give a local AutoencoderKL dir")
+    check_component_dir(path)
+    from phenogen.lm.model import LOAD_ERRORS
+
     try:
         return AutoencoderKL.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: cannot load as AutoencoderKL ({exc})") from exc
+    except LOAD_ERRORS as exc:
+        raise CheckpointError(
+            f"{path}: cannot load as AutoencoderKL ({' '.join(str(exc).split())[:300]})"
+        ) from None
+
+
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
+
+
+def check_component_dir(path: str | Path, scheduler: bool = False) -> Path:
+    """Check one saved diffusers component folder without loading it: its config is a JSON object and
+    (models) its safetensors weights are whole. Raises :class:`CheckpointError` naming the file."""
+    from phenogen.fsio import read_json
+    from phenogen.lm.model import check_safetensors
+
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: component folder missing; save or copy the whole pipeline directory")
+    config = path / ("scheduler_config.json" if scheduler else "config.json")
+    if not config.is_file():
+        raise CheckpointError(f"{config}: missing; save or copy the whole pipeline directory")
+    read_json(config, "component config", expect=dict, error=CheckpointError)
+    if scheduler:
+        return path
+    weights = [path / name for name in WEIGHT_FILES if (path / name).exists()]
+    weights += sorted(p for p in path.glob("*.safetensors") if p not in weights)
+    if not weights:
+        if any(path.glob("*.bin")):
+            return path  # a PyTorch pickle (not written by phenogen): left to diffusers
+        raise CheckpointError(
+            f"{path}: no weights file ({WEIGHT_FILES[0]}); save or copy the whole pipeline directory"
+        )
+    for file in weights:
+        check_safetensors(file, "component weights file")
+    return path
 
 
 def vae_scale(vae: AutoencoderKL) -> int:
@@ -239,7 +275,7 @@ def denoise(
 ) -> torch.Tensor:
     """The UNet's prediction for ``sample`` at ``t`` given condition tokens (and their pooled mean)."""
     extra = {}
-    if unet.config.class_embed_type == "projection":
+    if getattr(unet, "module", unet).config.class_embed_type == "projection":  # DDP wraps the UNet
         extra["class_labels"] = pooled_condition(hidden, mask)
     return unet(sample, t, encoder_hidden_states=hidden, encoder_attention_mask=mask, **extra).sample
 

@@ -636,10 +636,15 @@ def build_conditioner(
                 "the caption head writes captions for a captioned prior: set image.init to one "
                 "(the built-in prior is captioned; `phenogen pretrain-image --set prior.captions=true`)"
             )
+        from phenogen.diffusion.components import check_component_dir
+        from phenogen.lm.model import LOAD_ERRORS
+
+        check_component_dir(caption_encoder)
         try:
             caption = CaptionEncoder.from_pretrained(caption_encoder, torch_dtype=torch.float32)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{caption_encoder}: cannot load the caption encoder ({exc})") from exc
+        except LOAD_ERRORS as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise CheckpointError(f"{caption_encoder}: cannot load the caption encoder ({detail})") from None
         encoder_kwargs |= {
             "caption_n": caption.config.n_traits,
             "caption_traits": tuple(caption.config.traits),

@@ -22,7 +22,7 @@ __all__ = ["ImageConfig", "GenerateConfig", "PRESETS", "ENCODERS", "SCHEDULERS"]
 PRESETS = ("tiny", "cpu", "cpu2x", "gpu")
 ENCODERS = ("gpt2", "kmer", "onehot", "relatives")
 HEADS = ("tokens", "caption")
-SCHEDULERS = ("ddim", "ddpm", "dpm++2m-karras", "euler-a")
+SCHEDULERS = ("ddim", "ddpm", "dpm++2m-karras", "unipc", "euler", "euler-a")
 LATENT_NORMS = ("global", "channel")
 
 

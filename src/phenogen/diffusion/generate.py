@@ -17,17 +17,26 @@ the batch size or on the other records in the file.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from phenogen.errors import InputError
+from phenogen.errors import InputError, SequenceError
+from phenogen.fsio import atomic_write_text
 
-__all__ = ["generate_images", "image_seed", "read_captions", "safe_name", "write_captions"]
+__all__ = [
+    "generate_images",
+    "image_seed",
+    "read_captions",
+    "safe_name",
+    "write_captions",
+    "min_sequence_length",
+    "check_records",
+    "check_lm_positions",
+]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -42,18 +51,95 @@ def safe_name(record_id: str) -> str:
     return _UNSAFE.sub("_", record_id).strip("._") or "record"
 
 
+def min_sequence_length(conditioner_config: Mapping) -> int:
+    """The shortest barcode a pipeline paints, from its conditioner's saved ``config.json``.
+
+    What the encoder needs to read more than noise: ``kmer``, two k-mer lengths per profile segment
+    (``2 × kmer_k × kmer_segments``: each segment then holds more than ``kmer_k`` words; the demo's
+    4-mers in 4 segments → 32 bp); ``onehot``, two windows; ``gpt2``, eight words of the DNA LM
+    (``8 × lm_k``); ``relatives``, four Mash k-mer lengths. COI barcodes are ~650 bp: only fragments
+    and mistakes are refused.
+    """
+
+    def num(key: str, default: int) -> int:
+        value = conditioner_config.get(key, default)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
+
+    encoder = conditioner_config.get("encoder", "kmer")
+    return {
+        "kmer": 2 * num("kmer_k", 4) * num("kmer_segments", 4),
+        "onehot": 2 * num("onehot_window", 16),
+        "gpt2": 8 * num("lm_k", 6),
+        "relatives": 4 * num("relatives_k", 8),
+    }.get(encoder, 1)
+
+
+def check_records(records: Sequence[tuple[str, str]], source: str | Path, min_length: int = 1) -> None:
+    """Refuse, before any model runs, the records ``generate`` cannot paint, naming file and record:
+    gaps (``-``/``.``: aligned input), no A/C/G/T base at all (all N), or fewer than ``min_length`` bases."""
+    if not records:
+        raise InputError(f"{source}: no records to generate images for")
+    for rid, seq in records:
+        where = f"{source}: record {rid!r}"
+        gap = next((i for i, c in enumerate(seq) if c in "-."), None)
+        if gap is not None:
+            raise SequenceError(
+                f"{where}: gap {seq[gap]!r} at position {gap + 1}; generate paints unaligned barcodes — "
+                "remove the gaps (e.g. sed '/^>/!s/[-.]//g')"
+            )
+        if not any(c in "ACGT" for c in seq):
+            raise SequenceError(f"{where}: all {len(seq)} bases are N (no A/C/G/T); drop this record")
+        if len(seq) < min_length:
+            raise SequenceError(
+                f"{where}: {len(seq)} bp, shorter than the {min_length} bp this model's DNA encoder needs; "
+                "give the whole barcode (COI barcodes are ~650 bp)"
+            )
+
+
+def check_lm_positions(
+    records: Sequence[tuple[str, str]], source: str | Path, conditioner_config: Mapping
+) -> None:
+    """``gpt2`` encoder: every barcode's ``<bos> k-mers <eos>`` must fit the DNA LM's positions (no windowing);
+    refused before the model loads, naming file and record (the encoder itself only knows ``#i``)."""
+    if conditioner_config.get("encoder") != "gpt2":
+        return
+    from phenogen.dna.tokenizer import KmerTokenizer
+
+    lm_config = conditioner_config.get("lm_config") or {}
+    positions = lm_config.get("n_positions") if isinstance(lm_config, Mapping) else None
+    try:
+        tokenizer = KmerTokenizer(
+            k=conditioner_config.get("lm_k", 6), stride=conditioner_config.get("lm_stride")
+        )
+    except ValueError:
+        return  # a broken config: load_pipeline names it
+    if not isinstance(positions, int):
+        return
+    for rid, seq in records:
+        n = len(tokenizer.encode_dna(seq, record_id=rid))
+        if n > positions:
+            raise SequenceError(
+                f"{source}: record {rid!r}: {len(seq)} bp = {n} tokens with <bos>/<eos>, more than the DNA "
+                f"model's {positions} positions (no windowing); trim the barcode"
+            )
+
+
 def read_captions(path: Path, names: list[str]) -> dict[str, list[float]]:
     """A captions TSV (``record_id`` + one column per caption value, any order) → record_id -> values
     in the order of ``names`` (the model's :attr:`~phenogen.diffusion.conditioning.DNAConditioner.caption_names`)."""
-    if not path.is_file():
-        raise InputError(f"--captions {path} does not exist")
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t")
+    from phenogen.fsio import read_text
+
+    try:
+        text = read_text(path, "captions file")
+    except InputError as exc:
+        raise InputError(f"--captions {exc}") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
+    out: dict[str, list[float]] = {}
+    try:
         header = reader.fieldnames or []
         missing = [c for c in ("record_id", *names) if c not in header]
         if missing:
             raise InputError(f"--captions {path}: missing column(s) {', '.join(missing)}")
-        out: dict[str, list[float]] = {}
         for line, row in enumerate(reader, start=2):
             rid = row["record_id"]
             if rid in out:
@@ -62,6 +148,8 @@ def read_captions(path: Path, names: list[str]) -> dict[str, list[float]]:
                 out[rid] = [float(row[n]) for n in names]
             except (TypeError, ValueError):
                 raise InputError(f"--captions {path}, line {line}: a caption value is not a number") from None
+    except csv.Error as exc:
+        raise InputError(f"--captions {path}: not a tab-separated table ({exc})") from None
     if not out:
         raise InputError(f"--captions {path} holds no caption rows")
     return out
@@ -69,10 +157,9 @@ def read_captions(path: Path, names: list[str]) -> dict[str, list[float]]:
 
 def write_captions(path: Path, names: Sequence[str], captions: Mapping[str, Sequence[float]]) -> Path:
     """Write ``record_id -> caption values`` as the TSV :func:`read_captions` reads (``generate --captions``)."""
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write("\t".join(["record_id", *names]) + "\n")
-        fh.writelines("\t".join([rid, *(f"{v:.6g}" for v in row)]) + "\n" for rid, row in captions.items())
-    return path
+    lines = ["\t".join(["record_id", *names])]
+    lines += ["\t".join([rid, *(f"{v:.6g}" for v in row)]) for rid, row in captions.items()]
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def generate_images(
@@ -107,7 +194,9 @@ def generate_images(
     list of dict
         The rows of ``generated.tsv``: ``record_id``, ``k``, ``image``.
     """
+    import torch
     from PIL import Image, ImageDraw
+    from tqdm.auto import tqdm
 
     from phenogen.diffusion.pipeline import make_scheduler
 
@@ -178,14 +267,16 @@ def generate_images(
             all_images.append(image)
         bar.update(len(chunk))
     bar.close()
-    with open(out / "generated.tsv", "w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(
-            fh, fieldnames=["record_id", "k", "image"], delimiter="\t", lineterminator="\n"
-        )
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(out / "sequences.fasta", "w", encoding="utf-8") as fh:  # the barcodes actually painted
-        fh.writelines(f">{rid}\n{seq}\n" for rid, seq in records)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(
+        table, fieldnames=["record_id", "k", "image"], delimiter="\t", lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "generated.tsv", table.getvalue())
+    atomic_write_text(
+        out / "sequences.fasta", "".join(f">{rid}\n{seq}\n" for rid, seq in records)
+    )  # as painted
     # grid: a label column, then one column per image
     w, h = all_images[0].size
     label_w = 8 + 6 * min(24, max(len(r) for r in ids))

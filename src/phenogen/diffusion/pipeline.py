@@ -40,17 +40,23 @@ from diffusers.utils.torch_utils import randn_tensor
 from phenogen.diffusion.caption_decoder import CaptionDecoder
 from phenogen.diffusion.components import denoise
 from phenogen.diffusion.conditioning import DNAConditioner
+from phenogen.diffusion.config import SCHEDULERS
 from phenogen.diffusion.vae import unscale_latents
 from phenogen.dna.seqio import clean_sequence
 from phenogen.errors import CheckpointError, ConfigError, InputError
 
-__all__ = ["DNAToImagePipeline", "make_scheduler", "SCHEDULERS", "load_pipeline"]
+__all__ = [
+    "DNAToImagePipeline",
+    "make_scheduler",
+    "SCHEDULERS",
+    "load_pipeline",
+    "check_pipeline_dir",
+    "resolve_pipeline_dir",
+]
 
 # diffusers loads a saved pipeline's components by module name only from modules already imported:
 # importing them here makes `from_pretrained` work in a fresh process (tested in one)
 _COMPONENT_CLASSES = (DNAConditioner, CaptionDecoder)
-
-SCHEDULERS = ("ddim", "ddpm", "dpm++2m-karras", "unipc", "euler", "euler-a")
 
 
 def make_scheduler(name: str, config) -> object:
@@ -286,22 +292,140 @@ class DNAToImagePipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images)
 
 
-def load_pipeline(path: str | Path, device: str | torch.device | None = None) -> DNAToImagePipeline:
-    """Load a saved pipeline directory (``train-image`` ``OUT/pipeline`` or ``OUT`` itself)."""
+REQUIRED_COMPONENTS = ("vae", "unet", "scheduler", "conditioner")
+_SCHEDULER_CLASSES = ("DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler",
+                      "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler")  # fmt: skip
+# the [library, class] each component may name in model_index.json (diffusers imports what it is told)
+ALLOWED_CLASSES: dict[str, set[tuple[str | None, str | None]]] = {
+    "vae": {("diffusers", "AutoencoderKL")},
+    "unet": {("diffusers", "UNet2DConditionModel")},
+    "scheduler": {("diffusers", name) for name in _SCHEDULER_CLASSES},
+    "conditioner": {("phenogen.diffusion.conditioning", "DNAConditioner"), ("conditioning", "DNAConditioner")},
+    "caption_decoder": {(None, None), ("phenogen.diffusion.caption_decoder", "CaptionDecoder"),
+                        ("caption_decoder", "CaptionDecoder")},
+}  # fmt: skip
+_OWN_CLASSES = {"DNAConditioner": DNAConditioner, "CaptionDecoder": CaptionDecoder}
+_LONG_LISTS = ("trained_betas", "caption_traits")
+
+
+def _fits(value, hint) -> bool:
+    """Whether a JSON value fits a simple ``__init__`` annotation (int, float, str, bool, dict, sequences, unions)."""
+    import math
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    if origin in (list, tuple, Sequence) or hint in (list, tuple):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return isinstance(value, list | tuple) and all(_fits(v, args[0]) for v in value) if args else True
+    return True
+
+
+def check_own_component_config(cls, config: dict, file: Path) -> None:
+    """Refuse a config field of phenogen's own components whose JSON type does not fit its ``__init__``."""
+    import typing
+
+    hints = typing.get_type_hints(cls.__init__)
+    for key, value in config.items():
+        if key in hints and not str(key).startswith("_") and not _fits(value, hints[key]):
+            raise CheckpointError(
+                f"{file}: {key} = {value!r:.60} does not fit {cls.__name__} ({hints[key]}); the config is damaged"
+            )
+
+
+def resolve_pipeline_dir(path: str | Path) -> Path:
+    """``path`` itself, or its ``pipeline/`` (a ``train-image`` output directory)."""
     path = Path(path)
     if not (path / "model_index.json").is_file() and (path / "pipeline" / "model_index.json").is_file():
         path = path / "pipeline"
+    return path
+
+
+def check_pipeline_dir(path: str | Path) -> tuple[Path, dict]:
+    """Check a saved pipeline directory file by file without loading a weight; ``(directory, model_index)``.
+
+    Refused with a :class:`CheckpointError` naming the file: a missing directory, no or a broken
+    ``model_index.json`` (not UTF-8, not JSON, not an object), a component listed without its folder,
+    a component config that is not a JSON object, and a weights file that is missing, empty or truncated.
+    """
+    from phenogen.diffusion.components import check_component_dir
+    from phenogen.fsio import read_json
+    from phenogen.lm.model import check_config_numbers
+
+    given = Path(path)
+    if not given.exists():
+        raise CheckpointError(
+            f"{given}: model directory does not exist; point --model at train-image's OUT/pipeline"
+        )
+    if not given.is_dir():
+        raise CheckpointError(
+            f"{given}: is a file, not a model directory; point --model at train-image's OUT/pipeline"
+        )
+    path = resolve_pipeline_dir(given)
     if not (path / "model_index.json").is_file():
         raise CheckpointError(
             f"{path}: not a saved pipeline (no model_index.json); point --model at train-image's OUT/pipeline"
         )
+    index = read_json(path / "model_index.json", "pipeline index", expect=dict, error=CheckpointError)
+    missing = [name for name in REQUIRED_COMPONENTS if name not in index]
+    if missing:
+        raise CheckpointError(f"{path / 'model_index.json'}: lists no {', '.join(missing)} component")
+    for name, spec in index.items():
+        if name.startswith("_"):
+            continue
+        if not (
+            isinstance(spec, list) and len(spec) == 2 and all(v is None or isinstance(v, str) for v in spec)
+        ):
+            raise CheckpointError(
+                f"{path / 'model_index.json'}: entry {name!r:.60} must be [library, class], got {spec!r:.80}"
+            )
+        if name not in ALLOWED_CLASSES or tuple(spec) not in ALLOWED_CLASSES[name]:
+            raise CheckpointError(
+                f"{path / 'model_index.json'}: entry {name!r:.60} names {spec!r:.80}, not a component of a "
+                "DNA-to-image pipeline; save or copy the pipeline again"
+            )
+        if spec[0] is None:
+            continue  # an optional component left out (caption_decoder)
+        check_component_dir(path / name, scheduler=name == "scheduler")
+        config_file = path / name / ("scheduler_config.json" if name == "scheduler" else "config.json")
+        config = read_json(config_file, "component config", expect=dict, error=CheckpointError)
+        check_config_numbers(config, config_file, long_lists=_LONG_LISTS)
+        if spec[1] in _OWN_CLASSES:
+            check_own_component_config(_OWN_CLASSES[spec[1]], config, config_file)
+    return path, index
+
+
+def load_pipeline(path: str | Path, device: str | torch.device | None = None) -> DNAToImagePipeline:
+    """Load a saved pipeline directory (``train-image`` ``OUT/pipeline`` or ``OUT`` itself).
+
+    Every file is checked first (:func:`check_pipeline_dir`); what diffusers still refuses is a
+    :class:`CheckpointError` naming the directory.
+    """
     from diffusers.utils import logging as diffusers_logging
 
+    from phenogen.lm.model import LOAD_ERRORS
+
+    path, _ = check_pipeline_dir(path)
     diffusers_logging.disable_progress_bar()
     try:
         pipe = DNAToImagePipeline.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"{path}: cannot load the pipeline ({exc})") from exc
+    except (*LOAD_ERRORS, ConfigError, CheckpointError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"{path}: cannot load the pipeline ({detail})") from None
     finally:
         diffusers_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)

@@ -189,6 +189,9 @@ class PriorConfig:
     )
 
     def __post_init__(self) -> None:
+        from phenogen.config import require_finite
+
+        require_finite(self)
         if self.latent_norm not in LATENT_NORMS:
             raise ValueError(
                 f"latent_norm must be one of {', '.join(LATENT_NORMS)}, got {self.latent_norm!r}"

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 def load_images(paths: Sequence[str | Path], resolution: int) -> torch.Tensor:
     """Images as one ``(N, 3, R, R)`` uint8 tensor (RGB; resized with Lanczos when not ``R`` px square)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     out = np.zeros((len(paths), resolution, resolution, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
@@ -65,8 +65,8 @@ def load_images(paths: Sequence[str | Path], resolution: int) -> torch.Tensor:
                 if im.size != (resolution, resolution):
                     im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
                 out[i] = np.asarray(im)
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"{path}: cannot read the image ({exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - PIL plugins raise OSError, ValueError, SyntaxError, struct.error ...
+            raise DataError(f"{path}: cannot read the image ({exc})") from None
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 

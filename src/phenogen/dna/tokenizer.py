@@ -147,6 +147,46 @@ class KmerTokenizer(PreTrainedTokenizer):
         kwargs.pop("special_tokens_pattern", None)
         super().__init__(k=k, stride=stride, special_tokens_pattern="bos_eos", **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *init_inputs, **kwargs) -> KmerTokenizer:
+        """Load a tokenizer saved by ``save_pretrained`` from a local directory (nothing is downloaded).
+
+        Raises
+        ------
+        CheckpointError
+            When the directory, ``tokenizer_config.json`` or ``kmer_vocab.json`` is missing or damaged
+            (not UTF-8, not a JSON object, ``k``/``stride`` out of range, a vocabulary that differs).
+        """
+        from pathlib import Path
+
+        path = Path(pretrained_model_name_or_path)
+        if not path.is_dir():
+            state = "is not a directory" if path.exists() else "does not exist"
+            raise CheckpointError(f"{path}: tokenizer directory {state}; give a model directory written by train-lm")
+        for name in ("tokenizer_config.json", VOCAB_FILE):
+            if not (path / name).is_file():
+                raise CheckpointError(f"{path / name}: missing (or not a file); save or copy the model again")
+        config = read_json(path / "tokenizer_config.json", "tokenizer config", error=CheckpointError)
+        for key, allowed in (("k", range(1, 9)), ("stride", range(1, 9))):
+            value = config.get(key, 6 if key == "k" else None)
+            if value is None and key == "stride":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
+                raise CheckpointError(
+                    f"{path / 'tokenizer_config.json'}: {key} must be an integer in 1..8, got {value!r:.60}"
+                )
+        for name in ("special_tokens_map.json", "added_tokens.json"):
+            if (path / name).exists():
+                read_json(path / name, f"tokenizer file {name}", error=CheckpointError)
+        kwargs["local_files_only"] = True
+        try:
+            return super().from_pretrained(path, *init_inputs, **kwargs)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - transformers raises many types for a damaged file
+            text = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise CheckpointError(f"{path}: cannot load the k-mer tokenizer ({type(exc).__name__}: {text})") from None
+
     # -- transformers hooks ---------------------------------------------------------------------
     @property
     def vocab_size(self) -> int:

@@ -179,8 +179,9 @@ def _generate(
 
 
 def run(args: argparse.Namespace) -> int:
+    from phenogen.cli import check_inputs_outside
     from phenogen.config import load_sections, save_resolved
-    from phenogen.errors import InputError
+    from phenogen.errors import ConfigError, InputError
     from phenogen.evaluate.config import EvaluateConfig
     from phenogen.evaluate.metrics import evaluate
     from phenogen.fsio import check_output_dir, prepare_output_dir
@@ -192,11 +193,15 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"evaluate.probe_dir={json.dumps(str(args.probe))}")
     evaluate_overrides = [o for o in overrides if not o.startswith("generate.")]
     cfg = load_sections({"evaluate": EvaluateConfig}, args.config, evaluate_overrides)["evaluate"]
+    if cfg.seed < 0:  # numpy's generators take non-negative seeds only
+        raise ConfigError(f"--seed / evaluate.seed = {cfg.seed}: the seed must be >= 0")
     out = Path(args.out)
     generated = args.generated
     if generated is None and args.model is None:
         raise InputError("pass --generated DIR (images from `phenogen generate`) or --model DIR to generate")
     check_output_dir(out, force=args.force)
+    check_inputs_outside(out, args.force, data=args.data, generated=args.generated, model=args.model,
+                         probe=cfg.probe_dir, sequence_metrics=args.sequence_metrics)  # fmt: skip
     check_inputs(args, cfg.splits)
     prepare_output_dir(out, "evaluate", force=args.force)
     if generated is None:

@@ -115,9 +115,14 @@ class DnaEncoder:
         if self.cache_dir is not None:
             path = self.cache_dir / f"{key}.safetensors"
             if path.is_file():
+                from safetensors import SafetensorError
                 from safetensors.torch import load_file
 
-                value = load_file(str(path))["hidden"]
+                try:
+                    value = load_file(str(path))["hidden"]
+                except (SafetensorError, OSError, KeyError):  # a damaged cache entry is recomputed
+                    path.unlink(missing_ok=True)
+                    return None
                 self._put(key, value, write=False)
                 return value
         return None
@@ -128,9 +133,11 @@ class DnaEncoder:
         while len(self._memory) > self.memory_items:
             self._memory.popitem(last=False)
         if write and self.cache_dir is not None:
-            from safetensors.torch import save_file
+            from safetensors.torch import save
 
-            save_file({"hidden": value.contiguous()}, str(self.cache_dir / f"{key}.safetensors"))
+            from phenogen.fsio import atomic_write_bytes
+
+            atomic_write_bytes(self.cache_dir / f"{key}.safetensors", save({"hidden": value.contiguous()}))
 
     def _tokenize(self, sequences: Sequence[str]) -> list[tuple[str, list[int]]]:
         out = []

@@ -18,11 +18,15 @@ A model directory (what ``train-lm`` writes to ``OUT/model`` and ``OUT/checkpoin
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from phenogen.dna.tokenizer import KmerTokenizer
@@ -36,6 +40,9 @@ __all__ = [
     "save_lm",
     "load_lm",
     "resolve_model_dir",
+    "check_model_dir",
+    "check_safetensors",
+    "LOAD_ERRORS",
 ]
 
 # (n_layer, n_embd, n_head, n_positions, dropout)
@@ -44,6 +51,12 @@ PRESET_SHAPES: dict[str, dict[str, Any]] = {
     "small": {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024, "dropout": 0.1},
 }
 META_FILE = "phenogen_lm.json"
+LOAD_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, RuntimeError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError,
+    MemoryError, SafetensorError, StrictDataclassError,
+)  # fmt: skip
+"""What ``from_pretrained`` raises on a damaged or mismatched directory (SafetensorError: a bad weights
+file; StrictDataclassError: a config field of the wrong type, e.g. ``"summary_use_proj": null``)."""
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json", "kmer_vocab.json")
 
 
@@ -142,10 +155,14 @@ def from_gpt2_dir(
         path.glob("model-*.safetensors")
     ):
         raise CheckpointError(f"{path}: no model.safetensors / pytorch_model.bin weights found")
+    _model_json(path, "config.json")
+    for weights in [path / "model.safetensors", *sorted(path.glob("model-*.safetensors"))]:
+        if weights.exists():
+            check_safetensors(weights, "GPT-2 weights file")
     try:
         model = GPT2LMHeadModel.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot load as GPT-2 ({exc})") from exc
+    except LOAD_ERRORS as exc:
+        raise CheckpointError(f"{path}: cannot load as GPT-2 ({_short(exc)})") from None
     model.resize_token_embeddings(len(tokenizer))
     if n_positions is not None and n_positions > model.config.n_positions:
         raise CheckpointError(
@@ -167,27 +184,104 @@ def save_lm(lm: DnaLM, out_dir: str | Path, **extra_meta: Any) -> Path:
     lm.model.save_pretrained(out, safe_serialization=True)
     lm.tokenizer.save_pretrained(out)
     meta = {**lm.meta, **extra_meta}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    from phenogen.fsio import atomic_write_text
+
+    atomic_write_text(out / META_FILE, json.dumps(meta, indent=2) + "\n")
     return out
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """Accept a model directory or a ``train-lm`` output directory (then its ``model/``)."""
+def check_safetensors(path: str | Path, what: str = "weights file") -> Path:
+    """Raise :class:`CheckpointError` unless ``path`` is a whole safetensors file (header and data sizes).
+
+    Reads the header only (a few kilobytes): an empty, truncated or overwritten file — what a kill
+    during a save or a failed copy leaves — is named before any library tries to map it.
+    """
+    import struct
+
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: model directory does not exist")
-    if not (path / "model.safetensors").is_file() and (path / "model" / "model.safetensors").is_file():
-        return path / "model"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {what} not found" + (" (it is a directory)" if path.is_dir() else ""))
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            header = fh.read(n) if 0 < n <= min(size - 8, 100 * 1024 * 1024) else b""
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    redo = "the file is damaged (an interrupted save or copy?); save or copy the model again"
+    if size == 0:
+        raise CheckpointError(f"{path}: {what} is empty; {redo}")
+    if len(header) != n or n <= 0:
+        raise CheckpointError(
+            f"{path}: {what} is not a safetensors file or is truncated ({size} bytes); {redo}"
+        )
+    try:
+        meta = json.loads(header.decode("utf-8"))
+        end = max((int(v["data_offsets"][1]) for k, v in meta.items() if k != "__metadata__"), default=0)
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        raise CheckpointError(f"{path}: {what} has an unreadable safetensors header; {redo}") from None
+    if 8 + n + end != size:
+        raise CheckpointError(
+            f"{path}: {what} is {size} bytes but its header describes {8 + n + end}: truncated or padded; {redo}"
+        )
     return path
 
 
-def load_lm(path: str | Path, device: str | torch.device | None = None) -> DnaLM:
-    """Load a model directory written by :func:`save_lm` (or a ``train-lm`` output directory).
+MAX_CONFIG_INT = 1 << 20
+"""Largest integer a model config may hold (channels, positions, vocabulary, timesteps)."""
+MAX_CONFIG_COUNT = 256
+"""Largest layer, block or head count: a damaged ``n_layer: 2147483648`` would build modules for hours."""
+MAX_CONFIG_LIST = 64
+_COUNT_KEY = re.compile(r"layers|depth|n_layer|n_head|num_.*blocks|heads", re.IGNORECASE)
 
-    Raises
-    ------
-    CheckpointError
-        When the directory or any of its files is missing or does not match (vocabulary size).
+
+def check_config_numbers(config: dict[str, Any], file: Path, long_lists: tuple[str, ...] = ()) -> None:
+    """Refuse config values no model has, before a library builds modules from them.
+
+    Integers beyond :data:`MAX_CONFIG_INT` (layer/block/head counts beyond :data:`MAX_CONFIG_COUNT`),
+    non-finite floats (``1e400`` parses as infinity) and lists longer than :data:`MAX_CONFIG_LIST`
+    (except the keys in ``long_lists``) are a :class:`CheckpointError` naming ``file`` and the field.
+    """
+
+    def walk(value: Any, where: str, count: bool, long: bool) -> None:
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            return
+        if isinstance(value, int):
+            limit = MAX_CONFIG_COUNT if count else MAX_CONFIG_INT
+            if not -MAX_CONFIG_INT <= value <= limit:
+                raise CheckpointError(
+                    f"{file}: {where} = {value!r:.40} is out of range (at most {limit}); the config is damaged"
+                )
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise CheckpointError(f"{file}: {where} = {value!r} is not a finite number; the config is damaged")
+        elif isinstance(value, list):
+            if len(value) > MAX_CONFIG_LIST and not long:
+                raise CheckpointError(f"{file}: {where} has {len(value)} entries; the config is damaged")
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]", count, long)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where}.{k}", count or bool(_COUNT_KEY.search(str(k))), long)
+
+    for key, value in config.items():
+        if not str(key).startswith("_"):
+            walk(value, str(key), bool(_COUNT_KEY.search(str(key))), key in long_lists)
+
+
+def _model_json(path: Path, name: str, required: bool = True) -> dict[str, Any]:
+    from phenogen.fsio import read_json
+
+    if not required and not (path / name).exists():
+        return {}
+    return read_json(path / name, f"model file {name}", expect=dict, error=CheckpointError)
+
+
+def check_model_dir(path: str | Path) -> Path:
+    """Check a model directory without loading it (files present, JSON files objects, weights whole).
+
+    Returns the resolved directory (a ``train-lm`` output's ``model/``); raises :class:`CheckpointError`.
     """
     path = resolve_model_dir(path)
     if not path.is_dir():
@@ -198,20 +292,69 @@ def load_lm(path: str | Path, device: str | torch.device | None = None) -> DnaLM
             f"{path}: model directory is missing {', '.join(missing)}; "
             "point --model at OUT/model or OUT/checkpoints/epoch-XXX of a finished train-lm run"
         )
-    try:
-        tokenizer = KmerTokenizer.from_pretrained(path)
-    except (OSError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: cannot load the tokenizer ({exc})") from exc
+    for name in ("config.json", "tokenizer_config.json", "kmer_vocab.json"):
+        _model_json(path, name)
+    config = _model_json(path, "config.json")
+    check_config_numbers(config, path / "config.json")
+    for key in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size"):
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise CheckpointError(f"{path / 'config.json'}: {key} must be a positive integer, got {value!r:.40}")
+    for name in (META_FILE, "generation_config.json", "special_tokens_map.json"):
+        _model_json(path, name, required=False)
+    check_safetensors(path / "model.safetensors", "model weights file")
+    return path
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut to ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """Accept a model directory or a ``train-lm`` output directory (then its ``model/``)."""
+    from phenogen.fsio import complete_dir
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: model directory does not exist")
+    if not (path / "model.safetensors").is_file():
+        # a train-lm output: its model/, or model.old when a kill fell between the two renames of a save
+        final = complete_dir(path / "model")
+        if final is not None and (final / "model.safetensors").is_file():
+            return final
+    return path
+
+
+def load_lm(path: str | Path, device: str | torch.device | None = None) -> DnaLM:
+    """Load a model directory written by :func:`save_lm` (or a ``train-lm`` output directory).
+
+    Every file is checked first (:func:`check_model_dir`).
+
+    Raises
+    ------
+    CheckpointError
+        When the directory or any of its files is missing, damaged or does not match (vocabulary size).
+    """
+    path = check_model_dir(path)
+    tokenizer = KmerTokenizer.from_pretrained(path)  # a damaged tokenizer is a CheckpointError
     try:
         model = GPT2LMHeadModel.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: cannot load the model weights ({exc})") from exc
+    except LOAD_ERRORS as exc:
+        raise CheckpointError(f"{path}: cannot load the model weights ({_short(exc)})") from None
     if model.config.vocab_size != len(tokenizer):
         raise CheckpointError(
             f"{path}: model vocabulary {model.config.vocab_size} != tokenizer vocabulary {len(tokenizer)}"
         )
-    meta_path = path / META_FILE
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    for name in ("bos", "eos", "pad"):
+        saved, expected = getattr(model.config, f"{name}_token_id"), getattr(tokenizer, f"{name}_token_id")
+        if saved != expected:
+            raise CheckpointError(
+                f"{path / 'config.json'}: {name}_token_id is {saved!r:.40}, the tokenizer's is {expected}; "
+                "the config does not belong to this model"
+            )
+    meta = _model_json(path, META_FILE, required=False)
     model.eval()
     if device is not None:
         model.to(device)

@@ -166,7 +166,7 @@ def _check_resume_config(out: Path, cfg: LMConfig, data_source: str) -> None:
         )
     now = to_jsonable(cfg)
     diffs = [
-        f"{key}: {saved['lm'].get(key)!r} -> {value!r}"
+        f"{key}: {saved['lm'].get(key)!r:.60} -> {value!r:.60}"
         for key, value in now.items()
         if key not in RESUME_INVARIANT_FIELDS and saved["lm"].get(key) != value
     ]
@@ -175,7 +175,7 @@ def _check_resume_config(out: Path, cfg: LMConfig, data_source: str) -> None:
             f"{out}: --resume with a different [lm] config ({'; '.join(diffs)}); start a new --out"
         )
     if saved.get("data") != data_source:
-        raise ConfigError(f"{out}: --resume with different data ({saved.get('data')!r} -> {data_source!r})")
+        raise ConfigError(f"{out}: --resume with different data ({saved.get('data')!r:.200} -> {data_source!r:.200})")
 
 
 def _save_dir(final: Path, write: Callable[[Path], None], what: str) -> None:
@@ -247,19 +247,80 @@ def _older_state_hint(path: Path) -> str:
     return f"; {old} holds an older complete state (global step {step}): remove {path} to resume from it"
 
 
+_MAX_COUNT = 2**53  # steps and epochs beyond this are damage, not a run
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return _real(value) and math.isfinite(value)
+
+
+# history entries: the loop, losses.json and loss_curve.png read these keys as numbers
+_HISTORY_KEYS = {
+    "steps": ("step", "epoch", "loss", "lr"),
+    "epochs": ("epoch", "train_loss", "heldout_loss", "heldout_bits_per_base"),
+}
+
+
 def _check_trainer_state(ts: Any, where: Path) -> dict[str, Any]:
     ok = (
         isinstance(ts, dict)
-        and all(isinstance(ts.get(k), int) and ts[k] >= 0 for k in ("epoch", "step_in_epoch", "global_step"))
-        and isinstance(ts.get("elapsed_s"), int | float)
+        and all(
+            isinstance(ts.get(k), int) and not isinstance(ts[k], bool) and 0 <= ts[k] <= _MAX_COUNT
+            for k in ("epoch", "step_in_epoch", "global_step")
+        )
+        and _number(ts.get("elapsed_s"))
+        and ts["elapsed_s"] >= 0
         and isinstance(ts.get("history"), dict)
         and all(isinstance(ts["history"].get(k), list) for k in ("steps", "epochs"))
     )
     if not ok:
         raise CheckpointError(
-            f"{where}: not a training state (needs epoch, step_in_epoch, global_step, elapsed_s, history)"
+            f"{where}: not a training state (needs epoch, step_in_epoch, global_step: integers >= 0, "
+            "elapsed_s: a number >= 0, history: steps and epochs lists)"
         )
+    world = ts.get("world_size", 1)
+    if isinstance(world, bool) or not isinstance(world, int) or not 1 <= world <= 1_000_000:
+        raise CheckpointError(f"{where}: world_size must be a positive integer, got {world!r:.60}")
+    for part, keys in _HISTORY_KEYS.items():
+        for i, entry in enumerate(ts["history"][part]):
+            # positions must be finite; a loss may be NaN (an empty held-out split gives one)
+            bad = [
+                k for k in keys
+                if not isinstance(entry, dict)
+                or not (_number(entry.get(k)) if k in ("step", "epoch") else _real(entry.get(k)))
+            ]  # fmt: skip
+            if bad:
+                raise CheckpointError(
+                    f"{where}: history.{part}[{i}] needs numbers {', '.join(keys)} (bad: {', '.join(bad)})"
+                )
     return ts
+
+
+def check_resume_position(ts: dict[str, Any], steps_per_epoch: int, epochs: int, where: Path) -> None:
+    """Refuse a training state whose position does not fit this run (raises :class:`CheckpointError`).
+
+    ``step_in_epoch`` may equal ``steps_per_epoch`` (a state saved at the last step of an epoch, before
+    its evaluation); ``global_step`` must be ``epoch * steps_per_epoch + step_in_epoch``. A state beyond
+    the epoch would otherwise make the loop spin forever.
+    """
+    epoch, step, global_step = ts["epoch"], ts["step_in_epoch"], ts["global_step"]
+    file = where / "trainer_state.json"
+    if step > steps_per_epoch:
+        raise CheckpointError(
+            f"{file}: step_in_epoch {step} is beyond the {steps_per_epoch} optimizer steps of an epoch of "
+            "this run; the state does not belong to this data and config"
+        )
+    if global_step != epoch * steps_per_epoch + step:
+        raise CheckpointError(
+            f"{file}: global_step {global_step} does not match epoch {epoch} and step_in_epoch {step} "
+            f"({steps_per_epoch} steps per epoch); the state is damaged or from another run"
+        )
+    if epoch > epochs or (epoch == epochs and step):
+        log.info("%s: the saved state is at epoch %d of %d; nothing left to train", where, epoch, epochs)
 
 
 def _load_state(path: Path, accelerator, model, optimizer, scheduler) -> dict[str, Any]:
@@ -433,6 +494,7 @@ def train_lm(
         on_main(accelerator, prepare_output_dir, out, "train-lm", resume=True)  # marks a pre-marker run
         state_dir_now = complete_dir(state_dir)
         state = _load_state(state_dir_now, accelerator, model, optimizer, scheduler)
+        check_resume_position(state, steps_per_epoch, cfg.epochs, state_dir_now)
         epoch, step_in_epoch = state["epoch"], state["step_in_epoch"]
         global_step, elapsed, history = state["global_step"], state["elapsed_s"], state["history"]
         if is_main:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from phenogen.errors import ConfigError, DataError, InputError
+from phenogen.fsio import atomic_write_text
 
 __all__ = ["add_arguments", "run", "reconstruct", "dataset_input", "training_species"]
 
@@ -84,6 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lm-samples",
         metavar="FASTA",
         help="truth mode: also score DNA language-model samples (nearest per ancestor)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier phenogen output in --out (never a foreign dir)",
     )
 
 
@@ -196,7 +202,7 @@ def reconstruct(names, sequences, *, cfg, tree_file=None, assume_aligned=False, 
 
 
 def _write_table(rows: list[dict[str, Any]], out: Path, stem: str) -> None:
-    (out / f"{stem}.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out / f"{stem}.json", json.dumps(rows, indent=1) + "\n")
     with (out / f"{stem}.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -234,13 +240,15 @@ def _score_truth(piece, truth, cfg, out: Path, lm_samples: str | None) -> dict[s
     metrics_path = out / "metrics.json"
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
     metrics["ancestors"] = result
-    metrics_path.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(metrics_path, json.dumps(metrics, indent=1) + "\n")
     return result
 
 
 def run(args: argparse.Namespace) -> int:
+    from phenogen.cli import check_inputs_outside
     from phenogen.config import load_sections, save_resolved
-    from phenogen.dna.seqio import write_fasta
+    from phenogen.dna.seqio import read_fasta, write_fasta
+    from phenogen.fsio import check_output_dir, prepare_output_dir, read_json, read_text
     from phenogen.phylo.align import read_sequences
     from phenogen.phylo.asr import annotate_tree, node_table
     from phenogen.phylo.config import AncestorsConfig
@@ -249,33 +257,70 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_sections({"ancestors": AncestorsConfig}, args.config, _overrides(args))["ancestors"]
+    # flags, output and every input first (seconds); alignment, tree and portraits take minutes
+    if args.model and not (args.node or args.mrca or args.all_internal):
+        raise InputError("--model paints chosen nodes: choose them with --node, --mrca or --all-internal")
+    if args.model and cfg.portrait_condition == "tree" and cfg.caption_tips == "train" and not args.dataset:
+        raise ConfigError(
+            "caption_tips = 'train' takes the training species from --dataset; with --fasta use 'all'"
+        )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved({"ancestors": cfg}, out, command=["phenogen", "ancestors", *sys.argv[2:]])
-    start = time.perf_counter()
+    check_output_dir(out, force=args.force)
+    check_inputs_outside(out, args.force, fasta=args.fasta, dataset=args.dataset, tree=args.tree,
+                         model=args.model, lm_samples=args.lm_samples)  # fmt: skip
     truth, masked, dropped = None, {}, {}
     if args.dataset:
+        if (Path(args.dataset) / "dataset.json").is_file():
+            read_json(Path(args.dataset) / "dataset.json", "dataset description", error=DataError)
         names, sequences, truth = dataset_input(args.dataset, with_extinct=cfg.with_extinct)
+    else:
+        seqs = read_sequences(args.fasta, policy=cfg.ambiguity_policy)
+        names, sequences, masked, dropped = seqs.names, seqs.sequences, seqs.masked, seqs.dropped
+    if cfg.seed < 0:  # numpy and TreeTime take non-negative seeds only
+        raise ConfigError(f"ancestors.seed = {cfg.seed}: the seed must be >= 0")
+    tips = set(names)
+    for flag, wanted in [
+        ("--outgroup / ancestors.outgroup", cfg.outgroup),
+        *(("--mrca", m) for m in args.mrca),
+    ]:
+        unknown = [t for t in wanted if t not in tips]
+        if unknown:
+            shown = ", ".join(sorted(tips)[:5])
+            raise InputError(
+                f"{flag}: {', '.join(unknown)} not among the input's {len(tips)} names ({shown}, …)"
+            )
+    if args.tree:
+        from phenogen.phylo.tree import check_names, read_tree
+
+        read_text(args.tree, "tree file (--tree)")
+        check_names(
+            read_tree(args.tree), names, tree_source=str(args.tree), fasta_source=args.fasta or args.dataset
+        )
+    if args.lm_samples:
+        read_fasta(args.lm_samples, policy="mask")
+    caption_tips = None
+    if args.model:
+        from phenogen.diffusion.pipeline import check_pipeline_dir
+
+        model_dir, _ = check_pipeline_dir(args.model)
+        head = read_json(model_dir / "conditioner" / "config.json", "conditioner config").get(
+            "head", "tokens"
+        )
+        if cfg.portrait_condition == "tree" and head != "caption":
+            raise ConfigError(
+                f"portrait_condition = 'tree' needs a model with the caption head (image.cond_head = 'caption'); "
+                f"{args.model} has the '{head}' head (or paint from 'sequence')"
+            )
+        if cfg.portrait_condition == "tree" and cfg.caption_tips == "train":
+            caption_tips = training_species(args.dataset)
+    prepare_output_dir(out, "ancestors", force=args.force)
+    save_resolved({"ancestors": cfg}, out, command=["phenogen", "ancestors", *sys.argv[2:]])
+    start = time.perf_counter()
+    if args.dataset:
         write_fasta(out / "input.fasta", list(zip(names, sequences, strict=True)))
         source = str(out / "input.fasta")
     else:
-        seqs = read_sequences(args.fasta, policy=cfg.ambiguity_policy)
-        names, sequences, masked, dropped, source = (
-            seqs.names,
-            seqs.sequences,
-            seqs.masked,
-            seqs.dropped,
-            args.fasta,
-        )
-    if args.model and not (args.node or args.mrca or args.all_internal):
-        raise InputError("--model paints chosen nodes: choose them with --node, --mrca or --all-internal")
-    caption_tips = None
-    if args.model and cfg.portrait_condition == "tree" and cfg.caption_tips == "train":
-        if not args.dataset:
-            raise ConfigError(
-                "caption_tips = 'train' takes the training species from --dataset; with --fasta use 'all'"
-            )
-        caption_tips = training_species(args.dataset)
+        source = args.fasta
     piece = reconstruct(
         names, sequences, cfg=cfg, tree_file=args.tree, assume_aligned=args.aligned, source=source
     )
@@ -288,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
     write_tree(annotate_tree(tree, rows), out / "tree.annotated.nwk")
     write_fasta(out / "ancestors.fasta", [(r["node"], result.sequences[r["node"]]) for r in rows])
     _write_table(rows, out, "nodes")
-    (out / "selected.json").write_text(json.dumps({"selected": selected}, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out / "selected.json", json.dumps({"selected": selected}, indent=1) + "\n")
 
     summary: dict[str, Any] = {
         **piece["counts"],
@@ -316,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
         piece["timings"]["portraits_s"] = time.perf_counter() - t0
     piece["timings"]["total_s"] = time.perf_counter() - start
     summary["timings"] = {k: round(v, 3) for k, v in piece["timings"].items()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     mean_conf = sum(r["mean_confidence"] for r in rows) / len(rows)
     print(
         f"ancestors: {len(aln)} sequences × {aln.length} columns ({aln.method}), tree {piece['counts']['tree_method']}, "

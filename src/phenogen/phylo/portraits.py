@@ -133,11 +133,14 @@ def reconstruct_captions(
     tip_sequences: Mapping[str, str],
     nodes: Sequence[str],
     tips: Collection[str] | None = None,
+    tip_captions: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """The captions the tips of ``tree`` (those in ``tip_sequences``) write with ``conditioner``,
     reconstructed at ``nodes`` by :func:`tree_captions` — what ``portrait_condition = "tree"`` paints.
     ``tips`` restricts the tips whose captions are used (``[ancestors] caption_tips = "train"``: the
     training species, whose captions were fitted to their photos); ``None`` uses every tip.
+    ``tip_captions`` replaces the written caption of the tips it names (e.g. the training species'
+    captions inverted from their photos, :mod:`phenogen.diffusion.invert`).
 
     Raises
     ------
@@ -158,8 +161,12 @@ def reconstruct_captions(
     ]
     if not used:
         raise DataError("none of the tips chosen for tree captions is a tip of the tree with a sequence")
-    written = conditioner.caption_matrix([ungap(tip_sequences[t]) for t in used])  # (n_tips, caption_n)
-    return tree_captions(tree, dict(zip(used, written, strict=True)), list(nodes))
+    given = tip_captions or {}
+    written = dict(
+        zip(used, conditioner.caption_matrix([ungap(tip_sequences[t]) for t in used]), strict=True)
+    )
+    caps = {t: np.asarray(given[t], dtype=np.float64) if t in given else written[t] for t in used}
+    return tree_captions(tree, caps, list(nodes))
 
 
 def place_captions(
@@ -169,6 +176,7 @@ def place_captions(
     reference_tips: Collection[str],
     targets: Sequence[str],
     own_weight: float = 0.0,
+    tip_captions: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Captions of the tips ``targets`` (held-out or extinct barcodes placed on ``tree``) read through their
     relatives: the captions the ``reference_tips`` (training species) write, their Brownian-motion
@@ -176,7 +184,8 @@ def place_captions(
     blended with the caption the target's own barcode writes: ``(1 − w)·tree + w·own``.
 
     This is how phylogenetic comparative methods predict a species' continuous characters from its
-    relatives'; the k-mer map alone reads one barcode without its phylogenetic context.
+    relatives'; the k-mer map alone reads one barcode without its phylogenetic context. ``tip_captions``
+    replaces the written captions of the reference tips it names (:func:`reconstruct_captions`).
 
     Raises
     ------
@@ -191,7 +200,10 @@ def place_captions(
         raise DataError(f"own_weight must be in [0, 1], got {own_weight}")
     excluded = set(targets)
     refs = [t for t in reference_tips if t not in excluded]
-    placed = reconstruct_captions(conditioner, tree, tip_sequences, list(targets), tips=refs)
+    given = {t: c for t, c in (tip_captions or {}).items() if t not in excluded}
+    placed = reconstruct_captions(
+        conditioner, tree, tip_sequences, list(targets), tips=refs, tip_captions=given
+    )
     missing = [t for t in targets if t not in placed or t not in tip_sequences]
     if missing:
         raise DataError(f"target(s) {', '.join(missing[:5])} are not tips of the tree with a sequence")

@@ -48,6 +48,11 @@ def run(args: argparse.Namespace) -> int:
     if args.max_targets is not None:
         overrides.append(f"report.max_targets={args.max_targets}")
     cfg = load_sections({"report": ReportConfig}, args.config, overrides)["report"]
+    run_dir = Path(args.run)
+    if run_dir.exists() and not run_dir.is_dir():
+        from phenogen.errors import InputError
+
+        raise InputError(f"--run {run_dir}: is a file; give a run directory (the output of `phenogen demo --out DIR`)")
     path = build_report(Path(args.run), args.out, max_targets=cfg.max_targets)
     save_resolved({"report": cfg}, path.parent, name=f"{path.stem}.config.json", run=str(args.run))
     size = path.stat().st_size / 1e6

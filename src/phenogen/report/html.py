@@ -681,6 +681,11 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None, *, max
     run = Path(run_dir)
     if not run.is_dir():
         raise InputError(f"{run}: no such run directory (expected the output of `phenogen demo --out DIR`)")
+    if not any((run / d).is_dir() for d in RUN_LAYOUT.values()):
+        raise InputError(
+            f"{run}: not a phenogen run directory (none of {', '.join(sorted(RUN_LAYOUT.values()))}/ in it); "
+            "give the output of `phenogen demo --out DIR`"
+        )
     out = check_output_file(Path(out_path) if out_path else run / "report.html")
     # the run directory (and, below, the dataset's image folders): a row of generated.tsv or a symlink
     # leading anywhere else is not embedded

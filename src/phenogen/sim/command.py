@@ -9,14 +9,14 @@ an earlier output only with ``--force``.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
 
-from phenogen.errors import InputError
+from phenogen.errors import ConfigError, InputError, PhenogenError
+from phenogen.fsio import MARKER
 
-__all__ = ["add_arguments", "run", "prepare_out_dir"]
+__all__ = ["add_arguments", "run", "check_out_dir", "prepare_out_dir"]
 
 GENERATOR = "phenogen simulate"
 
@@ -32,8 +32,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _is_simulate_output(out: Path) -> bool:
+    """``out`` carries simulate's marker, or (an output of an older phenogen) simulate's dataset.json."""
+    from phenogen.fsio import read_json
+
+    for path, key in ((out / MARKER, "written_by"), (out / "dataset.json", "generator")):
+        if path.is_file():
+            try:
+                if read_json(path).get(key) == GENERATOR:
+                    return True
+            except PhenogenError:
+                continue
+    return False
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """Raise unless ``out`` can receive a new clade (touches nothing; see :func:`prepare_out_dir`)."""
+    from phenogen.sim.clade import OUTPUT_ENTRIES
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; give a directory")
+    if not out.is_dir():
+        return
+    try:
+        entries = sorted(p.name for p in out.iterdir())
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot be read ({exc.strerror or exc})") from None
+    if not entries:
+        return
+    if not _is_simulate_output(out):
+        raise InputError(
+            f"--out {out}: directory is not empty and is not a 'phenogen simulate' output; "
+            "choose a new or empty directory"
+        )
+    if not force:
+        raise InputError(f"--out {out}: holds an earlier simulated clade; pass --force to replace it")
+    foreign = [name for name in entries if name not in (*OUTPUT_ENTRIES, MARKER)]
+    if foreign:
+        raise InputError(
+            f"--out {out}: besides the simulated clade it holds {', '.join(foreign)}; "
+            "move those away (simulate --force only replaces its own files)"
+        )
+
+
 def prepare_out_dir(out: Path, force: bool) -> None:
     """Make sure ``out`` can receive a new clade; with ``force`` remove an earlier simulate output.
+
+    An earlier output is recognised by phenogen's marker file (:data:`phenogen.fsio.MARKER`) written by
+    simulate, or by the ``generator`` of its ``dataset.json`` (outputs written before the marker existed).
+    Only simulate's own entries are removed; the marker is (re)written.
 
     Raises
     ------
@@ -41,38 +88,21 @@ def prepare_out_dir(out: Path, force: bool) -> None:
         ``out`` is a file, a non-empty directory that is not a simulate output, a simulate output
         without ``force``, or a simulate output holding files simulate did not write.
     """
+    from phenogen import __version__
+    from phenogen.fsio import atomic_write_json, is_phenogen_dir
     from phenogen.sim.clade import OUTPUT_ENTRIES
 
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: is a file; give a directory")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    info_path = out / "dataset.json"
-    generator = None
-    if info_path.is_file():
-        try:
-            generator = json.loads(info_path.read_text(encoding="utf-8")).get("generator")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            generator = None
-    if generator != GENERATOR:
-        raise InputError(
-            f"--out {out}: directory is not empty and is not a 'phenogen simulate' output; "
-            "choose a new or empty directory"
-        )
-    if not force:
-        raise InputError(f"--out {out}: holds an earlier simulated clade; pass --force to replace it")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_ENTRIES)
-    if foreign:
-        raise InputError(
-            f"--out {out}: besides the simulated clade it holds {', '.join(foreign)}; "
-            "move those away (simulate --force only replaces its own files)"
-        )
-    for name in OUTPUT_ENTRIES:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    check_out_dir(out, force)
+    if out.is_dir():
+        for name in OUTPUT_ENTRIES:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    if not is_phenogen_dir(out):
+        atomic_write_json(out / MARKER, {"written_by": GENERATOR, "version": __version__})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,13 +110,16 @@ def run(args: argparse.Namespace) -> int:
     from phenogen.sim.clade import simulate_clade
     from phenogen.sim.config import SimConfig
 
+    out = Path(args.out)
+    check_out_dir(out, args.force)
     overrides = list(args.set)
     for flag, key in (("seed", "seed"), ("n_living", "n_living"), ("image_size", "image_size")):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"sim.{key}={value}")
     cfg = load_sections({"sim": SimConfig}, args.config, overrides)["sim"]
-    out = Path(args.out)
+    if cfg.seed < 0:  # numpy's generators take non-negative seeds only
+        raise ConfigError(f"--seed / sim.seed = {cfg.seed}: the seed must be >= 0")
     prepare_out_dir(out, args.force)
 
     start = time.perf_counter()
