@@ -16,6 +16,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ IMG_SETS = {"preset": "tiny", "max_steps": 2, "batch_size": 4, "vae_steps": 1, "
             "kmer_k": 2, "kmer_segments": 2, "sample_steps": 1, "sample_every": 0, "checkpoint_every": 1,
             "lr_warmup_steps": 1, "heldout_every": 0}  # fmt: skip
 IMG_ARGS = [a for k, v in IMG_SETS.items() for a in ("--set", f"image.{k}={json.dumps(v)}")]
+CPU_PRIOR = str(resources.files("phenogen") / "assets" / "bird_prior_cpu")  # the packaged prior, preset cpu
 PNG_GARBAGE = b"\x89PNG\r\n\x1a\n then garbage, not an image"
 
 
@@ -166,6 +168,7 @@ BREAKERS: dict[str, tuple[str, str, Callable[[Path], None]]] = {
     "lm_state_optimizer_garbage": ("lmrun", "state/optimizer.pt", lambda p: p.write_bytes(b"\x80\x02garbage")),
     "lm_state_trainer_list": ("lmrun", "state/trainer_state.json", lambda p: p.write_text("[]")),
     "lm_state_missing": ("lmrun", "state", _rm),
+    "lm_model_truncated": ("lmrun", "model/model.safetensors", _truncate),
     "img_config_not_json": ("imgrun", "config.json", lambda p: p.write_text("not json")),
     "img_config_list": ("imgrun", "config.json", lambda p: p.write_text("[]")),
     "img_config_no_section": ("imgrun", "config.json", lambda p: p.write_text('{"command": "train-image"}')),
@@ -228,6 +231,8 @@ def _env(world: dict[str, Path], tmp: Path, breaker: str | None) -> dict[str, st
         "empty.fa": b"",
         "one.fa": f">only\n{PAIRS[0][1]}\n".encode(),
         "latin1.tsv": b"processid\tspecies\ncaf\xe9\t\xff\n",
+        "fakeprior/unet/config.json": b"[]",
+        "fakeprior/vae/config.json": b"{}",
         "header.tsv": (FIXTURES / "bold_combined_parus.tsv").read_bytes().split(b"\n")[0] + b"\n",
         "noimg/readme.txt": b"not a fetch images output\n",
         "badimg/images.tsv": b"not\ta\tmanifest\n",
@@ -237,6 +242,8 @@ def _env(world: dict[str, Path], tmp: Path, breaker: str | None) -> dict[str, st
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_bytes(data)
     (tmp / "emptydir").mkdir()
+    shutil.copy(BOLD_TSV, tmp / "prev" / "in.tsv")  # inputs kept inside an earlier output
+    shutil.copy(world["barcodes"] / "barcodes.tsv", tmp / "prev" / "barcodes.tsv")
     env = {k: str(v) for k, v in world.items()} | {"tmp": str(tmp)}
     if breaker is not None:
         which, rel, how = BREAKERS[breaker]
@@ -361,6 +368,14 @@ CASES: list[tuple[str, list[str], str, str | None]] = [
      "image.vae", None),
     ("img_force_would_delete_data", [*IMG, "--data", "{tmp}/prev/ds", "--out", "{tmp}/prev", "--force"],
      "prev", None),
+    ("img_gpt2_without_lm", [*IMG, "--data", "{ds}", "--out", "{tmp}/o", "--set", 'image.encoder="gpt2"'],
+     "image.lm_model", None),
+    ("img_gpt2_lm_missing", [*IMG, "--data", "{ds}", "--out", "{tmp}/o", "--set", 'image.encoder="gpt2"', "--set",
+                             'image.lm_model="{tmp}/nolm"'], "image.lm_model='{tmp}/nolm'", None),
+    ("img_gpt2_lm_broken", [*IMG, "--data", "{ds}", "--out", "{tmp}/o", "--set", 'image.encoder="gpt2"',
+                            "--set", 'image.lm_model="{bad}"'], "model.safetensors", "lm_model_truncated"),
+    ("img_gpt2_lm_is_file", [*IMG, "--data", "{ds}", "--out", "{tmp}/o", "--set", 'image.encoder="gpt2"', "--set",
+                             'image.lm_model="{tmp}/afile"'], "image.lm_model", None),
     ("img_unknown_flag", [*IMG, "--data", "{ds}", "--out", "{tmp}/o", "--steps", "3"], "unrecognized", None),
     # --- pretrain-image
     ("prior_out_is_file", [*PRIOR, "--out", "{tmp}/afile"], "is a file", None),
@@ -382,6 +397,10 @@ CASES: list[tuple[str, list[str], str, str | None]] = [
     *[(f"val_{b}", ["validate", "{bad}"], "bad_ds", b) for b in DS_BREAKS],
     ("val_json_is_dir", ["validate", "{fasta}", "--json", "{tmp}/emptydir"], "--json", None),
     ("val_json_parent_is_file", ["validate", "{fasta}", "--json", "{tmp}/afile/x.json"], "afile", None),
+    ("val_json_is_the_input", ["validate", "{tmp}/prev/old.txt", "--json", "{tmp}/prev/old.txt"],
+     "is the input", None),
+    ("val_json_overwrites_dataset_json", ["validate", "{bad}", "--json", "{bad}/dataset.json"],
+     "a file of the dataset", "ds_image_missing"),
     ("val_bad_policy", ["validate", "{fasta}", "--policy", "ignore"], "invalid choice", None),
     ("val_set_unknown", ["validate", "{fasta}", "--set", "validate.colour=1"], "colour", None),
     ("val_set_negative", ["validate", "{fasta}", "--set", "validate.max_listed=-1"], "max_listed", None),
@@ -488,6 +507,10 @@ CASES: list[tuple[str, list[str], str, str | None]] = [
     ("report_run_not_a_run", ["report", "--run", "{tmp}/emptydir"], "not a phenogen run", None),
     ("report_out_is_dir", ["report", "--run", "{run}", "--out", "{tmp}/emptydir"], "emptydir", None),
     ("report_out_parent_is_file", ["report", "--run", "{run}", "--out", "{tmp}/afile/r.html"], "afile", None),
+    ("report_out_overwrites_manifest", ["report", "--run", "{run}", "--out", "{run}/data/manifest.tsv"],
+     "not an HTML report", None),
+    ("report_out_overwrites_user_file", ["report", "--run", "{run}", "--out", "{tmp}/afile"], "not an HTML report",
+     None),
     ("report_max_targets_zero", ["report", "--run", "{run}", "--out", "{tmp}/r.html", "--max-targets", "0"],
      "max_targets", None),
     ("report_max_targets_not_int", ["report", "--run", "{run}", "--max-targets", "many"], "--max-targets", None),
@@ -516,6 +539,8 @@ CASES: list[tuple[str, list[str], str, str | None]] = [
      "--cache {tmp}/afile: is a file", None),
     ("fetch_cache_parent_is_file", [*FETCH_IM, "--taxa", "{tmp}/taxa.txt", "--cache", "{tmp}/afile/c"],
      "--cache", None),
+    ("fetch_out_foreign", [*FETCH_BC, "--taxa", "{tmp}/taxa.txt", "--out", "{tmp}/udir"],
+     "--out {tmp}/udir: directory is not empty and was not written by phenogen", None),
     ("fetch_set_unknown", [*FETCH_BC, "--taxa", "{tmp}/taxa.txt", "--set", "fetch.colour=1"], "colour", None),
     ("fetch_set_negative_retries", [*FETCH_BC, "--taxa", "{tmp}/taxa.txt", "--set", "fetch.retries=-1"],
      "retries", None),
@@ -553,9 +578,21 @@ CASES: list[tuple[str, list[str], str, str | None]] = [
      "csv_image_missing"),
     ("bold_force_bad_tsv_keeps_earlier", ["import", "bold", "--tsv", "{tmp}/empty.txt", "--out", "{tmp}/prev",
                                           "--force"], "empty.txt", None),
+    ("bold_force_would_delete_input", ["import", "bold", "--tsv", "{tmp}/prev/in.tsv", "--out", "{tmp}/prev",
+                                       "--force"], "holds the input --tsv", None),
+    ("build_force_would_delete_input", ["dataset", "build", "--barcodes", "{tmp}/prev/barcodes.tsv", "--out",
+                                        "{tmp}/prev", "--force", "--set", "build.require_images=false"],
+     "holds the input --barcodes", None),
     ("build_force_bad_barcodes_keeps_earlier", ["dataset", "build", "--barcodes", "{bad}", "--out", "{tmp}/prev",
                                                 "--force", "--set", "build.require_images=false"], "barcodes.tsv",
      "bc_bad_sequence"),
+    ("img_force_prior_of_other_preset_keeps_earlier", [*IMG, "--data", "{ds}", "--out", "{tmp}/prev", "--force",
+                                                       "--set", f'image.init="{CPU_PRIOR}"'],
+     "the prior's UNet has cross_attention_dim 128 (this run needs 32)", None),
+    ("prior_force_prior_of_other_preset_keeps_earlier", [*PRIOR, "--out", "{tmp}/prev", "--force", "--set",
+                                                         f'prior.init="{CPU_PRIOR}"'], "prior.init=", None),
+    ("img_prior_unet_config_broken", [*IMG, "--data", "{ds}", "--out", "{tmp}/o", "--set",
+                                      'image.init="{tmp}/fakeprior"'], "fakeprior/unet/config.json", None),
     # --- train-lm / train-image: settings that only the data can refute
     ("lm_positions_too_few", [*LM, "--data", "{fasta}", "--out", "{tmp}/o", "--set", "lm.n_positions=8"],
      "n_positions", None),
@@ -595,7 +632,9 @@ def test_wrong_invocation_is_one_line_and_exit_2(argv, needle, breaker, world, t
     assert elapsed < 20, f"{elapsed:.1f} s: checks must come before any long work"
     assert (tmp_path / "udir" / "mine.txt").read_text() == "precious\n"  # never deleted
     assert sorted(p.name for p in (tmp_path / "udir").iterdir()) == ["mine.txt"]  # nor anything added
-    assert (tmp_path / "prev" / "old.txt").read_text() == "an earlier run\n"  # nor an earlier output, on error
+    assert (
+        tmp_path / "prev" / "old.txt"
+    ).read_text() == "an earlier run\n"  # nor an earlier output, on error
     assert (tmp_path / "afile").read_bytes() == b"I am a file\n"
 
 
@@ -615,13 +654,30 @@ def test_an_unreachable_server_is_logged_and_exit_1_without_a_traceback(what, tm
     """Every base URL a closed local port, no retries: each taxon's failure is logged (log.tsv, one stdout
     line), the command finishes, says on ONE stderr line what failed and exits 1 — a rerun resumes."""
     (tmp_path / "taxa.txt").write_text("Turdus merula\nParus major\n")
-    sources = ["--set", 'fetch.sources=["ncbi", "bold"]', "--set", 'fetch.image_sources=["inaturalist", "gbif"]']
+    sources = [
+        "--set",
+        'fetch.sources=["ncbi", "bold"]',
+        "--set",
+        'fetch.image_sources=["inaturalist", "gbif"]',
+    ]
+    argv = [
+        "fetch",
+        what,
+        "--taxa",
+        str(tmp_path / "taxa.txt"),
+        "--out",
+        str(tmp_path / "f"),
+        *DEAD,
+        *sources,
+    ]
     start = time.perf_counter()
-    code = main(["fetch", what, "--taxa", str(tmp_path / "taxa.txt"), "--out", str(tmp_path / "f"), *DEAD,
-                 *sources])  # fmt: skip
+    assert main(argv) == 1
+    capsys.readouterr()
+    code = main(argv)  # the rerun continues in its own (marked) output directory
     out, err = capsys.readouterr()
     assert time.perf_counter() - start < 20
     assert code == 1 and "Traceback" not in out + err, err
+    assert (tmp_path / "f" / MARKER).is_file()
     assert err.count("\n") == 1 and "taxon queries failed" in err and "Turdus merula" in err, err
     assert out.count("ERROR") == (4 if what == "barcodes" else 2), out
     log = (tmp_path / "f" / "log.tsv").read_text().splitlines()
@@ -651,5 +707,7 @@ def test_the_checks_let_valid_invocations_through(world, tmp_path, capsys):
     assert main(again) == 0, capsys.readouterr().err
     lmrun = tmp_path / "lmrun"
     shutil.copytree(world["lmrun"], lmrun)
-    assert main([*LM, "--data", str(world["fasta"]), "--out", str(lmrun), "--resume"]) == 0, capsys.readouterr().err
+    assert main([*LM, "--data", str(world["fasta"]), "--out", str(lmrun), "--resume"]) == 0, (
+        capsys.readouterr().err
+    )
     assert (lmrun / "model" / "model.safetensors").is_file()

@@ -65,6 +65,8 @@ def test_force_never_deletes_a_directory_phenogen_did_not_write(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == [MARKER]
     with pytest.raises(InputError, match="is a file"):
         check_output_dir(run / MARKER)
+    with pytest.raises(InputError, match="is a file, not a directory"):
+        check_output_dir(run / MARKER / "sub" / "run")
     with pytest.raises(InputError, match="contradict"):
         check_output_dir(run, force=True, resume=True)
 

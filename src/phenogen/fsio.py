@@ -159,6 +159,11 @@ def check_output_dir(
         raise InputError("--resume and --force contradict each other; pick one")
     if out.exists() and not out.is_dir():
         raise InputError(f"{flag} {out}: is a file, not a directory; give a directory")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{flag} {out}: {parent} is a file, not a directory")
+            break
     if not out.is_dir():
         if resume:
             raise InputError(f"{flag} {out}: does not exist; nothing to resume")

@@ -56,7 +56,9 @@ def check_barcodes(barcodes: list, table: Path) -> None:
                 "without spaces, tabs, ';' or '|'"
             )
         if not b.species.strip() or any(c in b.species for c in "\t\n\r\x00"):
-            raise InputError(f"{where}: record {rid!r}: species {b.species[:60]!r} is empty or holds a tab/newline")
+            raise InputError(
+                f"{where}: record {rid!r}: species {b.species[:60]!r} is empty or holds a tab/newline"
+            )
         if not b.sequence:
             raise InputError(f"{where}: record {rid!r}: empty sequence")
         if not _DNA.issuperset(b.sequence):
@@ -68,6 +70,7 @@ def check_barcodes(barcodes: list, table: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from phenogen.cli import check_inputs_outside
     from phenogen.config import load_sections, save_resolved
     from phenogen.data.barcodes import read_barcodes
     from phenogen.data.build import build_dataset
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_output_dir(out, force=args.force)
     check_output_file(out / "config.json")
+    check_inputs_outside(out, args.force, barcodes=args.barcodes, images=args.images)
     src = Path(args.barcodes)
     table = src / "barcodes.tsv" if src.is_dir() else src
     barcodes = read_table(read_barcodes, table, "barcodes table")
@@ -88,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
     entries, images_root = [], Path(".")
     if args.images:
         if Path(args.images).exists() and not Path(args.images).is_dir():
-            raise InputError(f"--images {args.images}: is a file; give a `phenogen fetch images` output folder")
+            raise InputError(
+                f"--images {args.images}: is a file; give a `phenogen fetch images` output folder"
+            )
         entries = read_table(read_image_manifest, Path(args.images) / "images.tsv", "image manifest")
         images_root = Path(args.images) / "images"
     ds = build_dataset(

@@ -11,6 +11,10 @@ duplicated). A taxon whose requests still fail after the retries, or whose answe
 wrong JSON shape, GenBank text that does not parse — never cached), is logged and the command exits 1
 after finishing the others — rerun it later.
 
+Before any request: the ``fetch.*_base`` URLs must be http(s) URLs, ``--out`` and ``--cache`` directories
+(not files), and ``--out`` new, empty or an earlier fetch output (phenogen's marker file, which the first
+run writes): a directory of the user's is never written into, so no file of theirs is overwritten.
+
     phenogen fetch barcodes --taxa passerines.txt --out data/passerines/barcodes --set fetch.email=you@uni.edu
     phenogen fetch images --taxa passerines.txt --out data/passerines/photos --set fetch.max_per_taxon=3
 """
@@ -23,7 +27,17 @@ import dataclasses
 import sys
 from pathlib import Path
 
-__all__ = ["add_arguments", "run", "check_base_urls", "check_dir_path", "make_client", "fetch_barcodes", "fetch_all_images", "write_log"]
+__all__ = [
+    "add_arguments",
+    "run",
+    "check_base_urls",
+    "check_dir_path",
+    "check_fetch_out",
+    "make_client",
+    "fetch_barcodes",
+    "fetch_all_images",
+    "write_log",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +88,30 @@ def check_dir_path(path: Path, flag: str) -> None:
             if not parent.is_dir():
                 raise InputError(f"{flag} {path}: {parent} is a file, not a directory")
             break
+
+
+def check_fetch_out(out: Path) -> None:
+    """A rerun continues in its ``--out`` (marked, or from before the marker: its config.json says fetch);
+    any other non-empty directory is refused — the outputs would overwrite the user's files of those names."""
+    from phenogen.errors import InputError, PhenogenError
+    from phenogen.fsio import MARKER, is_phenogen_dir, read_json
+
+    if not out.is_dir() or is_phenogen_dir(out):
+        return
+    names = {p.name for p in out.iterdir()}
+    if names <= {"cache"}:  # empty, or only the HTTP cache of a run killed before its first write
+        return
+    try:
+        earlier = str(read_json(out / "config.json", "fetch settings").get("command", "")).startswith(
+            "fetch "
+        )
+    except PhenogenError:
+        earlier = False
+    if not earlier:
+        raise InputError(
+            f"--out {out}: directory is not empty and was not written by phenogen (no {MARKER} file); "
+            "choose a new or empty directory — fetch would overwrite files there"
+        )
 
 
 def make_client(cfg, cache_dir: Path):  # noqa: ANN001, ANN201 - FetchConfig -> HttpClient
@@ -159,9 +197,11 @@ def fetch_all_images(taxa: list[str], out: Path, cfg, client) -> tuple[list, lis
 
 
 def run(args: argparse.Namespace) -> int:
+    from phenogen import __version__
     from phenogen.config import load_sections, save_resolved
     from phenogen.data.barcodes import read_taxa
     from phenogen.data.config import FetchConfig
+    from phenogen.fsio import MARKER, atomic_write_json, is_phenogen_dir
 
     cfg: FetchConfig = load_sections({"fetch": FetchConfig}, args.config, args.set)["fetch"]
     check_base_urls(cfg)
@@ -171,7 +211,10 @@ def run(args: argparse.Namespace) -> int:
     check_dir_path(out, "--out")
     if args.cache:
         check_dir_path(cache, "--cache")
+    check_fetch_out(out)
     out.mkdir(parents=True, exist_ok=True)
+    if not is_phenogen_dir(out):
+        atomic_write_json(out / MARKER, {"written_by": f"phenogen fetch {args.what}", "version": __version__})
     shown = dataclasses.replace(cfg, api_key="***" if cfg.api_key else "")  # never write a key to disk
     save_resolved({"fetch": shown}, out, command=f"fetch {args.what}", taxa=taxa, cache=str(cache))
     client = make_client(cfg, cache)

@@ -85,6 +85,7 @@ def read_table(read, path: Path, what: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from phenogen.cli import check_inputs_outside
     from phenogen.config import load_sections, save_resolved
     from phenogen.data.config import BuildConfig, FetchConfig, ImportConfig
     from phenogen.fsio import check_output_dir, check_output_file
@@ -96,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_output_dir(out, force=args.force)
     check_output_file(out / "config.json")
+    check_inputs_outside(out, args.force, fasta=args.fasta, csv=args.csv, root=args.root, tsv=args.tsv,
+                         images=args.images)  # fmt: skip
     if args.kind == "folder":
         from phenogen.data.folder import import_folder
 
@@ -115,7 +118,6 @@ def run(args: argparse.Namespace) -> int:
         from phenogen.data.build import build_dataset
         from phenogen.data.folder import ImportSummary
         from phenogen.data.images import read_image_manifest
-
         from phenogen.errors import InputError
 
         _need(args, "tsv", *(["images"] if args.images else []))
@@ -123,9 +125,12 @@ def run(args: argparse.Namespace) -> int:
         fcfg.policy = icfg.policy
         barcodes, log = read_table(lambda p: read_bold_file(p, fcfg), Path(args.tsv), "BOLD TSV")
         if not barcodes:  # name the export, not the dataset that could not be written
-            why = ", ".join(f"{reason} {n:,}" for reason, n in sorted(log.filtered.items(), key=lambda kv: -kv[1]))
+            why = ", ".join(
+                f"{reason} {n:,}" for reason, n in sorted(log.filtered.items(), key=lambda kv: -kv[1])
+            )
             raise InputError(
-                f"{args.tsv}: BOLD TSV has no data rows" if not log.found
+                f"{args.tsv}: BOLD TSV has no data rows"
+                if not log.found
                 else f"{args.tsv}: none of the {log.found:,} BOLD rows gave a usable barcode ({why or 'all filtered'}); "
                 "see the [fetch] filters (min_length, max_n_fraction, policy)"
             )

@@ -16,7 +16,38 @@ from pathlib import Path
 
 from phenogen.errors import ConfigError, InputError
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "check_prior_fits"]
+
+
+def check_prior_fits(init: str, preset: str, resolution: int | None, flag: str = "image.init") -> None:
+    """Refuse an ``init`` prior whose UNet cannot be loaded by a run of ``preset`` (at ``resolution``; None =
+    the preset's) *before* ``--out`` is touched: otherwise ``--force`` clears the earlier output and the
+    mismatch surfaces only when the prior's UNet is loaded, after the VAE stage. Reads two JSON files."""
+    from phenogen.diffusion.components import get_preset
+    from phenogen.diffusion.prior import resolve_init
+    from phenogen.errors import CheckpointError
+    from phenogen.fsio import read_json
+
+    try:
+        prior = resolve_init(init, preset)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("image.init=", f"{flag}=", 1)) from None
+    if prior is None:
+        return
+    unet = read_json(prior / "unet" / "config.json", "prior UNet config", error=CheckpointError)
+    vae = read_json(prior / "vae" / "config.json", "prior VAE config", error=CheckpointError)
+    p = get_preset(preset)
+    want = {"cross_attention_dim": p.cross_attention_dim}
+    blocks = vae.get("block_out_channels")
+    if isinstance(blocks, list) and blocks:  # the run encodes with the prior's VAE: its factor sets the side
+        want["sample_size"] = (resolution or p.resolution) // 2 ** (len(blocks) - 1)
+    wrong = {k: (unet.get(k), v) for k, v in want.items() if unet.get(k) != v}
+    if wrong:
+        shown = ", ".join(f"{k} {got!r} (this run needs {need!r})" for k, (got, need) in wrong.items())
+        raise CheckpointError(
+            f"{flag}={init!r}: the prior's UNet has {shown}; it was pretrained with another preset or "
+            f"resolution than preset {preset!r} — use a prior of the same preset and resolution"
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from phenogen.config import load_sections, to_jsonable
     from phenogen.diffusion.components import get_preset
-    from phenogen.diffusion.prior import PriorConfig, pretrain_prior, resolve_init
+    from phenogen.diffusion.prior import PriorConfig, pretrain_prior
     from phenogen.diffusion.train import check_not_inside
     from phenogen.fsio import atomic_write_json, check_output_dir, prepare_output_dir
 
@@ -49,12 +80,9 @@ def run(args: argparse.Namespace) -> int:
         get_preset(cfg.preset)
     except ConfigError as exc:
         raise ConfigError(f"prior.preset={cfg.preset!r}: {exc}") from None
-    try:
-        resolve_init(cfg.init, cfg.preset)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("image.init=", "prior.init=", 1)) from None
     if args.force:
         check_not_inside(out, {"prior.init": cfg.init})
+    check_prior_fits(cfg.init, cfg.preset, None, flag="prior.init")
     prepare_output_dir(out, "pretrain-image", force=args.force)
     atomic_write_json(out / "config.json", {"prior": to_jsonable(cfg), "command": "pretrain-image"})
     record = pretrain_prior(out, cfg, progress=not args.no_progress)

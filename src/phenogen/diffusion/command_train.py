@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     from phenogen.accel import end_distributed, on_main
     from phenogen.config import load_sections, to_jsonable
+    from phenogen.data.dataset import load_dataset
+    from phenogen.diffusion.command_prior import check_prior_fits
     from phenogen.diffusion.config import ImageConfig
     from phenogen.diffusion.train import (
         GROUP_TIMEOUT_S,
@@ -58,10 +60,15 @@ def run(args: argparse.Namespace) -> int:
         process_kwargs,
         train_image_model,
     )
-    from phenogen.data.dataset import load_dataset
+    from phenogen.errors import ConfigError, PhenogenError
     from phenogen.fsio import MARKER, atomic_write_json, check_output_dir, is_phenogen_dir, prepare_output_dir
+    from phenogen.lm.model import check_model_dir
 
     cfg: ImageConfig = load_sections({"image": ImageConfig}, args.config, args.set)["image"]
+    if args.no_progress:  # also transformers' "Loading weights" bar of a gpt2 encoder's LM
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     out: Path = args.out
 
     def prepare() -> None:
@@ -69,10 +76,19 @@ def run(args: argparse.Namespace) -> int:
         check_inputs(args.data, cfg)
         if args.force:
             check_not_inside(out, {"--data": args.data, "image.init": cfg.init, "image.vae": cfg.vae})
-            if is_phenogen_dir(out) and any(c.name != MARKER for c in out.iterdir()):
-                # --force is about to clear an earlier run: a corrupt image found only while training
-                # would cost it for nothing, so every image the run reads is decoded first
-                load_dataset(args.data).verify_images(["train", "heldout"])
+        check_prior_fits(cfg.init, cfg.preset, cfg.resolution)
+        if cfg.encoder == "gpt2":  # else a missing or broken LM is found only after the VAE has trained
+            if not cfg.lm_model:
+                raise ConfigError("image.encoder='gpt2' needs the DNA language model: set image.lm_model to a "
+                                  "train-lm output directory")  # fmt: skip
+            try:
+                check_model_dir(cfg.lm_model)
+            except PhenogenError as exc:
+                raise type(exc)(f"image.lm_model={cfg.lm_model!r}: {exc}") from None
+        if args.force and is_phenogen_dir(out) and any(c.name != MARKER for c in out.iterdir()):
+            # --force is about to clear an earlier run: a corrupt image found only while training would
+            # cost it for nothing, so every image the run reads is decoded first
+            load_dataset(args.data).verify_images(["train", "heldout"])
         if args.resume:
             check_resumable(out, cfg)
         prepare_output_dir(out, "train-image", force=args.force, resume=args.resume)

@@ -20,7 +20,14 @@ from typing import Any, Literal
 
 from phenogen.config import require_finite
 
-__all__ = ["ValidateConfig", "add_arguments", "run", "validate_fasta", "validate_dataset"]
+__all__ = [
+    "ValidateConfig",
+    "add_arguments",
+    "run",
+    "validate_fasta",
+    "validate_dataset",
+    "check_json_spares_input",
+]
 
 
 @dataclass
@@ -115,6 +122,20 @@ def validate_dataset(path: Path) -> tuple[list[str], dict[str, Any]]:
     return lines, facts
 
 
+def check_json_spares_input(out: Path, path: Path) -> None:
+    """Refuse a ``--json`` that would overwrite what is validated: the FASTA itself, or a file of the dataset
+    directory (``dataset.json``, ``manifest.tsv``, an image …)."""
+    from phenogen.errors import InputError
+
+    target, given = out.resolve(), path.resolve()
+    inside = given in target.parents and target.exists()
+    if target == given or inside:
+        what = "the input" if target == given else f"a file of the dataset {path}"
+        raise InputError(
+            f"--json {out}: is {what}; writing the summary there would overwrite it — give another file"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from phenogen.config import load_sections, save_resolved
 
@@ -128,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         from phenogen.fsio import check_output_file
 
         check_output_file(args.json, flag="--json")
+        check_json_spares_input(Path(args.json), path)
     lines, facts = validate_dataset(path) if path.is_dir() else validate_fasta(path, cfg)
     print("\n".join(lines))
     print("OK")

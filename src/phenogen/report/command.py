@@ -4,9 +4,9 @@
     phenogen report --run runs/demo --out /tmp/r.html --max-targets 24
 
 The run-directory layout it reads is documented in :mod:`phenogen.report.html`; any part may be
-missing (it is shown as "not run"). A broken ``metrics.json``, a ``--out`` that is a directory or a
-malformed dataset is one error (exit 2); an image that is corrupt or lies outside the run and dataset
-directories is skipped with a visible note.
+missing (it is shown as "not run"). A broken ``metrics.json``, a ``--out`` that is a directory or an
+existing file other than an ``.html`` report, or a malformed dataset is one error (exit 2); an image
+that is corrupt or lies outside the run and dataset directories is skipped with a visible note.
 """
 
 from __future__ import annotations
@@ -52,7 +52,16 @@ def run(args: argparse.Namespace) -> int:
     if run_dir.exists() and not run_dir.is_dir():
         from phenogen.errors import InputError
 
-        raise InputError(f"--run {run_dir}: is a file; give a run directory (the output of `phenogen demo --out DIR`)")
+        raise InputError(
+            f"--run {run_dir}: is a file; give a run directory (the output of `phenogen demo --out DIR`)"
+        )
+    if args.out and Path(args.out).is_file() and Path(args.out).suffix.lower() not in (".html", ".htm"):
+        from phenogen.errors import InputError
+
+        raise InputError(
+            f"--out {args.out}: an existing file that is not an HTML report (a run's metrics.json, a "
+            "dataset's manifest …); writing the report there would overwrite it — give a new .html file"
+        )
     path = build_report(Path(args.run), args.out, max_targets=cfg.max_targets)
     save_resolved({"report": cfg}, path.parent, name=f"{path.stem}.config.json", run=str(args.run))
     size = path.stat().st_size / 1e6
