@@ -110,4 +110,6 @@ def test_a_refused_out_is_the_same_error_on_every_process(data, two_processes):
     assert r.returncode != 0
     line = "holds an earlier phenogen output; pass --resume to continue it or --force to replace it"
     assert r.stderr.count(line) == 1
-    assert "phenogen/" not in r.stderr.replace(str(two_processes), "")  # torchrun's own report, no frame of ours
+    assert "phenogen/" not in r.stderr.replace(
+        str(two_processes), ""
+    )  # torchrun's own report, no frame of ours

@@ -44,7 +44,7 @@ import torch
 
 from phenogen.errors import CheckpointError, PhenogenError
 
-N_DEFAULT = {"lm": 400, "tokenizer": 600, "pipeline": 250, "lm_resume": 400, "image_resume": 150}
+N_DEFAULT = {"lm": 300, "tokenizer": 500, "pipeline": 200, "lm_resume": 300, "image_resume": 120}
 N_FUZZ = 10_000
 MAX_CASE_S = 5.0
 SEED = int(os.environ.get("PHENOGEN_FUZZ_SEED", "22"))
@@ -67,7 +67,9 @@ class Fuzz:
         except PhenogenError as exc:
             self.counts["refused"] += 1
             text = str(exc)
-            assert "\n" not in text and len(text) < 3000, f"{self.name}: bad message {text[:500]!r}; {shown()}"
+            assert "\n" not in text and len(text) < 3000, (
+                f"{self.name}: bad message {text[:500]!r}; {shown()}"
+            )
             self.refusals[type(exc).__name__] += 1
         except Exception as exc:  # noqa: BLE001 - what the fuzzer is for
             self.counts["other"] += 1
@@ -104,7 +106,17 @@ HOSTILE = [
     ["os", "system"], ["builtins", "eval"], ["torch", "nn"],
 ]  # fmt: skip
 RAW_VALUES = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400", b"1e-400", b"9" * 5000, b"-0", b"0.0"]
-SPECIAL_BYTES = [b"\xff", b"\xfe", b"\x80", b"\xc3", b"\xed\xa0\x80", b"\x00", b"\xef\xbb\xbf", b"\\u0000", b"\\ud800"]
+SPECIAL_BYTES = [
+    b"\xff",
+    b"\xfe",
+    b"\x80",
+    b"\xc3",
+    b"\xed\xa0\x80",
+    b"\x00",
+    b"\xef\xbb\xbf",
+    b"\\u0000",
+    b"\\ud800",
+]
 
 
 def mutate_bytes(data: bytes, rng: random.Random) -> tuple[bytes, str]:
@@ -228,7 +240,22 @@ def mutate_safetensors(data: bytes, rng: random.Random) -> tuple[bytes, str]:
         k = rng.randrange(len(data))
         return data[:k], f"safetensors truncated at {k} of {len(data)}"
     if op < 0.24:
-        value = rng.choice((0, 1, 7, n - 1, n + 1, n + 8, len(data), len(data) - 8, 2**32, 2**63, 2**64 - 1, n ^ (1 << rng.randrange(64))))
+        value = rng.choice(
+            (
+                0,
+                1,
+                7,
+                n - 1,
+                n + 1,
+                n + 8,
+                len(data),
+                len(data) - 8,
+                2**32,
+                2**63,
+                2**64 - 1,
+                n ^ (1 << rng.randrange(64)),
+            )
+        )
         return struct.pack("<Q", value) + data[8:], f"safetensors header length {n} -> {value}"
     if op < 0.34 and body:
         k = rng.randrange(len(body))
@@ -261,7 +288,9 @@ def mutate_safetensors(data: bytes, rng: random.Random) -> tuple[bytes, str]:
             what = f"shape of {name} = {shape!r}"
         elif sub < 0.75:
             a, b = t["data_offsets"]
-            t["data_offsets"] = rng.choice(([b, a], [a, b + 4], [a - 4, b], [a, a], [0, b], [a, 2**63], [-1, b], [a], None, [str(a), b]))
+            t["data_offsets"] = rng.choice(
+                ([b, a], [a, b + 4], [a - 4, b], [a, a], [0, b], [a, 2**63], [-1, b], [a], None, [str(a), b])
+            )
             what = f"data_offsets of {name} = {t['data_offsets']!r}"
         elif sub < 0.85:
             del doc[name]
@@ -352,7 +381,7 @@ def run_dir_fuzz(name: str, root: Path, call: Callable[[], object], n: int, rng_
         if after is not None:
             what += after(mut, rng)
         try:
-            fuzz.case(call, lambda: what)
+            fuzz.case(call, lambda what=what: what)
         finally:
             mut.restore()
     call()  # the directory is whole again
@@ -378,7 +407,10 @@ def _quiet_and_single_threaded():
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    hf_level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # no load reports of the damaged models
     yield
+    hf_logging.set_verbosity(hf_level)
     for lg, level in zip(loggers, levels, strict=True):
         lg.setLevel(level)
     diffusers_logging.set_verbosity(diffusers_level)
@@ -426,7 +458,10 @@ def pipeline_dir(tmp_path_factory):
     torch.manual_seed(0)
     cond = build_conditioner("kmer", 32, kmer_k=2, kmer_segments=2, max_length=24, heads=2)
     pipe = DNAToImagePipeline(
-        build_vae("tiny"), build_unet("tiny", pooled=True), make_scheduler("ddim", build_noise_scheduler().config), cond
+        build_vae("tiny"),
+        build_unet("tiny", pooled=True),
+        make_scheduler("ddim", build_noise_scheduler().config),
+        cond,
     )
     out = tmp_path_factory.mktemp("fuzz_pipe") / "pipeline"
     pipe.save_pretrained(out, safe_serialization=True)
@@ -462,7 +497,14 @@ def lm_run(tmp_path_factory):
     optimizer.step()
     scheduler.step()
     history = {"steps": [{"step": 1, "epoch": 1 / 3, "loss": 2.5, "lr": 1e-3}], "epochs": []}
-    ts = {"epoch": 0, "step_in_epoch": 1, "global_step": 1, "elapsed_s": 1.0, "history": history, "world_size": 1}
+    ts = {
+        "epoch": 0,
+        "step_in_epoch": 1,
+        "global_step": 1,
+        "elapsed_s": 1.0,
+        "history": history,
+        "world_size": 1,
+    }
     _save_state(out / "state", accelerator, model, optimizer, scheduler, ts)
     return {"out": out, "cfg": cfg, "source": source, "accelerator": accelerator, "model": model,
             "optimizer": optimizer, "scheduler": scheduler, "steps_per_epoch": steps_per_epoch}  # fmt: skip
@@ -594,7 +636,9 @@ CASES = {
     "tokenizer": (lambda f: (f["tokenizer_dir"], _tokenizer_call(f["tokenizer_dir"]), None)),
     "pipeline": (lambda f: (f["pipeline_dir"], _pipeline_call(f["pipeline_dir"]), None)),
     "lm_resume": (lambda f: (f["lm_run"]["out"], lambda: resume_lm(f["lm_run"]), None)),
-    "image_resume": (lambda f: (f["image_run"]["out"], lambda: resume_image(f["image_run"]), _update_manifest)),
+    "image_resume": (
+        lambda f: (f["image_run"]["out"], lambda: resume_image(f["image_run"]), _update_manifest)
+    ),
 }
 
 
@@ -629,6 +673,121 @@ def test_resume_position_outside_the_run_is_refused(lm_run):
 
     good = {"epoch": 0, "step_in_epoch": 1, "global_step": 1}
     check_resume_position(good, 3, 2, lm_run["out"])
-    for bad in ({"step_in_epoch": 4}, {"epoch": 3}, {"global_step": 99}, {"step_in_epoch": 4, "global_step": 4}):
+    for bad in (
+        {"step_in_epoch": 4},
+        {"epoch": 3},
+        {"global_step": 99},
+        {"step_in_epoch": 4, "global_step": 4},
+    ):
         with pytest.raises(CheckpointError, match="trainer_state|step|epoch"):
             check_resume_position(good | bad, 3, 2, lm_run["out"])
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / src.name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit_json(path: Path, edit: Callable[[dict], object]) -> None:
+    doc = json.loads(path.read_text())
+    new = edit(doc)
+    path.write_text(json.dumps(doc if new is None else new))
+
+
+def test_lm_config_without_its_shape_is_refused_before_building_a_gpt2(lm_dir, tmp_path):
+    """Deleted shape keys used to build GPT-2's 124M-parameter defaults (2 s) before failing."""
+    from phenogen.lm.model import load_lm
+
+    d = _copy(lm_dir, tmp_path)
+    _edit_json(d / "config.json", lambda c: {"": c})
+    t = time.perf_counter()
+    with pytest.raises(CheckpointError, match="n_layer must be a positive integer"):
+        load_lm(d)
+    assert time.perf_counter() - t < 1.0
+    shutil.copy(lm_dir / "config.json", d / "config.json")
+    _edit_json(d / "config.json", lambda c: c.update(n_layer=2**31))
+    with pytest.raises(CheckpointError, match="n_layer"):
+        load_lm(d)
+
+
+def test_a_weights_file_missing_a_tensor_is_refused_not_loaded_with_random_weights(lm_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from phenogen.lm.model import load_lm
+
+    d = _copy(lm_dir, tmp_path)
+    tensors = load_file(d / "model.safetensors")
+    name = next(k for k in tensors if k.endswith("ln_f.weight"))
+    save_file(
+        {k: v for k, v in tensors.items() if k != name}, d / "model.safetensors", metadata={"format": "pt"}
+    )
+    with pytest.raises(CheckpointError, match="random weights"):
+        load_lm(d)
+
+
+def test_tokenizer_from_pretrained_refuses_damaged_directories(tokenizer_dir, tmp_path):
+    from phenogen.dna.tokenizer import KmerTokenizer
+
+    with pytest.raises(CheckpointError, match="does not exist"):
+        KmerTokenizer.from_pretrained(tmp_path / "nope")
+    d = _copy(tokenizer_dir, tmp_path)
+    _edit_json(d / "tokenizer_config.json", lambda c: c.update(k=99))
+    with pytest.raises(CheckpointError, match="k must be an integer"):
+        KmerTokenizer.from_pretrained(d)
+    (d / "tokenizer_config.json").write_text("[]")
+    with pytest.raises(CheckpointError, match="tokenizer config"):
+        KmerTokenizer.from_pretrained(d)
+    (d / "tokenizer_config.json").unlink()
+    with pytest.raises(CheckpointError, match="tokenizer_config.json: missing"):
+        KmerTokenizer.from_pretrained(d)
+
+
+@pytest.mark.parametrize(
+    "file,edit,match",
+    [
+        ("model_index.json", lambda c: c.update(conditioner=["os", "system"]), "not a component"),
+        ("unet/config.json", lambda c: c.update(layers_per_block=2**31), "layers_per_block"),
+        (
+            "scheduler/scheduler_config.json",
+            lambda c: c.update(num_train_timesteps=2**40),
+            "num_train_timesteps",
+        ),
+        ("conditioner/config.json", lambda c: c.update(heads=0.0), "heads"),
+        ("vae/config.json", lambda c: c.update(scaling_factor=float("inf")), "Infinity"),
+    ],
+)
+def test_pipeline_configs_no_model_has_are_refused_by_name(pipeline_dir, tmp_path, file, edit, match):
+    from phenogen.diffusion.pipeline import load_pipeline
+
+    d = _copy(pipeline_dir, tmp_path)
+    _edit_json(d / file, edit)
+    with pytest.raises(CheckpointError, match=match):
+        load_pipeline(d)
+
+
+def test_damaged_training_states_are_refused_by_field(lm_run, image_run, tmp_path):
+    from phenogen.diffusion.train import _check_loop_state
+    from phenogen.lm.train import _check_trainer_state
+
+    ts = json.loads((lm_run["out"] / "state" / "trainer_state.json").read_text())
+    ts["history"]["steps"][0]["step"] = 10**80  # float() of it overflowed in the loss plot
+    with pytest.raises(CheckpointError, match=r"history.steps\[0\]"):
+        _check_trainer_state(ts, Path("trainer_state.json"))
+    state = {"global_step": "2", "losses": [], "heldout": []}
+    with pytest.raises(CheckpointError, match="global_step"):
+        _check_loop_state(state, Path("loop_state.json"))
+    with pytest.raises(CheckpointError, match="losses"):
+        _check_loop_state({"global_step": 1, "losses": [0.1, 0.2], "heldout": []}, Path("loop_state.json"))
+
+
+def test_any_error_of_torch_load_on_a_damaged_optimizer_state_is_a_checkpoint_error(lm_run, monkeypatch):
+    """A flipped byte in optimizer.pt's pickle made torch.load raise AttributeError ('str' object has no
+    attribute 'dtype'), which --resume printed as a traceback."""
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'str' object has no attribute 'dtype'")
+
+    monkeypatch.setattr(torch, "load", broken)
+    with pytest.raises(CheckpointError, match=r"optimizer.pt: cannot be loaded \('str' object"):
+        resume_lm(lm_run)

@@ -42,6 +42,7 @@ import io
 import json
 import logging
 import math
+import pickle
 import shutil
 import sys
 import time
@@ -271,11 +272,15 @@ def _checkpoint_problem(ckpt: Path) -> str | None:
         if not isinstance(files, dict) or not files:
             return f"{COMPLETE} lists no files"
         for name, size in files.items():
+            if not name or "/" in name or "\\" in name or name in (".", "..") or not name.isprintable():
+                return f"{COMPLETE} lists {name!r:.80}, not a file name of the checkpoint"
+            if isinstance(size, bool) or not isinstance(size, int):
+                return f"{COMPLETE} gives {size!r:.40} as the size of {name!r:.80}"
             f = ckpt / name
             if not f.is_file():
-                return f"{name} missing"
+                return f"{name[:80]} missing"
             if f.stat().st_size != size:
-                return f"{name} is {f.stat().st_size} bytes, {size} were written"
+                return f"{name[:80]} is {f.stat().st_size} bytes, {size} were written"
     except (PhenogenError, OSError) as exc:
         return str(exc)
     return None
@@ -380,21 +385,61 @@ def _prune_checkpoints(root: Path, limit: int) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
+_MAX_STEP = 2**53
+
+
+def _check_loop_state(state: dict, file: Path) -> dict:
+    """The loop state of a checkpoint has the types the loop needs (else a traceback mid-run)."""
+
+    def count(value, low: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= _MAX_STEP
+
+    def real(value) -> bool:  # NaN allowed: a diverged loss is still a loss
+        return isinstance(value, float) or (count(abs(value), 0) if isinstance(value, int) else False)
+
+    bad = None
+    if not count(state.get("global_step"), 0):
+        bad = "global_step (an integer >= 0)"
+    elif "planned_steps" in state and not count(state["planned_steps"], 1):
+        bad = "planned_steps (an integer >= 1)"
+    elif not isinstance(state.get("losses"), list) or not all(real(v) for v in state["losses"]):
+        bad = "losses (a list of numbers)"
+    elif len(state["losses"]) > state["global_step"]:
+        bad = "losses (more entries than global_step)"
+    elif not isinstance(state.get("heldout"), list) or not all(
+        isinstance(h, dict) and count(h.get("step"), 0) and real(h.get("loss")) for h in state["heldout"]
+    ):
+        bad = "heldout (a list of {step, loss})"
+    elif "num_processes" in state and not count(state["num_processes"], 1):
+        bad = "num_processes (an integer >= 1)"
+    elif state.get("ema") is not None and not isinstance(state["ema"], dict):
+        bad = "ema (an object or null)"
+    if bad:
+        raise CheckpointError(
+            f"{file}: damaged loop state: needs {bad}; move the checkpoint aside to resume from an earlier one"
+        )
+    return state
+
+
 def _load_checkpoint(accelerator, ckpt_dir: Path, gen: torch.Generator, ema) -> dict:
     """Restore a checkpoint of :func:`_save_checkpoint`; anything unreadable is one CheckpointError."""
     from safetensors.torch import load_file
 
     from phenogen.fsio import read_json
+    from phenogen.lm.train import check_optimizer_state
 
-    state = read_json(ckpt_dir / "loop_state.json", "loop state", error=CheckpointError)
+    state = _check_loop_state(read_json(ckpt_dir / "loop_state.json", "loop state", error=CheckpointError),
+                              ckpt_dir / "loop_state.json")  # fmt: skip
     saved_world = state.get("num_processes", 1)
     if saved_world != accelerator.num_processes:
         raise CheckpointError(
-            f"{ckpt_dir}: written by a run of {saved_world} process(es), this one has "
+            f"{ckpt_dir}: written by a run of {saved_world!r:.40} process(es), this one has "
             f"{accelerator.num_processes}; resume with the same number of processes"
         )
     try:
         accelerator.load_state(str(ckpt_dir))
+        for opt in accelerator._optimizers:
+            check_optimizer_state(opt, ckpt_dir / "optimizer.bin")
         tensors = load_file(ckpt_dir / "loop_state.safetensors")
         gen.set_state(tensors["generator_state"])
         if ema is not None:
@@ -402,9 +447,14 @@ def _load_checkpoint(accelerator, ckpt_dir: Path, gen: torch.Generator, ema) -> 
             ema.load_state_dict({**(state["ema"] or {}), "shadow_params": shadow})
         for key in ("global_step", "losses", "heldout"):
             state[key]  # noqa: B018 - a KeyError here is a damaged loop state
+    except CheckpointError:
+        raise
     except Exception as exc:  # torch.load, safetensors and pickle raise many types for a damaged file
+        detail = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        if isinstance(exc, pickle.UnpicklingError):  # torch's text advises weights_only=False: never here
+            detail = "a file is not a weights-only torch file"
         raise CheckpointError(
-            f"{ckpt_dir}: cannot resume from this checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
+            f"{ckpt_dir}: cannot resume from this checkpoint ({detail}); "
             "it looked complete but a file is damaged: move it aside to resume from an earlier checkpoint"
         ) from exc
     return state
@@ -429,7 +479,7 @@ def check_resumable(out: Path, cfg: ImageConfig) -> None:
         diff = [k for k in SHAPE_KEYS if k in saved and saved[k] != now[k]]
         if diff:
             raise CheckpointError(
-                f"{out}: cannot resume with changed settings {', '.join(f'{k}: {saved[k]!r} -> {now[k]!r}' for k in diff)}; "
+                f"{out}: cannot resume with changed settings {', '.join(f'{k}: {saved[k]!r:.60} -> {now[k]!r:.60}' for k in diff)}; "
                 "use the original settings or a new --out"
             )
     find_checkpoint(out / "checkpoints", announce=False)

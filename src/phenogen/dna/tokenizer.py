@@ -162,7 +162,9 @@ class KmerTokenizer(PreTrainedTokenizer):
         path = Path(pretrained_model_name_or_path)
         if not path.is_dir():
             state = "is not a directory" if path.exists() else "does not exist"
-            raise CheckpointError(f"{path}: tokenizer directory {state}; give a model directory written by train-lm")
+            raise CheckpointError(
+                f"{path}: tokenizer directory {state}; give a model directory written by train-lm"
+            )
         for name in ("tokenizer_config.json", VOCAB_FILE):
             if not (path / name).is_file():
                 raise CheckpointError(f"{path / name}: missing (or not a file); save or copy the model again")
@@ -185,7 +187,9 @@ class KmerTokenizer(PreTrainedTokenizer):
             raise
         except Exception as exc:  # noqa: BLE001 - transformers raises many types for a damaged file
             text = " ".join(str(exc).split())[:300] or type(exc).__name__
-            raise CheckpointError(f"{path}: cannot load the k-mer tokenizer ({type(exc).__name__}: {text})") from None
+            raise CheckpointError(
+                f"{path}: cannot load the k-mer tokenizer ({type(exc).__name__}: {text})"
+            ) from None
 
     # -- transformers hooks ---------------------------------------------------------------------
     @property

@@ -255,7 +255,9 @@ def check_config_numbers(config: dict[str, Any], file: Path, long_lists: tuple[s
                 )
         elif isinstance(value, float):
             if not math.isfinite(value):
-                raise CheckpointError(f"{file}: {where} = {value!r} is not a finite number; the config is damaged")
+                raise CheckpointError(
+                    f"{file}: {where} = {value!r} is not a finite number; the config is damaged"
+                )
         elif isinstance(value, list):
             if len(value) > MAX_CONFIG_LIST and not long:
                 raise CheckpointError(f"{file}: {where} has {len(value)} entries; the config is damaged")
@@ -296,14 +298,58 @@ def check_model_dir(path: str | Path) -> Path:
         _model_json(path, name)
     config = _model_json(path, "config.json")
     check_config_numbers(config, path / "config.json")
-    for key in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size"):
+    for key in SHAPE_KEYS:
         value = config.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise CheckpointError(f"{path / 'config.json'}: {key} must be a positive integer, got {value!r:.40}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(
+                f"{path / 'config.json'}: {key} must be a positive integer, got {value!r:.40}"
+                + (" (missing)" if key not in config else "")
+            )
     for name in (META_FILE, "generation_config.json", "special_tokens_map.json"):
         _model_json(path, name, required=False)
     check_safetensors(path / "model.safetensors", "model weights file")
+    _check_weight_shapes(path, config)
     return path
+
+
+SHAPE_KEYS = ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size")
+
+
+def _check_weight_shapes(path: Path, config: dict[str, Any]) -> None:
+    """The weights file's header against config.json: embedding shapes and layer count must agree.
+
+    Checked before transformers builds the model, so that a damaged config (``n_layer`` of 200, keys
+    deleted so that GPT-2's 124M-parameter defaults apply) is refused in milliseconds, naming the field.
+    """
+    import struct
+
+    weights = path / "model.safetensors"
+    with open(weights, "rb") as fh:
+        header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]).decode("utf-8"))
+    expected = {
+        "transformer.wte.weight": [config["vocab_size"], config["n_embd"]],
+        "transformer.wpe.weight": [config["n_positions"], config["n_embd"]],
+    }
+    for name, shape in expected.items():
+        entry = header.get(name)
+        if not isinstance(entry, dict) or entry.get("shape") != shape:
+            found = entry.get("shape") if isinstance(entry, dict) else "no such tensor"
+            raise CheckpointError(
+                f"{weights}: tensor {name} is {found!r:.60}, config.json (vocab_size, n_positions, n_embd) "
+                f"says {shape}; the config and the weights do not belong together"
+            )
+    layers = {
+        int(k.split(".")[2]) for k in header if k.startswith("transformer.h.") and k.split(".")[2].isdigit()
+    }
+    if layers != set(range(config["n_layer"])):
+        raise CheckpointError(
+            f"{weights}: holds {len(layers)} transformer layers, config.json n_layer says {config['n_layer']}; "
+            "the config and the weights do not belong together"
+        )
+    if config["n_embd"] % config["n_head"]:
+        raise CheckpointError(
+            f"{path / 'config.json'}: n_embd {config['n_embd']} is not a multiple of n_head {config['n_head']}"
+        )
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
@@ -340,9 +386,22 @@ def load_lm(path: str | Path, device: str | torch.device | None = None) -> DnaLM
     path = check_model_dir(path)
     tokenizer = KmerTokenizer.from_pretrained(path)  # a damaged tokenizer is a CheckpointError
     try:
-        model = GPT2LMHeadModel.from_pretrained(path, local_files_only=True)
+        model, info = GPT2LMHeadModel.from_pretrained(path, local_files_only=True, output_loading_info=True)
     except LOAD_ERRORS as exc:
         raise CheckpointError(f"{path}: cannot load the model weights ({_short(exc)})") from None
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    missing = [k for k in info.get("missing_keys", ()) if k not in tied]
+    unexpected = list(info.get("unexpected_keys", ())) + [str(m) for m in info.get("mismatched_keys", ())]
+    if missing or unexpected:
+        what = (
+            f"lacks {', '.join(sorted(missing)[:3])}"
+            if missing
+            else f"has unexpected {', '.join(sorted(unexpected)[:3])}"
+        )
+        raise CheckpointError(
+            f"{path / 'model.safetensors'}: {what[:300]} (would load with random weights); "
+            "the weights file is damaged or from another model"
+        )
     if model.config.vocab_size != len(tokenizer):
         raise CheckpointError(
             f"{path}: model vocabulary {model.config.vocab_size} != tokenizer vocabulary {len(tokenizer)}"

@@ -99,7 +99,10 @@ KILL_ENV = "PHENOGEN_TEST_KILL_AT"
 
 STATE_FILES = ("model.safetensors", "optimizer.pt", "scheduler.json", "rng.safetensors", "trainer_state.json")
 # Everything a broken file can raise while torch / safetensors read it.
-_LOAD_ERRORS = (OSError, RuntimeError, ValueError, TypeError, KeyError, EOFError, pickle.UnpicklingError)
+_LOAD_ERRORS = (OSError, RuntimeError, ValueError, TypeError, KeyError, EOFError, pickle.UnpicklingError,
+                AttributeError, IndexError, ArithmeticError, MemoryError)  # fmt: skip
+# torch.load of a damaged optimizer.pt raises these too (AttributeError: a flipped byte in its pickle);
+# _load_state catches every Exception of a library reading a state file, these are only the known ones
 
 
 @dataclass
@@ -175,7 +178,9 @@ def _check_resume_config(out: Path, cfg: LMConfig, data_source: str) -> None:
             f"{out}: --resume with a different [lm] config ({'; '.join(diffs)}); start a new --out"
         )
     if saved.get("data") != data_source:
-        raise ConfigError(f"{out}: --resume with different data ({saved.get('data')!r:.200} -> {data_source!r:.200})")
+        raise ConfigError(
+            f"{out}: --resume with different data ({saved.get('data')!r:.200} -> {data_source!r:.200})"
+        )
 
 
 def _save_dir(final: Path, write: Callable[[Path], None], what: str) -> None:
@@ -251,11 +256,17 @@ _MAX_COUNT = 2**53  # steps and epochs beyond this are damage, not a run
 
 
 def _real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A float (NaN and infinity included: an empty held-out split gives NaN) or an int within 2**53."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) <= _MAX_COUNT
+    return isinstance(value, float)
 
 
 def _number(value: Any) -> bool:
-    return _real(value) and math.isfinite(value)
+    """A finite int or float (an integer beyond 2**53 is damage too: float() of it may overflow)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) <= _MAX_COUNT
+    return isinstance(value, float) and math.isfinite(value)
 
 
 # history entries: the loop, losses.json and loss_curve.png read these keys as numbers
@@ -300,6 +311,27 @@ def _check_trainer_state(ts: Any, where: Path) -> dict[str, Any]:
     return ts
 
 
+def check_optimizer_state(optimizer, file: Path) -> None:
+    """Every per-parameter buffer of a loaded optimizer state has its parameter's shape (else the first
+    optimizer step would fail with a traceback); raises :class:`CheckpointError` naming ``file``."""
+    for g, group in enumerate(optimizer.param_groups):
+        for i, param in enumerate(group["params"]):
+            for key, value in optimizer.state.get(param, {}).items():
+                if not isinstance(value, torch.Tensor):
+                    raise CheckpointError(
+                        f"{file}: optimizer state {key!r:.40} of group {g} parameter {i} is not a tensor"
+                    )
+                if value.dim() and value.shape != param.shape:
+                    raise CheckpointError(
+                        f"{file}: optimizer state {key!r:.40} of group {g} parameter {i} has shape "
+                        f"{tuple(value.shape)}, the parameter {tuple(param.shape)}; the state is damaged"
+                    )
+                if not value.is_floating_point() and key != "step":
+                    raise CheckpointError(
+                        f"{file}: optimizer state {key!r:.40} of group {g} parameter {i} is not floating point"
+                    )
+
+
 def check_resume_position(ts: dict[str, Any], steps_per_epoch: int, epochs: int, where: Path) -> None:
     """Refuse a training state whose position does not fit this run (raises :class:`CheckpointError`).
 
@@ -325,7 +357,6 @@ def check_resume_position(ts: dict[str, Any], steps_per_epoch: int, epochs: int,
 
 def _load_state(path: Path, accelerator, model, optimizer, scheduler) -> dict[str, Any]:
     """Restore the state in ``path``; any missing or unreadable file is one :class:`CheckpointError`."""
-    from safetensors import SafetensorError
     from safetensors.torch import load_file, load_model
 
     hint = _older_state_hint(path)
@@ -345,6 +376,7 @@ def _load_state(path: Path, accelerator, model, optimizer, scheduler) -> dict[st
         load_model(accelerator.unwrap_model(model), str(path / current), device=device)
         current = "optimizer.pt"
         optimizer.load_state_dict(torch.load(path / current, weights_only=True, map_location=device))
+        check_optimizer_state(optimizer, path / current)
         current = "scheduler.json"
         scheduler.load_state_dict(read_json(path / current, "scheduler state", error=CheckpointError))
         scaler = getattr(accelerator, "scaler", None)
@@ -369,8 +401,10 @@ def _load_state(path: Path, accelerator, model, optimizer, scheduler) -> dict[st
             torch.cuda.set_rng_state_all(cuda_states)
     except CheckpointError as exc:
         raise CheckpointError(f"{exc}{hint}") from None
-    except (*_LOAD_ERRORS, SafetensorError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # noqa: BLE001 - torch.load and safetensors raise many types (_LOAD_ERRORS)
+        detail = (str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)[:300]
+        if isinstance(exc, pickle.UnpicklingError):  # torch's text advises weights_only=False: never here
+            detail = "not a weights-only torch file (damaged, or not written by phenogen)"
         raise CheckpointError(f"{path / current}: cannot be loaded ({detail}); cannot resume{hint}") from None
     saved_world = ts.get("world_size", 1)
     if saved_world != accelerator.num_processes and accelerator.is_main_process:
