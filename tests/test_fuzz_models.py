@@ -3,7 +3,7 @@
 Tiny real models are built once per module: a DNA language model directory (``save_lm``), its
 tokenizer files, a DNA-to-image pipeline directory (``save_pretrained``), a ``train-lm`` output with a
 resumable ``state/`` (written by ``train-lm``'s own ``_save_state``) and a ``train-image`` output with
-two checkpoints (written by its own ``_save_checkpoint``). Each case mutates *one* file of such a
+two checkpoints (written by its own ``save_checkpoint``). Each case mutates *one* file of such a
 directory in place — JSON files structurally (wrong types, deleted or renamed keys, huge numbers, NaN,
 ``1e400``, deep nesting, ``[]``, non-UTF-8 bytes) or byte-wise; safetensors files by truncation, header
 length flips, header JSON edits (dtype, shape, offsets) and data byte flips; any file by deletion,
@@ -14,7 +14,7 @@ loads other weights: that counts as accepted.
 
 Loaders: ``load_lm``; ``KmerTokenizer.from_pretrained``; ``load_pipeline``; the ``train-lm --resume``
 path (``complete_dir`` + ``_check_resume_config`` + ``_load_state`` + ``check_resume_position``); the
-``train-image --resume`` path (``check_resumable`` + ``find_checkpoint`` + ``_load_checkpoint`` + the
+``train-image --resume`` path (``check_resumable`` + ``find_checkpoint`` + ``load_checkpoint`` + the
 run's VAE through ``load_vae``). For train-image checkpoints half of the cases also rewrite
 ``complete.json`` with the mutated sizes, so that damaged files reach the loading code and are not only
 skipped as incomplete.
@@ -525,7 +525,7 @@ def resume_lm(run: dict) -> dict:
     return ts
 
 
-# -------- train-image: real checkpoints written by _save_checkpoint, and the objects it resumes into
+# -------- train-image: real checkpoints written by save_checkpoint, and the objects it resumes into
 IMAGE_SETS = {"preset": "tiny", "max_steps": 4, "batch_size": 2, "kmer_k": 2, "kmer_segments": 2,
               "checkpoint_every": 1, "checkpoints_total_limit": 2}  # fmt: skip
 
@@ -538,9 +538,9 @@ def image_run(tmp_path_factory):
     from phenogen.accel import new_accelerator
     from phenogen.config import to_jsonable
     from phenogen.diffusion import components
+    from phenogen.diffusion.checkpoints import save_checkpoint
     from phenogen.diffusion.conditioning import build_conditioner
     from phenogen.diffusion.config import ImageConfig
-    from phenogen.diffusion.train import _save_checkpoint
     from phenogen.fsio import replace_dir
 
     out = tmp_path_factory.mktemp("fuzz_image_run") / "run"
@@ -554,7 +554,7 @@ def image_run(tmp_path_factory):
     replace_dir(out / "vae.tmp", out / "vae")
     accelerator = new_accelerator("no", cpu=True, project_dir=str(out))
     # one block, 8 channels: the checkpoint layout of a real run with few tensors (the optimizer state's
-    # unpickling costs per tensor); _load_checkpoint does not depend on the architecture
+    # unpickling costs per tensor); load_checkpoint does not depend on the architecture
     unet = UNet2DConditionModel(
         sample_size=16 // components.vae_scale(vae), in_channels=vae.config.latent_channels,
         out_channels=vae.config.latent_channels, down_block_types=("CrossAttnDownBlock2D",),
@@ -575,20 +575,21 @@ def image_run(tmp_path_factory):
     scheduler.step()
     for step in (1, 2):
         state = {"global_step": step, "planned_steps": cfg.max_steps, "losses": [0.5] * step, "heldout": []}
-        _save_checkpoint(accelerator, out / "checkpoints", step, state, gen, ema, cfg.checkpoints_total_limit)
+        save_checkpoint(accelerator, out / "checkpoints", step, state, gen, ema, cfg.checkpoints_total_limit)
     return {"out": out, "cfg": cfg, "accelerator": accelerator, "gen": gen, "ema": ema}
 
 
 def resume_image(run: dict) -> dict:
     """What ``train-image --resume`` does with OUT: check it, choose the checkpoint, load it and the VAE."""
+    from phenogen.diffusion.checkpoints import find_checkpoint, load_checkpoint
     from phenogen.diffusion.components import load_vae
-    from phenogen.diffusion.train import _load_checkpoint, check_resumable, find_checkpoint
+    from phenogen.diffusion.train import check_resumable
 
     out = run["out"]
     check_resumable(out, run["cfg"])
     load_vae(out / "vae")
     ckpt = find_checkpoint(out / "checkpoints", announce=False)
-    return _load_checkpoint(run["accelerator"], ckpt, run["gen"], run["ema"])
+    return load_checkpoint(run["accelerator"], ckpt, run["gen"], run["ema"])
 
 
 def _update_manifest(mut: DirMutator, rng: random.Random) -> str:
@@ -767,7 +768,7 @@ def test_pipeline_configs_no_model_has_are_refused_by_name(pipeline_dir, tmp_pat
 
 
 def test_damaged_training_states_are_refused_by_field(lm_run, image_run, tmp_path):
-    from phenogen.diffusion.train import _check_loop_state
+    from phenogen.diffusion.checkpoints import check_loop_state
     from phenogen.lm.train import _check_trainer_state
 
     ts = json.loads((lm_run["out"] / "state" / "trainer_state.json").read_text())
@@ -776,9 +777,9 @@ def test_damaged_training_states_are_refused_by_field(lm_run, image_run, tmp_pat
         _check_trainer_state(ts, Path("trainer_state.json"))
     state = {"global_step": "2", "losses": [], "heldout": []}
     with pytest.raises(CheckpointError, match="global_step"):
-        _check_loop_state(state, Path("loop_state.json"))
+        check_loop_state(state, Path("loop_state.json"))
     with pytest.raises(CheckpointError, match="losses"):
-        _check_loop_state({"global_step": 1, "losses": [0.1, 0.2], "heldout": []}, Path("loop_state.json"))
+        check_loop_state({"global_step": 1, "losses": [0.1, 0.2], "heldout": []}, Path("loop_state.json"))
 
 
 def test_any_error_of_torch_load_on_a_damaged_optimizer_state_is_a_checkpoint_error(lm_run, monkeypatch):

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from phenogen.data.dataset import Record, write_dataset
-from phenogen.diffusion.train import KILL_ENV, _checkpoint_problem, _checkpoints
+from phenogen.diffusion.checkpoints import KILL_ENV, checkpoint_problem, list_checkpoints
 
 STEPS = 8
 SETS = {"preset": "tiny", "max_steps": STEPS, "batch_size": 4, "vae_steps": 2, "vae_batch_size": 4,
@@ -69,7 +69,7 @@ def train(data: Path, out: Path, *extra: str, kill: str | None = None) -> subpro
 
 def complete_steps(out: Path) -> list[int]:
     """Steps of the complete checkpoints in ``out``."""
-    return [step for step, d in _checkpoints(out / "checkpoints") if _checkpoint_problem(d) is None]
+    return [step for step, d in list_checkpoints(out / "checkpoints") if checkpoint_problem(d) is None]
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
