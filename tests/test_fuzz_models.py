@@ -2,7 +2,7 @@
 
 Tiny real models are built once per module: a DNA language model directory (``save_lm``), its
 tokenizer files, a DNA-to-image pipeline directory (``save_pretrained``), a ``train-lm`` output with a
-resumable ``state/`` (written by ``train-lm``'s own ``_save_state``) and a ``train-image`` output with
+resumable ``state/`` (written by ``train-lm``'s own ``write_state``) and a ``train-image`` output with
 two checkpoints (written by its own ``save_checkpoint``). Each case mutates *one* file of such a
 directory in place — JSON files structurally (wrong types, deleted or renamed keys, huge numbers, NaN,
 ``1e400``, deep nesting, ``[]``, non-UTF-8 bytes) or byte-wise; safetensors files by truncation, header
@@ -13,7 +13,7 @@ mutation. No case may take :data:`MAX_CASE_S` or more. A data-byte flip that kee
 loads other weights: that counts as accepted.
 
 Loaders: ``load_lm``; ``KmerTokenizer.from_pretrained``; ``load_pipeline``; the ``train-lm --resume``
-path (``complete_dir`` + ``_check_resume_config`` + ``_load_state`` + ``check_resume_position``); the
+path (``complete_dir`` + ``_check_resume_config`` + ``read_state`` + ``check_resume_position``); the
 ``train-image --resume`` path (``check_resumable`` + ``find_checkpoint`` + ``load_checkpoint`` + the
 run's VAE through ``load_vae``). For train-image checkpoints half of the cases also rewrite
 ``complete.json`` with the mutated sizes, so that damaged files reach the loading code and are not only
@@ -468,7 +468,7 @@ def pipeline_dir(tmp_path_factory):
     return out
 
 
-# -------- train-lm: a real state/ written by _save_state, and the objects train_lm resumes into
+# -------- train-lm: a real state/ written by write_state, and the objects train_lm resumes into
 LM_SETS = {"k": 2, "n_positions": 16, "epochs": 2, "batch_size": 2, "mixed_precision": "no", "seed": 0}
 
 
@@ -479,7 +479,8 @@ def lm_run(tmp_path_factory):
     from phenogen.accel import new_accelerator
     from phenogen.config import to_jsonable
     from phenogen.lm.config import LMConfig
-    from phenogen.lm.train import _param_groups, _save_state
+    from phenogen.lm.state import write_state
+    from phenogen.lm.train import _param_groups
 
     out = tmp_path_factory.mktemp("fuzz_lm_run") / "run"
     out.mkdir()
@@ -505,7 +506,7 @@ def lm_run(tmp_path_factory):
         "history": history,
         "world_size": 1,
     }
-    _save_state(out / "state", accelerator, model, optimizer, scheduler, ts)
+    write_state(out / "state", accelerator, model, optimizer, scheduler, ts)
     return {"out": out, "cfg": cfg, "source": source, "accelerator": accelerator, "model": model,
             "optimizer": optimizer, "scheduler": scheduler, "steps_per_epoch": steps_per_epoch}  # fmt: skip
 
@@ -513,14 +514,15 @@ def lm_run(tmp_path_factory):
 def resume_lm(run: dict) -> dict:
     """What ``train-lm --resume`` does before its loop: choose, check and load the state."""
     from phenogen.fsio import complete_dir
-    from phenogen.lm.train import _check_resume_config, _load_state, check_resume_position
+    from phenogen.lm.state import check_resume_position, read_state
+    from phenogen.lm.train import _check_resume_config
 
     out = run["out"]
     state_dir = complete_dir(out / "state")
     if state_dir is None:
         raise CheckpointError(f"{out}: nothing to resume")
     _check_resume_config(out, run["cfg"], run["source"])
-    ts = _load_state(state_dir, run["accelerator"], run["model"], run["optimizer"], run["scheduler"])
+    ts = read_state(state_dir, run["accelerator"], run["model"], run["optimizer"], run["scheduler"])
     check_resume_position(ts, run["steps_per_epoch"], run["cfg"].epochs, state_dir)
     return ts
 
@@ -670,7 +672,7 @@ def test_fuzz_model_loaders_long(request, name):
 # ------------------------------------------------------------------------------ targeted cases
 def test_resume_position_outside_the_run_is_refused(lm_run):
     """A trainer state whose step lies beyond the epoch would spin the loop forever: refused."""
-    from phenogen.lm.train import check_resume_position
+    from phenogen.lm.state import check_resume_position
 
     good = {"epoch": 0, "step_in_epoch": 1, "global_step": 1}
     check_resume_position(good, 3, 2, lm_run["out"])
@@ -769,12 +771,12 @@ def test_pipeline_configs_no_model_has_are_refused_by_name(pipeline_dir, tmp_pat
 
 def test_damaged_training_states_are_refused_by_field(lm_run, image_run, tmp_path):
     from phenogen.diffusion.checkpoints import check_loop_state
-    from phenogen.lm.train import _check_trainer_state
+    from phenogen.lm.state import check_trainer_state
 
     ts = json.loads((lm_run["out"] / "state" / "trainer_state.json").read_text())
     ts["history"]["steps"][0]["step"] = 10**80  # float() of it overflowed in the loss plot
     with pytest.raises(CheckpointError, match=r"history.steps\[0\]"):
-        _check_trainer_state(ts, Path("trainer_state.json"))
+        check_trainer_state(ts, Path("trainer_state.json"))
     state = {"global_step": "2", "losses": [], "heldout": []}
     with pytest.raises(CheckpointError, match="global_step"):
         check_loop_state(state, Path("loop_state.json"))

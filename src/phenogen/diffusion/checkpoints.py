@@ -242,7 +242,7 @@ def load_checkpoint(accelerator, ckpt_dir: Path, gen: torch.Generator, ema) -> d
     from safetensors.torch import load_file
 
     from phenogen.fsio import read_json
-    from phenogen.lm.train import check_optimizer_state
+    from phenogen.lm.state import check_optimizer_state
 
     state = check_loop_state(read_json(ckpt_dir / "loop_state.json", "loop state", error=CheckpointError),
                               ckpt_dir / "loop_state.json")  # fmt: skip
