@@ -19,7 +19,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["new_accelerator", "shard_indices", "on_main", "is_main_process", "end_distributed"]
+__all__ = [
+    "new_accelerator",
+    "process_kwargs",
+    "GROUP_TIMEOUT_S",
+    "shard_indices",
+    "on_main",
+    "is_main_process",
+    "end_distributed",
+]
 
 
 def new_accelerator(mixed_precision: str, **kwargs: Any):
@@ -35,6 +43,28 @@ def new_accelerator(mixed_precision: str, **kwargs: Any):
 
 
 # ------------------------------------------------------------------------ multi-process helpers
+GROUP_TIMEOUT_S = 12 * 3600
+"""How long a process waits at a barrier or all-reduce: the others wait while the main process trains
+the VAE, samples and saves (torch's default, 30 min, is shorter than a long VAE stage). A process that
+dies does not leave the others waiting: torchrun then stops them."""
+
+
+def process_kwargs() -> dict:
+    """Accelerator/PartialState keywords for this launch: ``cpu=True`` under ``torchrun`` without a GPU.
+
+    accelerate only sets up a CPU process group (gloo) when asked for the CPU; ``accelerate launch --cpu``
+    asks through the environment, plain ``torchrun`` does not, so several processes on a machine without
+    CUDA would each train alone (and race on ``--out``). The process group's timeout: GROUP_TIMEOUT_S.
+    """
+    import os
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        return {"cpu": True}
+    return {}
+
+
 def shard_indices(indices: list[int], rank: int, world: int) -> list[int]:
     """Rank ``rank``'s share of ``indices`` (``indices[rank::world]``): shares differ in length by at most
     one, their union is ``indices``, and with ``world == 1`` it is ``indices`` itself."""

@@ -14,6 +14,7 @@ __all__ = [
     "CheckpointError",
     "ExternalToolError",
     "NetworkError",
+    "one_line",
 ]
 
 
@@ -47,3 +48,18 @@ class ExternalToolError(PhenogenError):
 
 class NetworkError(PhenogenError):
     """A remote server could not be reached after retries."""
+
+
+def one_line(text: object, limit: int | None = 200) -> str:
+    """``text`` (or an exception's message) with whitespace runs, newlines too, collapsed to one space and
+    cut to ``limit`` characters (None: not cut): every message phenogen prints stays one line.
+
+    An exception with an empty message gives its type's name.
+
+    >>> one_line("a\\n  b"), one_line(ValueError()), one_line("x" * 9, limit=5)
+    ('a b', 'ValueError', 'xxxx…')
+    """
+    flat = " ".join(str(text).split())
+    if not flat and isinstance(text, BaseException):
+        flat = type(text).__name__
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 1] + "…"

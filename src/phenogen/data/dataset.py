@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from phenogen.errors import DataError, PhenogenError
+from phenogen.errors import DataError, PhenogenError, one_line
 from phenogen.fsio import atomic_write_json, atomic_write_text, read_json
 
 __all__ = [
@@ -181,10 +181,6 @@ def _name(rel: str) -> str:
     return rel if rel.isprintable() and len(rel) <= 120 else _show(rel)
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def image_problem(rel: str) -> str | None:
     """What is wrong with the image path ``rel`` on its face (no file-system access), or None.
 
@@ -226,7 +222,7 @@ def contained_file(base: Path, rel: str, roots: Sequence[Path]) -> tuple[Path | 
         inside = any(path.is_relative_to(r) for r in roots)
         exists = path.is_file()
     except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, permissions
-        return None, f"image {_name(rel)} cannot be resolved ({_one_line(exc)})"
+        return None, f"image {_name(rel)} cannot be resolved ({one_line(exc, limit=None)})"
     if not inside:
         return None, f"image {_name(rel)} points outside the dataset directory (to {path})"
     if not exists:
@@ -264,7 +260,7 @@ def check_image(
         raise error(f"{path}: {what} does not exist") from None
     except Exception as exc:  # noqa: BLE001 - see the docstring
         raise error(
-            f"{path}: {what} cannot be decoded ({type(exc).__name__}: {_one_line(exc)[:200]})"
+            f"{path}: {what} cannot be decoded ({type(exc).__name__}: {one_line(exc, limit=None)[:200]})"
         ) from None
 
 
@@ -278,7 +274,7 @@ def read_image(path: str | Path, what: str = "image", error: type[PhenogenError]
             return im.convert("RGB")
     except Exception as exc:  # noqa: BLE001 - the file changed since check_image
         raise error(
-            f"{path}: {what} cannot be decoded ({type(exc).__name__}: {_one_line(exc)[:200]})"
+            f"{path}: {what} cannot be decoded ({type(exc).__name__}: {one_line(exc, limit=None)[:200]})"
         ) from None
 
 
@@ -470,7 +466,7 @@ def _manifest_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             except StopIteration:
                 return
             except csv.Error as exc:
-                raise _fail(path, line_no, f"not a valid TSV row ({_one_line(exc)})") from None
+                raise _fail(path, line_no, f"not a valid TSV row ({one_line(exc, limit=None)})") from None
             yield line_no, row
 
 

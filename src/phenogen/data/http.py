@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from phenogen.errors import DataError, NetworkError, PhenogenError
+from phenogen.errors import DataError, NetworkError, PhenogenError, one_line
 
 __all__ = [
     "HttpClient",
@@ -69,7 +69,6 @@ __all__ = [
     "MAX_REDIRECTS",
     "json_payload",
     "expect",
-    "one_line",
 ]
 
 log = logging.getLogger(__name__)
@@ -129,16 +128,6 @@ class HttpStats:
 def _kind(value: object) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
-
-
-def one_line(text: object, limit: int = 200) -> str:
-    """``text`` with its whitespace runs (newlines too) collapsed to one space, cut to ``limit`` characters.
-
-    >>> one_line("a\\n  b")
-    'a b'
-    """
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def json_payload(payload: bytes | str, source: str) -> Any:

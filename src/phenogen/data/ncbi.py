@@ -19,8 +19,8 @@ from typing import Any
 
 from phenogen.data.barcodes import Barcode, check_barcode, safe_id
 from phenogen.data.config import FetchConfig
-from phenogen.data.http import HttpClient, RetryablePayloadError, expect, json_payload, one_line
-from phenogen.errors import DataError
+from phenogen.data.http import HttpClient, RetryablePayloadError, expect, json_payload
+from phenogen.errors import DataError, one_line
 
 __all__ = [
     "TaxonLog",

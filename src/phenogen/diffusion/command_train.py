@@ -47,17 +47,15 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from accelerate import PartialState
 
-    from phenogen.accel import end_distributed, on_main
+    from phenogen.accel import GROUP_TIMEOUT_S, end_distributed, on_main, process_kwargs
     from phenogen.config import load_sections, to_jsonable
     from phenogen.data.dataset import load_dataset
     from phenogen.diffusion.command_prior import check_prior_fits
     from phenogen.diffusion.config import ImageConfig
     from phenogen.diffusion.train import (
-        GROUP_TIMEOUT_S,
         check_inputs,
         check_not_inside,
         check_resumable,
-        process_kwargs,
         train_image_model,
     )
     from phenogen.errors import ConfigError, PhenogenError
@@ -95,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         settings = {"image": cfg, "command": "train-image", "data": str(args.data), "resume": args.resume}
         atomic_write_json(out / "config.json", {k: to_jsonable(v) for k, v in settings.items()})
 
-    # under torchrun: joins the process group (the timeout: train.GROUP_TIMEOUT_S)
+    # under torchrun: joins the process group (the timeout: accel.GROUP_TIMEOUT_S)
     state = PartialState(**process_kwargs(), timeout=timedelta(seconds=GROUP_TIMEOUT_S))
     try:
         on_main(state, prepare)

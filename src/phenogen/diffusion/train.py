@@ -198,26 +198,6 @@ def diffusion_loss(
 
 
 # ---------------------------------------------------------------------------------- processes
-GROUP_TIMEOUT_S = 12 * 3600
-"""How long a process waits at a barrier or all-reduce: the others wait while the main process trains
-the VAE, samples and saves (torch's default, 30 min, is shorter than a long VAE stage). A process that
-dies does not leave the others waiting: torchrun then stops them."""
-
-
-def process_kwargs() -> dict:
-    """Accelerator/PartialState keywords for this launch: ``cpu=True`` under ``torchrun`` without a GPU.
-
-    accelerate only sets up a CPU process group (gloo) when asked for the CPU; ``accelerate launch --cpu``
-    asks through the environment, plain ``torchrun`` does not, so several processes on a machine without
-    CUDA would each train alone (and race on ``--out``). The process group's timeout: GROUP_TIMEOUT_S.
-    """
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        return {"cpu": True}
-    return {}
-
-
 def _shard(n: int, world: int, rank: int) -> slice:
     """This process's contiguous share of a global batch of ``n`` rows (sizes differ by at most one)."""
     base, extra = divmod(n, world)
@@ -328,7 +308,7 @@ def train_image_model(
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    from phenogen.accel import new_accelerator
+    from phenogen.accel import GROUP_TIMEOUT_S, new_accelerator, process_kwargs
     from phenogen.diffusion import components
     from phenogen.diffusion.caption_decoder import CaptionDecoder, caption_decoder_loss, latent_window
     from phenogen.diffusion.conditioning import build_conditioner

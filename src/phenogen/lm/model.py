@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from phenogen.dna.tokenizer import KmerTokenizer
-from phenogen.errors import CheckpointError
+from phenogen.errors import CheckpointError, one_line
 
 __all__ = [
     "PRESET_SHAPES",
@@ -162,7 +162,7 @@ def from_gpt2_dir(
     try:
         model = GPT2LMHeadModel.from_pretrained(path, local_files_only=True)
     except LOAD_ERRORS as exc:
-        raise CheckpointError(f"{path}: cannot load as GPT-2 ({_short(exc)})") from None
+        raise CheckpointError(f"{path}: cannot load as GPT-2 ({one_line(exc, limit=300)})") from None
     model.resize_token_embeddings(len(tokenizer))
     if n_positions is not None and n_positions > model.config.n_positions:
         raise CheckpointError(
@@ -352,12 +352,6 @@ def _check_weight_shapes(path: Path, config: dict[str, Any]) -> None:
         )
 
 
-def _short(exc: BaseException, limit: int = 300) -> str:
-    """An exception's message on one line, cut to ``limit`` characters."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def resolve_model_dir(path: str | Path) -> Path:
     """Accept a model directory or a ``train-lm`` output directory (then its ``model/``)."""
     from phenogen.fsio import complete_dir
@@ -388,7 +382,7 @@ def load_lm(path: str | Path, device: str | torch.device | None = None) -> DnaLM
     try:
         model, info = GPT2LMHeadModel.from_pretrained(path, local_files_only=True, output_loading_info=True)
     except LOAD_ERRORS as exc:
-        raise CheckpointError(f"{path}: cannot load the model weights ({_short(exc)})") from None
+        raise CheckpointError(f"{path}: cannot load the model weights ({one_line(exc, limit=300)})") from None
     tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
     missing = [k for k in info.get("missing_keys", ()) if k not in tied]
     unexpected = list(info.get("unexpected_keys", ())) + [str(m) for m in info.get("mismatched_keys", ())]
