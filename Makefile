@@ -25,25 +25,27 @@ export OMP_WAIT_POLICY := PASSIVE
 
 setup: system-tools $(VENV)/.installed
 
-# MAFFT, FastTree and IQ-TREE (Debian packages) for `phenogen ancestors`; installed when missing and
-# we are root with apt-get (the project's machines and CI), otherwise a note.
-SYSTEM_TOOLS := mafft fasttree iqtree
+# MAFFT, FastTree and IQ-TREE (Debian packages) for `phenogen ancestors`, and chromium + chromium-driver
+# for the web app's browser test; installed when missing and we are root with apt-get (the project's
+# machines and CI), otherwise a note.
 system-tools:
 	@missing=""; command -v mafft >/dev/null || missing="$$missing mafft"; \
 	command -v fasttree >/dev/null || command -v FastTree >/dev/null || missing="$$missing fasttree"; \
 	command -v iqtree2 >/dev/null || command -v iqtree >/dev/null || missing="$$missing iqtree"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "note: install the Debian packages$$missing for phenogen ancestors (tests needing them are skipped)"; fi; \
+	  else echo "note: install the Debian packages$$missing (phenogen ancestors; the app's browser test); tests needing them are skipped"; fi; \
 	fi
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	if [ "$(TORCH_SPEC)" != "skip" ]; then $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"; fi
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[app,dev]'
 	$(BIN)/python -c "import torch, phenogen; print('phenogen', phenogen.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 	touch $@
 

@@ -155,7 +155,9 @@ EVAL = ["evaluate", "--data", "{data}", "--out", "{tmp}/eval_out"]
 CASES: list[tuple[str, list[str], str, str | None]] = [
     # --- the command line itself
     ("no_such_command", ["paint"], "invalid choice", None),
-    ("missing_required", ["generate", "--model", "{pipe}"], "required: --fasta, --out", None),
+    ("missing_required", ["generate", "--model", "{pipe}"], "required: --out", None),
+    ("no_barcodes", [*GEN], "one of the arguments --fasta --sequence is required", None),
+    ("sequence_not_dna", [*GEN, "--sequence", "MKVLAAG"], "--sequence: record 'sequence'", None),
     ("not_an_int", [*SAMPLE, "--model", "{lm}", "--seed", "many"], "--seed: invalid int value", None),
     ("unknown_flag", [*GEN, "--fasta", "{tmp}/fa", "--colour"], "unrecognized arguments: --colour", None),
     ("exclusive_flags", [*ANC, "--fasta", "{tmp}/fa", "--dataset", "{data}"], "not allowed with", None),

@@ -120,6 +120,11 @@ COMMANDS: tuple[Command, ...] = (
         "reconstruct ancestors: alignment, tree, ancestral sequences, portraits",
     ),
     Command(
+        "counterfactual",
+        "phenogen.command_counterfactual",
+        "what if the DNA were different: mutated, interpolated or trait-swapped portraits at equal noise",
+    ),
+    Command(
         "evaluate", "phenogen.evaluate.command", "score generated images against ground truth and baselines"
     ),
     Command("report", "phenogen.report.command", "write the HTML report of a run directory"),
@@ -137,6 +142,7 @@ COMMANDS: tuple[Command, ...] = (
         "dataset build: join fetched barcodes and photos into a dataset",
     ),
     Command("demo", "phenogen.demo", "run the whole pipeline on the synthetic clade"),
+    Command("app", "phenogen.app", "the web app: paint barcodes, walk the tree, counterfactuals (Gradio)"),
 )
 
 

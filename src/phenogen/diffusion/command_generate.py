@@ -1,7 +1,11 @@
-"""``phenogen generate --model DIR --fasta FILE --out DIR``: portraits for the barcodes of a FASTA file.
+"""``phenogen generate --model DIR (--fasta FILE | --sequence ACGT…) --out DIR``: portraits for barcodes.
 
 Settings come from the ``[generate]`` section; ``--n``, ``--steps``, ``--guidance``, ``--scheduler``,
-``--seed`` override it. ``--captions FILE.tsv`` (a ``caption``-head model: ``record_id`` and one
+``--seed`` override it. Scheduler, steps and guidance left unset are the ones stored with the pipeline
+(``generation_config.json``, the settings it was tuned with; :mod:`phenogen.diffusion.settings`).
+``--sequence`` paints one barcode given on the command line (``--id`` names it). The noise of image
+``k`` of a record is keyed by the seed, the record id and ``k``; ``--shared-noise`` gives every record
+the same noise. ``--captions FILE.tsv`` (a ``caption``-head model: ``record_id`` and one
 column per caption value) paints those records from the given caption instead of their barcode —
 e.g. ancestral captions reconstructed on a tree. Writes ``OUT/images/<record_id>_<k>.png``, ``OUT/generated.tsv``,
 ``OUT/grid.png`` and the resolved settings in ``OUT/config.json``.
@@ -25,9 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", required=True, type=Path, help="pipeline directory (train-image OUT or OUT/pipeline)"
     )
-    parser.add_argument(
-        "--fasta", required=True, type=Path, help="FASTA file of barcodes (ids name the images)"
-    )
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--fasta", type=Path, help="FASTA file of barcodes (ids name the images)")
+    given.add_argument("--sequence", metavar="ACGT…", help="one barcode, given on the command line")
+    parser.add_argument("--id", default="sequence", help="--sequence: the record id (default: sequence)")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--n", type=int, help="images per sequence (generate.images_per_sequence)")
     parser.add_argument("--steps", type=int, help="denoising steps (generate.steps)")
@@ -38,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scheduler", help="ddim, ddpm, dpm++2m-karras, unipc, euler or euler-a (generate.scheduler)"
     )
     parser.add_argument("--seed", type=int, help="random seed (generate.seed)")
+    parser.add_argument(
+        "--shared-noise",
+        action="store_true",
+        default=None,
+        help="every record gets the same noise (generate.shared_noise): variants compared at equal noise",
+    )
     parser.add_argument("--batch-size", type=int, help="sequences denoised together (generate.batch_size)")
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
@@ -80,6 +91,7 @@ def check_device(device: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from phenogen.api import check_barcodes, load_model
     from phenogen.cli import check_inputs_outside
     from phenogen.config import load_sections, save_resolved
     from phenogen.diffusion.config import GenerateConfig
@@ -95,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     from phenogen.fsio import check_output_dir, prepare_output_dir, read_json
 
     flags = {"n": "images_per_sequence", "steps": "steps", "guidance": "guidance_scale",
-             "scheduler": "scheduler", "seed": "seed", "batch_size": "batch_size"}  # fmt: skip
+             "scheduler": "scheduler", "seed": "seed", "batch_size": "batch_size",
+             "shared_noise": "shared_noise"}  # fmt: skip
     overrides = list(args.set)
     overrides += [f"generate.{key}={json.dumps(getattr(args, flag))}" for flag, key in flags.items()
                   if getattr(args, flag) is not None]  # fmt: skip
@@ -103,24 +116,30 @@ def run(args: argparse.Namespace) -> int:
     # every input checked in seconds, before a model is loaded: the output, the FASTA, the model's files
     check_output_dir(args.out, force=args.force)
     check_inputs_outside(args.out, args.force, model=args.model, fasta=args.fasta, captions=args.captions)
-    fasta = read_fasta(args.fasta, policy=cfg.policy, allow_gaps=True)  # gaps: refused below, by record
-    records = [(r.id, r.sequence) for r in fasta.records]
-    check_records(records, args.fasta)  # before torch is even imported
+    if args.fasta is not None:
+        fasta = read_fasta(args.fasta, policy=cfg.policy, allow_gaps=True)  # gaps: refused below, by record
+        records, source, dropped = [(r.id, r.sequence) for r in fasta.records], str(args.fasta), fasta.dropped
+    else:
+        source, dropped = "--sequence", {}
+        records = check_barcodes({args.id: args.sequence}, source=source, policy=cfg.policy)
+    check_records(records, source)  # before torch is even imported
 
-    from phenogen.diffusion.pipeline import check_pipeline_dir, load_pipeline
+    from phenogen.diffusion.pipeline import check_pipeline_dir
+    from phenogen.diffusion.settings import resolve_settings
 
     device = check_device(args.device)
     model_dir, _ = check_pipeline_dir(args.model)
     cond = read_json(model_dir / "conditioner" / "config.json", "conditioner config", error=CheckpointError)
-    check_records(records, args.fasta, min_sequence_length(cond))
-    check_lm_positions(records, args.fasta, cond)
+    check_records(records, source, min_sequence_length(cond))
+    check_lm_positions(records, source, cond)
     schedule = read_json(
         model_dir / "scheduler" / "scheduler_config.json", "scheduler config", error=CheckpointError
     )
+    chosen = resolve_settings(model_dir, cfg.scheduler, cfg.steps, cfg.guidance_scale)
     trained = schedule.get("num_train_timesteps", 1000)
-    if isinstance(trained, int) and cfg.steps > trained:
-        raise ConfigError(f"--steps / generate.steps = {cfg.steps}: more than the {trained} noise levels the model "
-                          "was trained on; use at most that many (15-50 is usual)")  # fmt: skip
+    if isinstance(trained, int) and chosen.steps > trained:
+        raise ConfigError(f"--steps / generate.steps = {chosen.steps}: more than the {trained} noise levels the "
+                          "model was trained on; use at most that many (15-50 is usual)")  # fmt: skip
     captions = None
     if args.captions is not None:
         head = cond.get("head", "tokens")
@@ -134,16 +153,20 @@ def run(args: argparse.Namespace) -> int:
         unknown = sorted(set(captions) - {rid for rid, _ in records})
         if unknown:
             raise InputError(f"--captions {args.captions}: captions for record(s) {', '.join(unknown[:5])} "
-                             f"that are not among the records of {args.fasta}")  # fmt: skip
+                             f"that are not among the records of {source}")  # fmt: skip
 
-    pipe = load_pipeline(model_dir, device=device)
+    model = load_model(model_dir, device=device)
     prepare_output_dir(args.out, "generate", force=args.force)
-    save_resolved({"generate": cfg}, args.out, command="generate", model=str(args.model), fasta=str(args.fasta), captions=str(args.captions) if args.captions else None,
-                  device=device, n_records=len(fasta.records), dropped=fasta.dropped)  # fmt: skip
+    save_resolved({"generate": cfg}, args.out, command="generate", model=str(args.model), fasta=str(args.fasta) if args.fasta else None,
+                  sequence=args.sequence, captions=str(args.captions) if args.captions else None, device=device,
+                  settings=chosen.to_dict(), settings_from=model.settings_source, n_records=len(records),
+                  dropped=dropped)  # fmt: skip
+    print(f"painting with {chosen.scheduler}, {chosen.steps} steps, guidance {chosen.guidance_scale:g} "
+          f"(defaults: {model.settings_source})", file=sys.stderr)  # fmt: skip
     rows = generate_images(
-        pipe, records, args.out, images_per_sequence=cfg.images_per_sequence,
-        steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler, seed=cfg.seed,
-        batch_size=cfg.batch_size, progress=True, captions=captions,
+        model.pipeline, records, args.out, images_per_sequence=cfg.images_per_sequence,
+        steps=chosen.steps, guidance_scale=chosen.guidance_scale, scheduler=chosen.scheduler, seed=cfg.seed,
+        batch_size=cfg.batch_size, progress=True, captions=captions, shared_noise=cfg.shared_noise,
     )  # fmt: skip
-    print(f"wrote {len(rows)} images for {len(fasta.records)} sequences to {args.out}", file=sys.stderr)
+    print(f"wrote {len(rows)} images for {len(records)} sequences to {args.out}", file=sys.stderr)
     return 0

@@ -3,7 +3,9 @@
 Reads the ``[image]`` section (``--config`` / ``--set image.key=value``), checks the dataset, the
 settings and ``--out`` (nothing is written or deleted before they pass), writes the resolved settings
 to ``OUT/config.json`` and runs :func:`phenogen.diffusion.train.train_image_model`. The trained
-pipeline lands in ``OUT/pipeline`` (load it with ``phenogen generate --model OUT/pipeline``).
+pipeline lands in ``OUT/pipeline`` (load it with ``phenogen generate --model OUT/pipeline``), with the
+``[generate]`` settings of the configuration (scheduler, steps, guidance — the ones the model is meant
+to be painted with) in ``OUT/pipeline/generation_config.json``.
 ``--resume`` continues from the newest complete checkpoint; ``--force`` replaces an earlier phenogen
 output only. Several processes: ``torchrun --nproc_per_node N -m phenogen.cli train-image ...`` (see
 :mod:`phenogen.diffusion.train`).
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from phenogen.config import load_sections, to_jsonable
     from phenogen.data.dataset import load_dataset
     from phenogen.diffusion.command_prior import check_prior_fits
-    from phenogen.diffusion.config import ImageConfig
+    from phenogen.diffusion.config import GenerateConfig, ImageConfig
+    from phenogen.diffusion.settings import THESIS
     from phenogen.diffusion.train import (
         check_inputs,
         check_not_inside,
@@ -62,7 +65,17 @@ def run(args: argparse.Namespace) -> int:
     from phenogen.fsio import MARKER, atomic_write_json, check_output_dir, is_phenogen_dir, prepare_output_dir
     from phenogen.lm.model import check_model_dir
 
-    cfg: ImageConfig = load_sections({"image": ImageConfig}, args.config, args.set)["image"]
+    sections = load_sections({"image": ImageConfig, "generate": GenerateConfig}, args.config, args.set)
+    cfg: ImageConfig = sections["image"]
+    gen: GenerateConfig = sections["generate"]
+    # the [generate] settings of the configuration travel with the pipeline (generation_config.json)
+    generation = THESIS.override(gen.scheduler, gen.steps, gen.guidance_scale)
+    given = [k for k in ("scheduler", "steps", "guidance_scale") if getattr(gen, k) is not None]
+    generation_source = (
+        f"[generate] {', '.join(given)} of the train-image configuration; the thesis' value for the rest"
+        if given
+        else "the thesis' settings (the train-image configuration sets no [generate] values)"
+    )
     if args.no_progress:  # also transformers' "Loading weights" bar of a gpt2 encoder's LM
         from transformers.utils import logging as hf_logging
 
@@ -98,7 +111,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         on_main(state, prepare)
         torch.set_num_threads(min(torch.get_num_threads(), 16))
-        result = train_image_model(args.data, out, cfg, resume=args.resume, progress=not args.no_progress)
+        result = train_image_model(
+            args.data, out, cfg, resume=args.resume, progress=not args.no_progress,
+            generation=generation, generation_source=generation_source,
+        )  # fmt: skip
     except BaseException:
         end_distributed(barrier=False)
         raise

@@ -6,8 +6,8 @@ Fields left unset (``None``) take the value of the chosen preset (see
 
 >>> ImageConfig(preset="tiny", encoder="kmer").cond_dropout
 0.1
->>> GenerateConfig(scheduler="euler-a").steps
-50
+>>> GenerateConfig(scheduler="euler-a").steps is None  # unset: the pipeline's tuned setting
+True
 """
 
 from __future__ import annotations
@@ -297,19 +297,39 @@ class ImageConfig:
 class GenerateConfig:
     """How ``phenogen generate`` paints: steps, guidance, scheduler, images per sequence."""
 
-    steps: int = field(default=50, metadata={"help": "denoising steps (the thesis used 50)"})
-    guidance_scale: float = field(
-        default=8.0,
-        metadata={"help": "classifier-free guidance scale (1 = conditional only; the thesis used 8)"},
+    steps: int | None = field(
+        default=None,
+        metadata={"help": "denoising steps; unset = the pipeline's tuned setting (generation_config.json)"},
     )
-    scheduler: Literal["ddim", "ddpm", "dpm++2m-karras", "unipc", "euler", "euler-a"] = field(
-        default="ddim",
+    guidance_scale: float | None = field(
+        default=None,
         metadata={
-            "help": "sampler: ddim, ddpm, dpm++2m-karras (DPM-Solver++ 2M), unipc, euler (Karras), euler-a"
+            "help": "classifier-free guidance scale (1 = conditional only; the thesis used 8); unset = the "
+            "pipeline's tuned setting"
+        },
+    )
+    scheduler: Literal["ddim", "ddpm", "dpm++2m-karras", "unipc", "euler", "euler-a"] | None = field(
+        default=None,
+        metadata={
+            "help": "sampler: ddim, ddpm, dpm++2m-karras (DPM-Solver++ 2M), unipc, euler (Karras), euler-a; "
+            "unset = the pipeline's tuned setting"
         },
     )
     images_per_sequence: int = field(default=1, metadata={"help": "portraits per sequence"})
-    seed: int = field(default=0, metadata={"help": "seed; image k of record i is reproducible on its own"})
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "seed; the noise of image k of a record is keyed by (seed, record id, k), so it does not "
+            "depend on the record's place in the file or on the other records"
+        },
+    )
+    shared_noise: bool = field(
+        default=False,
+        metadata={
+            "help": "every record gets the same noise (keyed by seed and k only): variants of one barcode, "
+            "or different barcodes, compared at equal noise"
+        },
+    )
     batch_size: int = field(default=16, metadata={"help": "sequences denoised together"})
     policy: Literal["reject", "mask", "drop"] = field(
         default="mask",
@@ -318,11 +338,11 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         require_finite(self)  # nan passes every `x <= 0` test; 1e400 parses as inf
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.guidance_scale < 0:
+        if self.guidance_scale is not None and self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
-        if self.scheduler not in SCHEDULERS:
+        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if self.images_per_sequence < 1 or self.batch_size < 1:
             raise ValueError("images_per_sequence and batch_size must be >= 1")

@@ -7,8 +7,11 @@
     OUT/grid.png                     one row per record (labelled), one column per image
     OUT/captions.tsv                 (with ``captions``) the captions painted instead of barcodes
 
-Image ``k`` of the ``i``-th record is drawn from its own seeded generator, so it does not depend on
-the batch size or on the other records in the file.
+Image ``k`` of a record is drawn from its own generator, seeded by ``(seed, record id, k)``
+(:func:`image_seed`): it depends neither on the batch size, nor on the record's place in the file, nor
+on the other records — so a record painted alone, or an edited copy of a barcode under the same id,
+gets the same noise. ``shared_noise=True`` keys the noise by ``(seed, k)`` only: every record gets the
+same noise (variants of one barcode under different ids, compared at equal noise).
 
 >>> # pipe = load_pipeline("run/image/pipeline")
 >>> # rows = generate_images(pipe, [("sp_025_i1", "ACGT...")], "run/generated", images_per_sequence=2)
@@ -18,17 +21,20 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from phenogen.errors import InputError, SequenceError
 from phenogen.fsio import atomic_write_text
 
 __all__ = [
     "generate_images",
+    "paint",
     "image_seed",
     "read_captions",
     "safe_name",
@@ -41,9 +47,18 @@ __all__ = [
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def image_seed(seed: int, index: int, k: int) -> int:
-    """The seed of image ``k`` of the ``index``-th record."""
-    return (seed * 1_000_003 + index * 10_007 + k) % (2**63 - 1)
+def image_seed(seed: int, record_id: str | None, k: int) -> int:
+    """The seed of image ``k`` of record ``record_id`` (``None``: shared noise, the same for every record).
+
+    A stable hash (BLAKE2b, not Python's salted ``hash``), so it is the same in every process and run.
+
+    >>> image_seed(0, "sp_001", 0) == image_seed(0, "sp_001", 0) != image_seed(0, "sp_002", 0)
+    True
+    """
+    import hashlib
+
+    key = f"{int(seed)}|{int(k)}|" + ("shared" if record_id is None else f"id:{record_id}")
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big") >> 1
 
 
 def safe_name(record_id: str) -> str:
@@ -162,88 +177,86 @@ def write_captions(path: Path, names: Sequence[str], captions: Mapping[str, Sequ
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def generate_images(
+def paint(
     pipeline,
     records: Sequence[tuple[str, str]],
-    out_dir: str | Path,
     *,
     images_per_sequence: int = 1,
-    steps: int = 50,
-    guidance_scale: float = 8.0,
-    scheduler: str | None = "ddim",
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    scheduler: str | None = None,
     seed: int = 0,
     batch_size: int = 16,
-    progress: bool = False,
     captions: Mapping[str, Sequence[float]] | None = None,
-) -> list[dict[str, str]]:
-    """Generate ``images_per_sequence`` images per ``(record_id, sequence)`` and write them to ``out_dir``.
+    shared_noise: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[tuple[str, int, Image.Image]], np.ndarray | None]:
+    """Paint ``images_per_sequence`` images per ``(record_id, sequence)`` in memory.
 
-    Parameters
-    ----------
-    pipeline : DNAToImagePipeline
-    records : list of (record_id, sequence)
-    scheduler : str or None
-        Swap the pipeline's scheduler (:func:`~phenogen.diffusion.pipeline.make_scheduler`); ``None`` keeps it.
-    captions : record_id -> caption values, optional
-        A ``caption``-head model only: these records are painted from the given caption instead of
-        their barcode (the others from the caption their barcode writes — the same embedding as
-        painting the barcode); ``OUT/captions.tsv`` lists the given ones. Seeds do not change.
+    The settings left ``None`` are the pipeline's (``pipeline.generation_settings``; see
+    :mod:`phenogen.diffusion.settings`). ``captions`` (caption-head models): these records are painted
+    from the given caption instead of their barcode. ``progress(done, total)`` is called after every
+    denoising step (``total`` = steps × batches).
 
     Returns
     -------
-    list of dict
-        The rows of ``generated.tsv``: ``record_id``, ``k``, ``image``.
+    images : list of (record_id, k, PIL image)
+        In record order, image ``k`` of each record's noise keyed by :func:`image_seed`.
+    caption_values : (N, caption_n) array or None
+        Caption-head models: the caption each record was painted from (written by its barcode, or given).
     """
     import torch
-    from PIL import Image, ImageDraw
-    from tqdm.auto import tqdm
 
     from phenogen.diffusion.pipeline import make_scheduler
+    from phenogen.diffusion.settings import THESIS
 
     if not records:
         raise InputError("no records to generate images for")
+    if images_per_sequence < 1 or batch_size < 1:
+        raise InputError("images_per_sequence and batch_size must be >= 1")
     ids = [r[0] for r in records]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise InputError(f"duplicate record ids {', '.join(dupes[:5])}: each record needs a unique id")
-    if scheduler is not None:
-        pipeline.scheduler = make_scheduler(scheduler, pipeline.scheduler.config)
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    names: dict[str, str] = {}
-    for rid in ids:
-        name = safe_name(rid)
-        while name in names.values():
-            name += "_"
-        names[rid] = name
+    chosen = getattr(pipeline, "generation_settings", THESIS).override(scheduler, steps, guidance_scale)
+    pipeline.scheduler = make_scheduler(chosen.scheduler, pipeline.scheduler.config)
+    cond = pipeline.conditioner
     values = None
-    (out / "captions.tsv").unlink(missing_ok=True)  # a rerun into the same directory: no stale captions
     if captions:
         unknown = sorted(set(captions) - set(ids))
         if unknown:
             raise InputError(
                 f"captions for record(s) {', '.join(unknown[:5])} that are not among the records"
             )
-        cond = pipeline.conditioner
-        values = cond.caption_matrix([seq for _, seq in records])  # (N, caption_n)
+    if captions or cond.config.head == "caption":
+        values = np.zeros((len(records), int(cond.config.caption_n)))  # (N, caption_n)
+        read = [i for i, rid in enumerate(ids) if not (captions and rid in captions)]
+        if read:  # what each barcode writes (a record with a given caption needs no barcode)
+            values[read] = cond.caption_matrix([records[i][1] for i in read])
         for i, rid in enumerate(ids):
-            if rid in captions:
+            if captions and rid in captions:
                 row = np.asarray(captions[rid], dtype=np.float64)
                 if row.shape != (values.shape[1],):
                     raise InputError(
                         f"record {rid}: a caption of {row.size} values, the model's has {values.shape[1]}"
                     )
                 values[i] = row
-        given = {rid: values[i] for i, rid in enumerate(ids) if rid in captions}
-        write_captions(out / "captions.tsv", cond.caption_names, given)
-    rows: list[dict[str, str]] = []
-    all_images = []
-    bar = tqdm(total=len(records), desc="generate", disable=not progress, leave=False)
+    total = chosen.steps * math.ceil(len(records) / batch_size)
+    done = 0
+
+    def on_step(_pipe, _i, _t, _kwargs):
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+        return {}
+
+    out: list[tuple[str, int, Image.Image]] = []
     for a in range(0, len(records), batch_size):
         chunk = records[a : a + batch_size]
         gens = [
-            torch.Generator().manual_seed(image_seed(seed, a + i, k))
-            for i in range(len(chunk))
+            torch.Generator().manual_seed(image_seed(seed, None if shared_noise else rid, k))
+            for rid, _ in chunk
             for k in range(images_per_sequence)
         ]
         given = (
@@ -253,20 +266,87 @@ def generate_images(
         )
         images = pipeline(
             **given,
-            num_inference_steps=steps,
-            guidance_scale=guidance_scale,
+            num_inference_steps=chosen.steps,
+            guidance_scale=chosen.guidance_scale,
             generator=gens,
             num_images_per_sequence=images_per_sequence,
+            callback_on_step_end=on_step,
         ).images
         for j, image in enumerate(images):
-            rid = chunk[j // images_per_sequence][0]
-            k = j % images_per_sequence
-            rel = f"images/{names[rid]}_{k}.png"
-            image.save(out / rel)
-            rows.append({"record_id": rid, "k": str(k), "image": rel})
-            all_images.append(image)
-        bar.update(len(chunk))
+            out.append((chunk[j // images_per_sequence][0], j % images_per_sequence, image))
+    return out, values
+
+
+def generate_images(
+    pipeline,
+    records: Sequence[tuple[str, str]],
+    out_dir: str | Path,
+    *,
+    images_per_sequence: int = 1,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    scheduler: str | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = False,
+    captions: Mapping[str, Sequence[float]] | None = None,
+    shared_noise: bool = False,
+) -> list[dict[str, str]]:
+    """Generate ``images_per_sequence`` images per ``(record_id, sequence)`` and write them to ``out_dir``.
+
+    Parameters
+    ----------
+    pipeline : DNAToImagePipeline
+    records : list of (record_id, sequence)
+    steps, guidance_scale, scheduler
+        ``None``: the settings stored with the pipeline (``pipeline.generation_settings``, see
+        :mod:`phenogen.diffusion.settings`; the thesis' DDIM 50 / 8 for a pipeline that stores none).
+    captions : record_id -> caption values, optional
+        A ``caption``-head model only: these records are painted from the given caption instead of
+        their barcode (the others from the caption their barcode writes — the same embedding as
+        painting the barcode); ``OUT/captions.tsv`` lists the given ones. Seeds do not change.
+    shared_noise : bool
+        Every record gets the same noise (:func:`image_seed` with no record id).
+
+    Returns
+    -------
+    list of dict
+        The rows of ``generated.tsv``: ``record_id``, ``k``, ``image``.
+    """
+    from PIL import ImageDraw
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    ids = [r[0] for r in records]
+    names: dict[str, str] = {}
+    for rid in ids:
+        name = safe_name(rid)
+        while name in names.values():
+            name += "_"
+        names[rid] = name
+    bar = tqdm(total=1, desc="generate", disable=not progress, leave=False, unit="step")
+
+    def tick(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    painted, values = paint(
+        pipeline, records, images_per_sequence=images_per_sequence, steps=steps,
+        guidance_scale=guidance_scale, scheduler=scheduler, seed=seed, batch_size=batch_size,
+        captions=captions, shared_noise=shared_noise, progress=tick,
+    )  # fmt: skip
     bar.close()
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "captions.tsv").unlink(missing_ok=True)  # a rerun into the same directory: no stale captions
+    if captions and values is not None:
+        given = {rid: values[i] for i, rid in enumerate(ids) if rid in captions}
+        write_captions(out / "captions.tsv", pipeline.conditioner.caption_names, given)
+    rows: list[dict[str, str]] = []
+    for rid, k, image in painted:
+        rel = f"images/{names[rid]}_{k}.png"
+        image.save(out / rel)
+        rows.append({"record_id": rid, "k": str(k), "image": rel})
     table = io.StringIO(newline="")
     writer = csv.DictWriter(
         table, fieldnames=["record_id", "k", "image"], delimiter="\t", lineterminator="\n"
@@ -278,13 +358,13 @@ def generate_images(
         out / "sequences.fasta", "".join(f">{rid}\n{seq}\n" for rid, seq in records)
     )  # as painted
     # grid: a label column, then one column per image
-    w, h = all_images[0].size
+    w, h = painted[0][2].size
     label_w = 8 + 6 * min(24, max(len(r) for r in ids))
     sheet = Image.new("RGB", (label_w + images_per_sequence * w, len(records) * h), "white")
     draw = ImageDraw.Draw(sheet)
     for i, rid in enumerate(ids):
         draw.text((4, i * h + h // 2 - 5), rid[:24], fill="black")
-        for k in range(images_per_sequence):
-            sheet.paste(all_images[i * images_per_sequence + k], (label_w + k * w, i * h))
+    for j, (_, k, image) in enumerate(painted):
+        sheet.paste(image, (label_w + k * w, (j // images_per_sequence) * h))
     sheet.save(out / "grid.png")
     return rows

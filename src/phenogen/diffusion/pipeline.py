@@ -184,6 +184,7 @@ class DNAToImagePipeline(DiffusionPipeline):
         return_dict: bool = True,
         progress: bool = False,
         captions: torch.Tensor | np.ndarray | None = None,
+        callback_on_step_end=None,
     ):
         """Generate images for barcodes (or, with a caption head, for captions given directly).
 
@@ -205,6 +206,9 @@ class DNAToImagePipeline(DiffusionPipeline):
             Instead of ``sequences`` (the ``caption`` head only): the captions to paint, e.g. ancestral
             captions reconstructed on a tree (:func:`phenogen.phylo.portraits.tree_captions`); the
             diffusers pipelines' ``prompt_embeds`` counterpart, one step earlier.
+        callback_on_step_end : callable, optional
+            Called as ``callback_on_step_end(pipe, i, t, {})`` after denoising step ``i`` (diffusers'
+            convention; progress bars in notebooks and the app); its return value is ignored.
 
         Returns
         -------
@@ -269,9 +273,11 @@ class DNAToImagePipeline(DiffusionPipeline):
 
         # 5. denoising loop
         step_kwargs = self._step_kwargs(generator)
-        for t in self.progress_bar(timesteps) if progress else timesteps:
+        for i, t in enumerate(self.progress_bar(timesteps) if progress else timesteps):
             out = self.guided_prediction(latents, t, cond, cond_mask, uncond, uncond_mask, guidance_scale)
             latents = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
+            if callback_on_step_end is not None:
+                callback_on_step_end(self, i, t, {})
 
         # 6. decode
         if output_type == "latent":
@@ -406,6 +412,9 @@ def check_pipeline_dir(path: str | Path) -> tuple[Path, dict]:
         check_config_numbers(config, config_file, long_lists=_LONG_LISTS)
         if spec[1] in _OWN_CLASSES:
             check_own_component_config(_OWN_CLASSES[spec[1]], config, config_file)
+    from phenogen.diffusion.settings import read_settings
+
+    read_settings(path)  # generation_config.json, when there is one
     return path, index
 
 
@@ -429,6 +438,10 @@ def load_pipeline(path: str | Path, device: str | torch.device | None = None) ->
     finally:
         diffusers_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
+    from phenogen.diffusion.settings import read_settings
+
+    # the sampler, steps and guidance it was tuned with (generation_config.json), used when none are given
+    pipe.generation_settings, pipe.generation_settings_source = read_settings(path)
     if device is not None:
         pipe.to(device)
     return pipe

@@ -59,6 +59,7 @@ from phenogen.diffusion.checkpoints import (
     save_checkpoint,
 )
 from phenogen.diffusion.config import ImageConfig
+from phenogen.diffusion.settings import THESIS, GenerationSettings, write_settings
 from phenogen.errors import CheckpointError, ConfigError, DataError
 from phenogen.fsio import atomic_write_bytes, atomic_write_text, complete_dir, replace_dir
 
@@ -276,6 +277,8 @@ def train_image_model(
     resume: bool = False,
     stop_after_steps: int | None = None,
     progress: bool = True,
+    generation: GenerationSettings | None = None,
+    generation_source: str = "train-image",
 ) -> TrainResult:
     """Train the DNA-conditioned latent diffusion model on the ``train`` split of a dataset.
 
@@ -293,6 +296,11 @@ def train_image_model(
         Stop after this optimizer step without exporting (a test hook simulating an interruption).
     progress : bool
         Show tqdm progress bars.
+    generation : GenerationSettings, optional
+        Stored with the pipeline (``generation_config.json``; :mod:`phenogen.diffusion.settings`), where
+        ``generate`` and the API read how to paint it; default the thesis' DDIM 50 / guidance 8.
+    generation_source : str
+        Where those settings were chosen (stored beside them).
 
     Examples
     --------
@@ -707,6 +715,7 @@ def train_image_model(
         tmp = out / "pipeline.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         pipe.save_pretrained(tmp, safe_serialization=True)
+        write_settings(tmp, generation or THESIS, generation_source)
         if ema is not None:
             ema.restore(ema_params)
         kill_point("export:mid_write", global_step)

@@ -69,8 +69,17 @@ class AncestorsConfig:
     seed: int = field(default=0, metadata=_help("random seed (IQ-TREE, TreeTime tie-breaking, portraits)"))
     # --- portraits --------------------------------------------------------------------------------
     images_per_node: int = field(default=4, metadata=_help("portraits painted per chosen node (--model)"))
-    num_inference_steps: int = field(default=50, metadata=_help("diffusion sampling steps for portraits"))
-    guidance_scale: float = field(default=3.0, metadata=_help("classifier-free guidance scale for portraits"))
+    num_inference_steps: int | None = field(
+        default=None,
+        metadata=_help("diffusion sampling steps for portraits; unset = the pipeline's tuned setting"),
+    )
+    guidance_scale: float | None = field(
+        default=None,
+        metadata=_help("classifier-free guidance scale for portraits; unset = the pipeline's tuned setting"),
+    )
+    scheduler: Literal["ddim", "ddpm", "dpm++2m-karras", "unipc", "euler", "euler-a"] | None = field(
+        default=None, metadata=_help("sampler for portraits; unset = the pipeline's tuned setting")
+    )
     portrait_condition: Literal["sequence", "tree"] = field(
         default="sequence",
         metadata=_help(
@@ -100,9 +109,9 @@ class AncestorsConfig:
         if not 0 < self.low_confidence <= 1:
             raise ValueError(f"low_confidence must be in (0, 1], got {self.low_confidence}")
         for name in ("threads", "images_per_node", "num_inference_steps"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.guidance_scale < 0:
+        if self.guidance_scale is not None and self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if self.portrait_condition not in ("sequence", "tree"):
             raise ValueError(

@@ -265,11 +265,16 @@ def paint_portraits(
         painted: dict[str, Any] = {"captions": captions}
     else:
         painted = {"sequences": [ungap(seqs[n]) for n in selected]}
+    from phenogen.diffusion.pipeline import make_scheduler
+
+    # the settings the pipeline was tuned with (generation_config.json) for those the config leaves unset
+    chosen = pipe.generation_settings.override(cfg.scheduler, cfg.num_inference_steps, cfg.guidance_scale)
+    pipe.scheduler = make_scheduler(chosen.scheduler, pipe.scheduler.config)
     generator = torch.Generator().manual_seed(cfg.seed)
     images = pipe(
         **painted,
-        num_inference_steps=cfg.num_inference_steps,
-        guidance_scale=cfg.guidance_scale,
+        num_inference_steps=chosen.steps,
+        guidance_scale=chosen.guidance_scale,
         generator=generator,
         num_images_per_sequence=cfg.images_per_node,
         output_type="pil",
@@ -289,8 +294,9 @@ def paint_portraits(
         "figure": figure.name,
         "settings": {
             "images_per_node": k,
-            "num_inference_steps": cfg.num_inference_steps,
-            "guidance_scale": cfg.guidance_scale,
+            "scheduler": chosen.scheduler,
+            "num_inference_steps": chosen.steps,
+            "guidance_scale": chosen.guidance_scale,
             "seed": cfg.seed,
             "portrait_condition": condition,
             "caption_tips": None if caption_tips is None else sorted(caption_tips),

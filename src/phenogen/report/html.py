@@ -39,19 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from phenogen.api import RUN_LAYOUT  # one run layout for the API, the app and the report
 from phenogen.errors import InputError, PhenogenError
 
 __all__ = ["build_report", "RUN_LAYOUT"]
 
-RUN_LAYOUT = {
-    "data": "data",
-    "lm": "lm",
-    "lm_eval": "lm_eval",
-    "image": "image",
-    "generated": "generated",
-    "eval": "eval",
-    "sweeps": "sweeps",
-}
 _SPLIT_TITLES = {
     "heldout": "Held-out living species",
     "extinct": "Extinct species",
@@ -500,7 +492,7 @@ def _ancestors(run: Path) -> str:
     from phenogen.demo import tree_caption_tips
     from phenogen.fsio import read_json
 
-    d = run / "ancestors"
+    d = run / RUN_LAYOUT["ancestors"]
     if not (d / "targets.json").is_file():
         return ""
     try:
