@@ -281,7 +281,7 @@ def tree_picture(run: Run, highlight: str | None = None) -> Image.Image:
     import matplotlib.pyplot as plt
     from PIL import Image as PILImage
 
-    from phenogen.phylo.portraits import tree_layout
+    from phenogen.phylo.portraits import draw_branches, tree_layout
 
     tree = run.tree
     pos = tree_layout(tree)
@@ -289,17 +289,11 @@ def tree_picture(run: Run, highlight: str | None = None) -> Image.Image:
     colours = {"train": "0.25", "heldout": "tab:blue", "extinct": "tab:brown"}
     n_tips = len(tree.get_terminals())
     fig, ax = plt.subplots(figsize=(6.2, max(2.5, min(0.14 * n_tips + 0.8, 30.0))), dpi=100)
-    for clade in tree.get_nonterminals():
-        x, _ = pos[clade.name]
-        ys = [pos[c.name][1] for c in clade.clades]
-        ax.plot([x, x], [min(ys), max(ys)], color="0.55", lw=0.7)
-        for child in clade.clades:
-            cx, cy = pos[child.name]
-            ax.plot([x, cx], [cy, cy], color="0.55", lw=0.7)
-        if n_tips <= 150:
-            ax.text(
-                x, pos[clade.name][1], clade.name + " ", ha="right", va="bottom", fontsize=5, color="0.45"
-            )
+    draw_branches(ax, tree, pos, color="0.55", lw=0.7)
+    if n_tips <= 150:
+        for clade in tree.get_nonterminals():
+            x, y = pos[clade.name]
+            ax.text(x, y, clade.name + " ", ha="right", va="bottom", fontsize=5, color="0.45")
     if n_tips <= 150:
         for tip in tree.get_terminals():
             x, y = pos[tip.name]

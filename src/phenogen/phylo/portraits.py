@@ -36,6 +36,7 @@ __all__ = [
     "tree_captions",
     "tree_figure",
     "tree_layout",
+    "draw_branches",
 ]
 
 
@@ -53,6 +54,19 @@ def tree_layout(tree) -> dict[str, tuple[float, float]]:
     return pos
 
 
+def draw_branches(
+    ax, tree, pos: Mapping[str, tuple[float, float]], *, color: str = "0.3", lw: float = 0.8
+) -> None:
+    """Draw ``tree``'s branches on matplotlib axes ``ax`` as a rectangular tree at :func:`tree_layout` ``pos``."""
+    for clade in tree.get_nonterminals():
+        x, _ = pos[clade.name]
+        ys = [pos[c.name][1] for c in clade.clades]
+        ax.plot([x, x], [min(ys), max(ys)], color=color, lw=lw)
+        for child in clade.clades:
+            cx, cy = pos[child.name]
+            ax.plot([x, cx], [cy, cy], color=color, lw=lw)
+
+
 def tree_figure(tree, portraits: Mapping[str, str | Path], path: str | Path, *, zoom: float = 0.5) -> Path:
     """Rectangular tree with ``portraits[node]`` (an image file) drawn at each chosen node."""
     import matplotlib
@@ -66,13 +80,7 @@ def tree_figure(tree, portraits: Mapping[str, str | Path], path: str | Path, *, 
     pos = tree_layout(tree)
     n_tips = len(tree.get_terminals())
     fig, ax = plt.subplots(figsize=(8, max(3.0, min(0.25 * n_tips, 40.0))), dpi=110)
-    for clade in tree.get_nonterminals():
-        x, _ = pos[clade.name]
-        ys = [pos[c.name][1] for c in clade.clades]
-        ax.plot([x, x], [min(ys), max(ys)], color="0.3", lw=0.8)
-        for child in clade.clades:
-            cx, cy = pos[child.name]
-            ax.plot([x, cx], [cy, cy], color="0.3", lw=0.8)
+    draw_branches(ax, tree, pos)
     if n_tips <= 80:
         for tip in tree.get_terminals():
             x, y = pos[tip.name]
