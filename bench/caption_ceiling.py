@@ -23,6 +23,56 @@ from pathlib import Path
 from _run_eval import score_with_run_probe
 
 
+def _tree_truth_captions(
+    run: Path, records, truth, names, kind: str, cond=None, tip_noise: float = 0.0
+) -> dict:
+    """sequence -> caption: the training species' true traits reconstructed at each target under Brownian motion,
+    on the run's estimated tree (at the tip / matched node the demo paints) or on the true tree (the oracle)."""
+    import numpy as np
+    import torch
+
+    from phenogen.data.dataset import load_dataset
+    from phenogen.evaluate.baselines import bm_conditional_mean
+    from phenogen.phylo.command import training_species
+
+    train = sorted(training_species(run / "data"))
+    known = {sp: np.array([float(truth[sp][t]) for t in names]) for sp in train}
+    if kind == "tree":  # what the training species' barcodes write, as the demo paints
+        from phenogen.dna.seqio import read_fasta
+        from phenogen.phylo.align import ungap
+
+        tips = {
+            r.id: r.sequence
+            for r in read_fasta(run / "ancestors" / "input.fasta", policy="mask", allow_gaps=True).records
+        }
+        train = [t for t in train if t in tips]
+        known = dict(zip(train, cond.caption_matrix([ungap(tips[t]) for t in train]), strict=True))
+    ds = load_dataset(run / "data")
+    species = {r.record_id: r.species for r in ds.records(("heldout", "extinct", "train"))}
+    if kind == "oracle":
+        node_of = {
+            rid: rid if rid in truth else species.get(rid, rid.rsplit("_i", 1)[0]) for rid, _ in records
+        }
+        pred = bm_conditional_mean(ds.tree_path, known, sorted(set(node_of.values())))
+    else:
+        anc = json.loads((run / "ancestors" / "targets.json").read_text(encoding="utf-8"))["targets"]
+        recon = {t["record_id"]: t["recon_node"] for t in anc}
+        node_of = {rid: recon.get(rid, species.get(rid, rid)) for rid, _ in records}
+        tree = run / "ancestors" / "tree.nwk"
+        pred = {}
+        # leave a target's own tip out (held-out / extinct are not training tips)
+        for node in set(node_of.values()):
+            tips = {sp: v for sp, v in known.items() if sp != node}
+            pred[node] = bm_conditional_mean(tree, tips, [node], tip_noise=tip_noise).get(node)
+    out = {}
+    for rid, seq in records:
+        v = pred.get(node_of[rid])
+        if v is None:
+            sys.exit(f"{run}: target {rid} (node {node_of[rid]}) is not on the tree")
+        out[seq] = torch.tensor(v, dtype=torch.float32)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="a `phenogen demo` output directory")
@@ -40,10 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--captions",
-        choices=["true", "dna"],
+        choices=["true", "dna", "tree", "tree-true-tips", "oracle"],
         default="true",
-        help="paint the true traits (the ceiling) or what the DNA writes (the model as trained)",
+        help="paint the true traits (the ceiling), what the DNA writes (the model as trained), the training species' "
+        "written captions reconstructed on the run's estimated tree (what the demo paints; --tip-noise), the Brownian-motion "
+        "conditional mean of the training species' true traits on the run's estimated tree (tips' bound) or on the "
+        "true tree (the `oracle` baseline's vector, painted)",
     )
+    ap.add_argument(
+        "--tip-noise", type=float, default=0.0, help="tree captions: tip noise (bm_conditional_mean)"
+    )
+    ap.add_argument("--splits", nargs="+", help="paint and score only these splits' targets")
     args = ap.parse_args(argv)
 
     import torch
@@ -71,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         cond.caption.load_state_dict(shipped.state_dict())
     truth_path = args.run / "data" / "truth" / "traits.tsv"
     truth = {r["node"]: r for r in csv.DictReader(open(truth_path, encoding="utf-8"), delimiter="\t")}
-    records = [(r.id.split()[0], r.sequence) for r in read_fasta(args.run / "targets.fasta")]
+    fasta = read_fasta(args.run / "targets.fasta")
+    records = [(r.id.split()[0], r.sequence) for r in fasta
+               if not args.splits or any(f"split={sp}" in f"{r.id} {r.description}" for sp in args.splits)]  # fmt: skip
     names = list(cond.config.caption_traits)
     by_sequence = {}
     for rid, seq in records:
@@ -83,14 +142,18 @@ def main(argv: list[str] | None = None) -> int:
             hidden = cond.caption(torch.stack([by_sequence[s] for s in sequences]))
         return hidden, torch.ones(hidden.shape[:2], dtype=torch.bool)
 
-    if args.captions == "true":
+    if args.captions in ("tree", "tree-true-tips", "oracle"):
+        by_sequence = _tree_truth_captions(
+            args.run, records, truth, names, args.captions, cond, args.tip_noise
+        )
+    if args.captions != "dna":
         cond.encode = encode
         cond.caption_matrix = lambda sequences: (
             torch.stack([by_sequence[s] for s in sequences]).double().numpy()
         )
     gen_cfg = json.loads((args.run / "generated" / "config.json").read_text(encoding="utf-8"))
     eval_cfg = json.loads((args.run / "eval" / "config.json").read_text(encoding="utf-8"))
-    splits = eval_cfg.get("evaluate", {}).get("splits", ["heldout", "extinct", "ancestor"])
+    splits = args.splits or eval_cfg.get("evaluate", {}).get("splits", ["heldout", "extinct", "ancestor"])
     g = gen_cfg.get("generate", gen_cfg)
     result: dict = {
         "run": str(args.run),

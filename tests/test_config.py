@@ -217,3 +217,23 @@ def test_resolved_config_with_a_date_is_plain_json(tmp_path):
     cfg.write_text("[f.extra]\nwhen = 1979-05-27\n")
     path = save_resolved(load_sections({"f": Free}, cfg), tmp_path / "out")
     assert json.loads(path.read_text())["f"]["extra"]["when"] == "1979-05-27"
+
+
+def test_deep_nesting_is_named_whatever_the_recursion_limit(tmp_path):
+    """tomllib fails deep inline tables as a syntax error, not a RecursionError, once another library has
+    raised the interpreter's recursion limit (seen when the phylo tests ran first): still the nesting message."""
+    import sys
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("a = " + "{b = " * 2000 + "}" * 2000 + "\n")
+    old = sys.getrecursionlimit()
+    try:
+        for limit in (old, 100_000):
+            sys.setrecursionlimit(limit)
+            with pytest.raises(ConfigError, match="nested more than 16 levels deep"):
+                load_sections({"s": Section}, cfg)
+    finally:
+        sys.setrecursionlimit(old)
+    cfg.write_text('[s]\nname = "[[[[[[[[[[[[[[[[[[[[" # {{{{{{{{{{{{{{{{{{{{{{\n')
+    # brackets in strings and comments do not count as nesting
+    assert load_sections({"s": Section}, cfg)["s"].name == "[" * 20

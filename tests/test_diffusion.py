@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -587,6 +588,25 @@ def test_continuing_a_captioned_prior_keeps_its_caption_encoder(tmp_path, captio
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+def test_continuing_a_prior_with_a_broken_record_fails_before_training(tmp_path, captioned_prior):
+    """The init's prior.json (provenance, nested into the new record) is read before anything is rendered or
+    trained: a NaN literal in it once failed a 50-minute build at its very last step."""
+    import shutil
+
+    from phenogen.diffusion.prior import PriorConfig, pretrain_prior
+
+    init = tmp_path / "init"
+    shutil.copytree(captioned_prior, init)
+    record = (init / "prior.json").read_text()
+    (init / "prior.json").write_text(record.replace("{", '{"unet_loss_last100": NaN, ', 1))
+    cfg = PriorConfig(preset="tiny", n_images=16, unet_steps=2, batch_size=4, unet_minutes=1, captions=True,
+                      init=str(init))  # fmt: skip
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match="prior.json.*not valid JSON"):
+        pretrain_prior(tmp_path / "next", cfg, progress=False)
+    assert time.perf_counter() - t0 < 5 and not (tmp_path / "next" / "unet").exists()
+
+
 def test_config_lists_match_what_the_builders_accept():
     """ImageConfig's lists (kept free of diffusers imports) name exactly the presets and encoders the
     builders know: the cpu2x preset was once built by components but rejected by the config."""
@@ -953,10 +973,11 @@ def test_the_shipped_cpu_prior_loads_and_reconstructs_birds():
     from phenogen.diffusion import components
     from phenogen.diffusion.prior import load_prior_unet, reconstruction_mse, resolve_init
     from phenogen.evaluate.probe import prior_renders
+    from phenogen.fsio import read_json
     from phenogen.sim.traitspec import CONTINUOUS, DISCRETE
 
     path = resolve_init("builtin", "cpu")
-    record = json.loads((path / "prior.json").read_text())
+    record = read_json(path / "prior.json", "prior record")  # strict: continuing it reads it the same way
     chain = [record]  # provenance: a chain of continued priors down to the one built from scratch
     while chain[-1].get("init_record"):
         chain.append(chain[-1]["init_record"])

@@ -87,6 +87,43 @@ def test_noise_generator_scores_near_or_below_random(clade):
     assert m["probe"]["loaded_from"] == clade["probe_dir"]
 
 
+def test_rendered_mean_and_oracle_rows_on_a_simulated_clade(tmp_path, clade):
+    """On a phenogen synthetic clade the mean and oracle vectors are drawn by its renderer and read by the
+    probe as every image row is: pictures on disk, as many per target as generated, the oracle's closer to
+    the truth than the mean's, the targets' own photos closer than both. A clade the renderer did not draw
+    gets empty rows that say why."""
+    import shutil
+
+    from phenogen.sim.clade import simulate_clade
+    from phenogen.sim.config import SimConfig
+
+    ds = simulate_clade(SimConfig(n_living=14, death_rate=0.5, image_size=32, photos_per_individual=2,
+                                  ancestor_photos=2, seed=1), tmp_path / "data", progress=False)  # fmt: skip
+    gen = tmp_path / "gen"
+    (gen / "images").mkdir(parents=True)
+    rows = []
+    for rec in ds.records(("heldout", "extinct", "ancestor")):
+        for k, rel in enumerate(
+            rec.images[:2]
+        ):  # the targets' own photos: a "generator" that knows the truth
+            shutil.copy(ds.root / rel, gen / "images" / f"{rec.record_id}_{k}.png")
+            rows.append(f"{rec.record_id}\t{k}\timages/{rec.record_id}_{k}.png")
+    (gen / "generated.tsv").write_text("record_id\tk\timage\n" + "\n".join(rows) + "\n")
+    m = evaluate(ds.root, gen, tmp_path / "eval", EvaluateConfig(**{**FAST, "probe_epochs": 12}, retrieval=False, fid=False),
+                 progress=None)  # fmt: skip
+    drawn = sorted((tmp_path / "eval" / "baselines" / "oracle_render").glob("*.png"))
+    assert drawn and len(drawn) == sum(b["n_images"] for b in m["splits"].values())
+    for split, block in m["splits"].items():
+        rows_ = block["methods"]
+        for method in ("mean_render", "oracle_render"):
+            assert rows_[method]["n_images"] == rows_["generated"]["n_images"], (split, method)
+            assert rows_[method]["trait_rmse_se"] is not None
+    assert _pooled(m, "oracle_render") < _pooled(m, "mean_render")
+    assert _pooled(m, "generated") < _pooled(m, "oracle_render")  # the truth's own photos beat any prediction
+    toy = clade["truth"]["splits"]["heldout"]["methods"]["oracle_render"]
+    assert toy["trait_rmse"] is None and "synthetic clade" in toy["note"]
+
+
 def test_metrics_json_matches_schema(clade):
     """metrics.json has every documented key, all methods per split, strict JSON, and the doc names them."""
     path = clade["root"] / "eval_truth" / "metrics.json"
@@ -175,6 +212,53 @@ def test_oracle_beats_random_and_mean_under_brownian_motion(tmp_path):
     mean = np.sqrt(np.mean((np.mean(list(known.values()), axis=0) - truth) ** 2))
     random = np.sqrt(np.mean((np.stack([known[f"t{rng.integers(30)}"] for _ in targets]) - truth) ** 2))
     assert oracle < 0.9 * mean < 0.9 * random
+
+
+def _bm_clade(tmp_path, seed: int, n_traits: int = 100):
+    """A coalescent tree with BM trait values at every node: (tree path, values (nodes, traits))."""
+    rng = np.random.default_rng(seed)
+    parent, branch, root_i = coalescent_tree(40, rng)
+    children: dict[int, list[int]] = {}
+    for i, p in enumerate(parent):
+        if p >= 0:
+            children.setdefault(p, []).append(i)
+
+    def newick(i: int) -> str:
+        label = f"t{i}" + (f":{branch[i]:.6f}" if i != root_i else "")
+        return label if i not in children else "(" + ",".join(newick(c) for c in children[i]) + ")" + label
+
+    tree = tmp_path / f"tree{seed}.nwk"
+    tree.write_text(newick(root_i) + ";\n")
+    values = np.zeros((len(parent), n_traits))
+    for i in sorted(range(len(parent)), reverse=True):
+        if i != root_i:
+            values[i] = values[parent[i]] + rng.normal(0, np.sqrt(branch[i]), n_traits)
+    return tree, values, rng
+
+
+def test_tip_noise_chosen_by_leave_one_out_helps_with_noisy_tips(tmp_path):
+    """Known tips measured with error: leave-one-out (no truth) picks a tip noise > 0, and the prediction of
+    unseen tips with it is closer to the truth than treating the noisy tips as exact; exact tips pick ~0."""
+    tree, values, rng = _bm_clade(tmp_path, 5)
+    targets = [f"t{i}" for i in range(30, 40)]
+    truth = np.stack([values[int(t[1:])] for t in targets])
+    scale = float(np.mean([values[i].var() for i in range(30)]))
+    noisy = {f"t{i}": values[i] + rng.normal(0, np.sqrt(0.5 * scale), values.shape[1]) for i in range(30)}
+    best, table = baselines.loo_tip_noise(tree, noisy)
+    assert best > 0.0 and table[best] < table[0.0]
+
+    def err(known, noise):
+        pred = baselines.bm_conditional_mean(tree, known, targets, tip_noise=noise)
+        return float(np.sqrt(np.mean((np.stack([pred[t] for t in targets]) - truth) ** 2)))
+
+    assert err(noisy, best) < 0.95 * err(noisy, 0.0)
+    exact = {f"t{i}": values[i] for i in range(30)}
+    best_exact, _ = baselines.loo_tip_noise(tree, exact)
+    assert best_exact <= 0.02 and err(exact, best_exact) <= err(noisy, best)
+    with pytest.raises(DataError, match="at least 3"):
+        baselines.loo_tip_noise(tree, {"t0": values[0], "t1": values[1]})
+    with pytest.raises(DataError, match="tip_noise"):
+        baselines.bm_conditional_mean(tree, exact, targets, tip_noise=-0.1)
 
 
 def test_oracle_reproduces_known_tips(tmp_path):

@@ -417,6 +417,26 @@ def test_tree_captions_are_the_brownian_motion_reconstruction(tmp_path):
         tree_captions(nwk, {}, ["x"])
 
 
+def test_tree_captions_tip_noise_shrinks_towards_relatives(tmp_path):
+    """With tip noise a tip is no longer reproduced exactly: it moves towards its sister and the rest, and
+    ``tip_noise=None`` picks the grid value leave-one-out prefers."""
+    from phenogen.evaluate.baselines import loo_tip_noise
+    from phenogen.phylo.portraits import choose_tip_noise, tree_captions
+
+    nwk = tmp_path / "t.nwk"
+    nwk.write_text("((a:1,b:1)x:1,(c:1,d:1)y:1)r;")
+    caps = {"a": np.array([1.0]), "b": np.array([5.0]), "c": np.array([-1.0]), "d": np.array([-3.0])}
+    exact = tree_captions(nwk, caps, ["a", "x"])
+    noisy = tree_captions(nwk, caps, ["a", "x"], tip_noise=0.5)
+    assert np.allclose(exact["a"], 1.0, atol=1e-4) and 1.0 < float(noisy["a"][0]) < 5.0
+    assert abs(float(noisy["x"][0])) < abs(float(exact["x"][0]))  # noisy tips: the clade mean is shrunk too
+    chosen = choose_tip_noise(nwk, caps)
+    assert chosen == loo_tip_noise(nwk, caps)[0]
+    assert np.allclose(tree_captions(nwk, caps, ["x"], tip_noise=None)["x"],
+                       tree_captions(nwk, caps, ["x"], tip_noise=chosen)["x"])  # fmt: skip
+    assert choose_tip_noise(nwk, {"a": caps["a"], "b": caps["b"]}) == 0.0
+
+
 def test_portraits_from_tree_captions(tmp_path, clade):
     """portrait_condition = 'tree': chosen nodes are painted from the tips' captions reconstructed on the tree
     (recorded in portraits.json, equal to tree_captions of what the tips write); a tokens-head model is a

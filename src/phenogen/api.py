@@ -458,6 +458,17 @@ class Run:
     def ancestors_dir(self) -> Path:
         return self.dir("ancestors")
 
+    @property
+    def caption_tip_noise(self) -> float:
+        """``[ancestors] caption_tip_noise`` of the run's ``config.toml`` (the default when it has none): how
+        tree captions treat the tips' written captions (:func:`phenogen.phylo.portraits.tree_captions`)."""
+        from phenogen.config import load_sections
+        from phenogen.phylo.config import AncestorsConfig
+
+        conf = self.path / "config.toml"
+        cfg = load_sections({"ancestors": AncestorsConfig}, conf if conf.is_file() else None)["ancestors"]
+        return float(cfg.caption_tip_noise)
+
     def metrics(self) -> dict[str, Any] | None:
         """The run's ``eval/metrics.json`` (checked as the report checks it), or ``None`` before evaluation."""
         from phenogen.fsio import read_json
@@ -545,10 +556,11 @@ class Run:
         inner = [n for n in names if known[n]["kind"] == "ancestor"]
         tips = [n for n in names if known[n]["kind"] != "ancestor"]
         out: dict[str, np.ndarray] = {}
+        noise = self.caption_tip_noise
         if inner:
-            out |= reconstruct_captions(cond, self.tree, self.tip_sequences, inner, train)
+            out |= reconstruct_captions(cond, self.tree, self.tip_sequences, inner, train, tip_noise=noise)
         if tips:
-            out |= place_captions(cond, self.tree, self.tip_sequences, train, tips)
+            out |= place_captions(cond, self.tree, self.tip_sequences, train, tips, tip_noise=noise)
         names_ = model.caption_names
         return {n: dict(zip(names_, map(float, out[n]), strict=True)) for n in names}
 

@@ -89,6 +89,34 @@ def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+def _bracket_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` in TOML text outside strings and comments (a lexical over-estimate:
+    ``[[table]]`` headers count 2)."""
+    depth = best = 0
+    quote = None
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if quote:
+            if c == "\\" and quote == '"':
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif c in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return best
+
+
 def _loads(text: str, where: str, is_file: bool = False) -> dict[str, Any]:
     """``tomllib.loads`` whose every failure but a syntax error is one :class:`ConfigError` for ``where``.
 
@@ -99,6 +127,10 @@ def _loads(text: str, where: str, is_file: bool = False) -> dict[str, Any]:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
+        # how deep nesting fails inside tomllib depends on the interpreter's recursion limit (which other
+        # libraries raise): a syntax error there is still the nesting, and is worded as such
+        if _bracket_depth(text) > MAX_DEPTH + 2:
+            raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep") from None
         raise
     except RecursionError:
         raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep") from None

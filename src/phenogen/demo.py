@@ -305,7 +305,7 @@ def _tree_captions_file(
         targets = json.loads((anc / "targets.json").read_text(encoding="utf-8"))["targets"]
         used = train if cfg.caption_tips == "train" else None
         recon = reconstruct_captions(cond, anc / "tree.nwk", tips, [t["recon_node"] for t in targets], used,
-                                     tip_captions=given)  # fmt: skip
+                                     tip_captions=given, tip_noise=cfg.caption_tip_noise)  # fmt: skip
         captions |= {t["record_id"]: recon[t["recon_node"]] for t in targets}
         n_used = len(tips) if used is None else len(used & set(tips))
         print(f"[demo] ancestor targets painted from tree captions ({len(targets)} nodes, {n_used} of {len(tips)} "
@@ -323,7 +323,7 @@ def _tree_captions_file(
                     wanted[rid] = species[rid]
         placed = place_captions(cond, anc / "tree.nwk", tips, train,
                                 sorted(set(wanted.values())), own_weight=demo.own_caption_weight,
-                                tip_captions=given)  # fmt: skip
+                                tip_captions=given, tip_noise=cfg.caption_tip_noise)  # fmt: skip
         captions |= {rid: placed[sp] for rid, sp in wanted.items()}
         print(f"[demo] {len(wanted)} {' and '.join(splits)} targets painted from their place on the tree "
               f"(own caption weight {demo.own_caption_weight:g})", file=sys.stderr)  # fmt: skip

@@ -437,6 +437,10 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
     res = preset.resolution
     seconds: dict[str, float] = {}
     torch.manual_seed(cfg.seed)
+    init_dir = resolve_init(cfg.init, cfg.preset)
+    init_record = _init_record(
+        init_dir
+    )  # read before any training: a broken record fails now, not at the save
 
     t0 = time.perf_counter()
     rng = np.random.default_rng([cfg.seed, 7])
@@ -449,7 +453,6 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
     seconds["render"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    init_dir = resolve_init(cfg.init, cfg.preset)
     anchor = None
     if init_dir is not None and not cfg.vae_widen:  # continue an existing prior: its VAE as it is
         vae = components.load_vae(init_dir / "vae").to(torch.float32)
@@ -645,7 +648,7 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         "cross_attention_layers_zeroed": n_zeroed,
         "captions": cfg.captions,
         "init": str(init_dir) if init_dir is not None else None,
-        "init_record": _init_record(init_dir),
+        "init_record": init_record,
         "caption_encoder_from": str(caption_init) if caption_init is not None else None,
         "caption_decoder": cd_record,
         "note": "renders of random birds only (captions: their own trait values): no clade, tree, "

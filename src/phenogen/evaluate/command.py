@@ -127,10 +127,10 @@ def format_table(metrics: dict[str, Any]) -> str:
     lines = []
     for split, block in metrics["splits"].items():
         lines.append(f"{split}: {block['n_targets']} targets, {block['n_images']} images")
-        lines.append(f"  {'method':<10} {'trait RMSE':>15} {'top-1':>7} {'top-5':>7} {'FID':>8}")
+        lines.append(f"  {'method':<13} {'trait RMSE':>15} {'top-1':>7} {'top-5':>7} {'FID':>8}")
         for method, row in block["methods"].items():
             lines.append(
-                f"  {method:<10} {rmse_text(row):>15} {_fmt(row['top1'], True):>7} {_fmt(row['top5'], True):>7} "
+                f"  {method:<13} {rmse_text(row):>15} {_fmt(row['top1'], True):>7} {_fmt(row['top5'], True):>7} "
                 f"{_fmt(row['fid']):>8}"
             )
         chance = next(iter(block["methods"].values()))

@@ -22,8 +22,12 @@ from phenogen.config import require_finite
 
 __all__ = ["EvaluateConfig", "METHODS"]
 
-#: The rows of every split's table in ``metrics.json``, in this order.
-METHODS: tuple[str, ...] = ("generated", "nearest", "random", "mean", "oracle", "truth")
+#: The rows of every split's table in ``metrics.json``, in this order. ``mean`` and ``oracle`` are trait
+#: vectors scored directly (no picture, so no probe error); ``mean_render`` and ``oracle_render`` are the
+#: same vectors rendered by the synthetic clade's own renderer and read by the probe like every image row.
+METHODS: tuple[str, ...] = (
+    "generated", "nearest", "random", "mean", "oracle", "truth", "mean_render", "oracle_render",
+)  # fmt: skip
 _SPLITS = ("train", "heldout", "extinct", "ancestor")
 
 

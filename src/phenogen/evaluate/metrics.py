@@ -224,7 +224,7 @@ def evaluate(
     timing["probe"] = time.perf_counter() - t0
     # 3. baselines, trait error
     t = time.perf_counter()
-    run.build_baselines()
+    run.build_baselines(out)
     run.score_traits()
     timing["trait_error"] = time.perf_counter() - t
     # 4. retrieval

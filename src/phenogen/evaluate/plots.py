@@ -21,6 +21,8 @@ METHOD_COLORS = {
     "mean": "#bcbd22",
     "oracle": "#2ca02c",
     "truth": "#17becf",
+    "mean_render": "#dbdb8d",
+    "oracle_render": "#98df8a",
 }
 _SPLIT_LABELS = {
     "train": "train",
@@ -60,7 +62,7 @@ def plot_trait_rmse(metrics: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("trait RMSE (z-scored)")
     ax.set_title("Trait error of generated images vs baselines (lower is better; bars ± s.e.)")
     ax.set_ylim(0, 1.2 * top or 1.0)  # headroom: the legend sits above the tallest bar, never on one
-    ax.legend(ncol=len(methods), fontsize=8, frameon=False, loc="upper center")
+    ax.legend(ncol=min(len(methods), 4), fontsize=8, frameon=False, loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

@@ -24,7 +24,9 @@ from phenogen.sim.traitspec import DISCRETE, TRAIT_NAMES
 
 __all__ = ["Evaluation", "ROW_KEYS", "IMAGE_METHODS", "redraw_se", "rmse_text", "score_predictions"]
 
-IMAGE_METHODS = ("generated", "nearest", "random", "truth")
+IMAGE_METHODS = ("generated", "nearest", "random", "truth", "mean_render", "oracle_render")
+#: image rows drawn by the synthetic clade's renderer from a trait vector (``mean`` / ``oracle``)
+RENDER_METHODS = {"mean_render": "mean", "oracle_render": "oracle"}
 #: The keys of every method's row, per split (see docs/metrics_schema.md).
 ROW_KEYS: tuple[str, ...] = (
     "n_images",
@@ -138,6 +140,7 @@ class Evaluation:
         self.nearest_of: dict[str, tuple[str, float]] = {}
         self.oracle_of: dict[str, np.ndarray] = {}
         self.oracle_note: str | None = None
+        self.render_note: str | None = None
         self.results: dict[str, Any] = {}
         self.gen_error: dict[str, float] = {}
 
@@ -252,7 +255,9 @@ class Evaluation:
         return block
 
     # 3a. baselines
-    def build_baselines(self) -> None:
+    def build_baselines(self, out: Path | None = None) -> None:
+        """Every method's images (or trait vectors) per split; ``out``: where the rendered rows' pictures go
+        (``OUT/baselines/``; without it those rows are empty)."""
         from phenogen.evaluate import baselines
 
         cfg, ds = self.cfg, self.ds
@@ -268,6 +273,7 @@ class Evaluation:
             for t, (j, ident) in zip(every, near, strict=True)
         }
         self._build_oracle(every)
+        rendered = self._render_vectors(out)
         spec = self.probe.spec
         mean_z = spec.standardize(self.train_traits.mean(0)[None])  # (1, P)
         for split, ts in self.targets.items():
@@ -296,6 +302,8 @@ class Evaluation:
                 if own:
                     truth += [(i, p) for p in baselines.sample_paths(own, len(t.generated), self.rng)]
             sets["truth"].append(truth)
+            for m in RENDER_METHODS:
+                sets[m].append(rendered.get(m, {}).get(split, []))
             self.sets[split] = sets
             have_oracle = all(t.record.record_id in self.oracle_of for t in ts)
             self.vectors[split] = {
@@ -304,6 +312,58 @@ class Evaluation:
                 if have_oracle
                 else None,
             }
+
+    def _render_vectors(self, out: Path | None) -> dict[str, dict[str, list[tuple[int, Path]]]]:
+        """``mean_render`` / ``oracle_render``: the mean training bird's and each target's oracle trait vector
+        drawn by the clade's own renderer (:func:`phenogen.sim.render.render_photos`, a random pose, light and
+        background per photo, as the truth photos), as many photos per target as it has generated images,
+        written to ``OUT/baselines/<method>/``. The direct ``mean`` / ``oracle`` rows pay no probe error; these
+        pay the same as every image row, so "generated vs oracle" can be read picture against picture.
+        Binary traits are drawn when the vector's value is above 0.5."""
+        from phenogen.data.dataset import read_image
+        from phenogen.diffusion.generate import safe_name
+        from phenogen.sim.render import render_photos
+
+        if out is None:
+            self.render_note = "no output directory for the renders"
+            return {}
+        if self.ds.info.get("source") != "synthetic" or not set(self.ordered) <= set(TRAIT_NAMES):
+            self.render_note = (
+                "rendered baselines need a phenogen synthetic clade (its renderer draws the traits)"
+            )
+            return {}
+        size = read_image(self.ds.root / self.train[0].images[0], "training image").size[0]
+        mean_raw = self.train_traits.mean(0)
+
+        def as_traits(vec: np.ndarray) -> dict[str, float]:
+            values = {n: 0.0 for n in TRAIT_NAMES}
+            for j, n in enumerate(self.ordered):
+                values[n] = float(vec[j]) if j < self.n_cont else float(vec[j] > 0.5)
+            return values
+
+        result: dict[str, dict[str, list[tuple[int, Path]]]] = {m: {} for m in RENDER_METHODS}
+        n_images = 0
+        for s_i, (split, ts) in enumerate(self.targets.items()):
+            for m, source in RENDER_METHODS.items():
+                if source == "oracle" and not all(t.record.record_id in self.oracle_of for t in ts):
+                    continue
+                folder = out / "baselines" / m
+                folder.mkdir(parents=True, exist_ok=True)
+                draw = []
+                for i, t in enumerate(ts):
+                    rid = t.record.record_id
+                    vec = mean_raw if source == "mean" else self.oracle_of[rid]
+                    rng = np.random.default_rng([self.cfg.seed, 11, s_i, i, 0 if source == "mean" else 1])
+                    for k, im in enumerate(render_photos(as_traits(vec), len(t.generated), size, rng)):
+                        path = folder / f"{safe_name(rid)}_{k}.png"  # derived pictures, redrawn by a rerun
+                        im.convert("RGB").save(path)
+                        draw.append((i, path))
+                        n_images += 1
+                result[m][split] = draw
+        self.log(
+            f"rendered {n_images} baseline images (mean and oracle trait vectors) into {out / 'baselines'}"
+        )
+        return result
 
     def _build_oracle(self, every: Sequence[Target]) -> None:
         from phenogen.evaluate import baselines
@@ -361,6 +421,8 @@ class Evaluation:
     def _score_images(self, split: str, method: str, truth_z: np.ndarray, n_targets: int) -> dict[str, Any]:
         draws = [d for d in self.sets[split][method] if d]
         if not draws:
+            if method in RENDER_METHODS:
+                return _empty_row(self.render_note or self.oracle_note or "oracle not available")
             return _empty_row("no images available")
         scores, ses = [], []
         for draw in draws:

@@ -97,9 +97,20 @@ class AncestorsConfig:
             "photos (held-out and fossil tips' captions are predictions from DNA alone)"
         ),
     )
+    caption_tip_noise: float = field(
+        default=0.0,
+        metadata=_help(
+            "with portrait_condition = 'tree': treat the tips' captions as measurements with independent error of "
+            "this variance (a fraction of the mean root-to-tip variance), so a node's caption leans on the "
+            "consensus of relatives and is shrunk towards the root state rather than following the closest "
+            "tip's caption; 0 = the captions are exact"
+        ),
+    )
 
     def __post_init__(self) -> None:
         require_finite(self)
+        if self.caption_tip_noise < 0:
+            raise ValueError(f"caption_tip_noise must be >= 0, got {self.caption_tip_noise}")
         if self.caption_tips not in ("all", "train"):
             raise ValueError(f"caption_tips must be 'all' or 'train', got {self.caption_tips!r}")
         if self.rooting == "outgroup" and not self.outgroup:

@@ -103,14 +103,19 @@ def tree_figure(tree, portraits: Mapping[str, str | Path], path: str | Path, *, 
 
 
 def tree_captions(
-    tree, tip_captions: Mapping[str, np.ndarray], nodes: Sequence[str]
+    tree, tip_captions: Mapping[str, np.ndarray], nodes: Sequence[str], tip_noise: float | None = 0.0
 ) -> dict[str, np.ndarray]:
     """Captions of ``nodes`` reconstructed from the tips' under Brownian motion on ``tree``.
 
     The conditional mean ``μ̂ + C_nK C_KK⁻¹ (x_K − μ̂)`` of every caption value
     (:func:`phenogen.evaluate.baselines.bm_conditional_mean`, GLS root state) — for an internal node
     the maximum-likelihood ancestral state given the tips. ``tree`` is a Newick file or a parsed tree;
-    a tip among ``nodes`` keeps (up to 1e-6 jitter) its own caption.
+    a tip among ``nodes`` keeps (up to 1e-6 jitter) its own caption when ``tip_noise`` is 0.
+
+    ``tip_noise`` treats the tips' captions as measurements with independent error of that variance (a
+    fraction of the mean root-to-tip variance; :func:`phenogen.evaluate.baselines.bm_conditional_mean`):
+    the reconstruction then leans on the consensus of relatives rather than on the closest tip's caption
+    alone. ``None`` chooses it by leave-one-out over the tips (:func:`choose_tip_noise`).
 
     >>> import pathlib, tempfile
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.nwk"
@@ -132,7 +137,20 @@ def tree_captions(
     missing = [n for n in (*tip_captions, *nodes) if n not in present]
     if missing:
         raise DataError(f"node(s) {', '.join(missing[:5])} are not in the tree")
-    return bm_conditional_mean(tree, dict(tip_captions), list(nodes))
+    if tip_noise is None:
+        tip_noise = choose_tip_noise(tree, tip_captions)
+    return bm_conditional_mean(tree, dict(tip_captions), list(nodes), tip_noise=tip_noise)
+
+
+def choose_tip_noise(tree, tip_captions: Mapping[str, np.ndarray]) -> float:
+    """The tip-noise value of :data:`~phenogen.evaluate.baselines.TIP_NOISE_GRID` whose leave-one-out
+    prediction of each tip's caption from the others' is best (0 with fewer than 3 tips): no true trait
+    is needed (:func:`phenogen.evaluate.baselines.loo_tip_noise`)."""
+    from phenogen.evaluate.baselines import loo_tip_noise
+
+    if len(tip_captions) < 3:
+        return 0.0
+    return loo_tip_noise(tree, dict(tip_captions))[0]
 
 
 def reconstruct_captions(
@@ -142,13 +160,15 @@ def reconstruct_captions(
     nodes: Sequence[str],
     tips: Collection[str] | None = None,
     tip_captions: Mapping[str, np.ndarray] | None = None,
+    tip_noise: float | None = 0.0,
 ) -> dict[str, np.ndarray]:
     """The captions the tips of ``tree`` (those in ``tip_sequences``) write with ``conditioner``,
     reconstructed at ``nodes`` by :func:`tree_captions` — what ``portrait_condition = "tree"`` paints.
     ``tips`` restricts the tips whose captions are used (``[ancestors] caption_tips = "train"``: the
     training species, whose captions were fitted to their photos); ``None`` uses every tip.
     ``tip_captions`` replaces the written caption of the tips it names (e.g. the training species'
-    captions inverted from their photos, :mod:`phenogen.diffusion.invert`).
+    captions inverted from their photos, :mod:`phenogen.diffusion.invert`). ``tip_noise`` as
+    :func:`tree_captions` (``None``: chosen by leave-one-out over the tips used).
 
     Raises
     ------
@@ -174,7 +194,7 @@ def reconstruct_captions(
         zip(used, conditioner.caption_matrix([ungap(tip_sequences[t]) for t in used]), strict=True)
     )
     caps = {t: np.asarray(given[t], dtype=np.float64) if t in given else written[t] for t in used}
-    return tree_captions(tree, caps, list(nodes))
+    return tree_captions(tree, caps, list(nodes), tip_noise=tip_noise)
 
 
 def place_captions(
@@ -185,6 +205,7 @@ def place_captions(
     targets: Sequence[str],
     own_weight: float = 0.0,
     tip_captions: Mapping[str, np.ndarray] | None = None,
+    tip_noise: float | None = 0.0,
 ) -> dict[str, np.ndarray]:
     """Captions of the tips ``targets`` (held-out or extinct barcodes placed on ``tree``) read through their
     relatives: the captions the ``reference_tips`` (training species) write, their Brownian-motion
@@ -193,7 +214,8 @@ def place_captions(
 
     This is how phylogenetic comparative methods predict a species' continuous characters from its
     relatives'; the k-mer map alone reads one barcode without its phylogenetic context. ``tip_captions``
-    replaces the written captions of the reference tips it names (:func:`reconstruct_captions`).
+    replaces the written captions of the reference tips it names and ``tip_noise`` is as
+    :func:`reconstruct_captions`.
 
     Raises
     ------
@@ -210,7 +232,7 @@ def place_captions(
     refs = [t for t in reference_tips if t not in excluded]
     given = {t: c for t, c in (tip_captions or {}).items() if t not in excluded}
     placed = reconstruct_captions(
-        conditioner, tree, tip_sequences, list(targets), tips=refs, tip_captions=given
+        conditioner, tree, tip_sequences, list(targets), tips=refs, tip_captions=given, tip_noise=tip_noise
     )
     missing = [t for t in targets if t not in placed or t not in tip_sequences]
     if missing:
@@ -268,7 +290,9 @@ def paint_portraits(
     condition = cfg.portrait_condition
     captions = None
     if condition == "tree":
-        recon = reconstruct_captions(pipe.conditioner, tree, seqs, selected, caption_tips)
+        recon = reconstruct_captions(
+            pipe.conditioner, tree, seqs, selected, caption_tips, tip_noise=cfg.caption_tip_noise
+        )
         captions = np.stack([recon[n] for n in selected])
         painted: dict[str, Any] = {"captions": captions}
     else:

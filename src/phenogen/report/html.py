@@ -204,6 +204,9 @@ def _headline(metrics: dict[str, Any] | None) -> str:
         ),
         ("top-5 success", _fmt(h.get("top5"), True), f"chance {_fmt(h.get('chance_top5'), True)}"),
     ]
+    if rmse.get("oracle_render") is not None or rmse.get("mean_render") is not None:
+        cards.insert(3, ("mean / oracle, rendered", f"{_fmt(rmse.get('mean_render'))} / {_fmt(rmse.get('oracle_render'))}",
+                         "the vectors drawn as pictures and read by the probe"))  # fmt: skip
     body = "".join(
         f'<div class="card">{html.escape(a)}<b>{b}</b><span class="small">{c}</span></div>'
         for a, b, c in cards
@@ -223,10 +226,12 @@ def _headline(metrics: dict[str, Any] | None) -> str:
 
 
 def verdict_lines(metrics: dict[str, Any] | None) -> list[str]:
-    """One plain sentence per scored split: generated against ``nearest``, ``mean`` and ``oracle`` at once.
+    """One plain sentence per scored split: generated against ``nearest``, ``mean`` and ``oracle`` at once,
+    and against the mean and oracle vectors rendered as pictures (``mean_render`` / ``oracle_render``, which
+    pay the probe's error as every image does) when the metrics have them.
 
     ``"held-out living species: generated 0.80 ± 0.01 — beats nearest (0.84) and mean (1.07); 1.18 × oracle
-    (0.68)"``. Shared by the report's first screen and the demo's printed headline.
+    (0.68); 1.27 × truth; rendered: beats mean (1.10), 1.00 × oracle (0.80)"``. Shared by the report's first screen and the demo's printed headline.
     """
     from phenogen.evaluate.steps import rmse_text
 
@@ -251,6 +256,16 @@ def verdict_lines(metrics: dict[str, Any] | None) -> list[str]:
         oracle = (m.get("oracle") or {}).get("trait_rmse")
         if oracle:
             parts.append(f"{gen / oracle:.2f} × oracle ({oracle:.3f})")
+        # picture against picture: the mean and oracle vectors drawn by the clade's renderer, read by the probe
+        drawn = []
+        mean_r = (m.get("mean_render") or {}).get("trait_rmse")
+        if mean_r:
+            drawn.append(f"{'beats' if gen < mean_r else 'worse than'} mean ({mean_r:.3f})")
+        oracle_r = (m.get("oracle_render") or {}).get("trait_rmse")
+        if oracle_r:
+            drawn.append(f"{gen / oracle_r:.2f} × oracle ({oracle_r:.3f})")
+        if drawn:
+            parts.append("rendered: " + ", ".join(drawn))
         truth = (m.get("truth") or {}).get("trait_rmse")
         if truth:
             parts.append(f"{gen / truth:.2f} × truth")
