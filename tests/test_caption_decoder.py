@@ -200,3 +200,21 @@ def test_crops_and_denoised_latents_train_the_same_decoder():
     train_caption_decoder(dec, mean, torch.zeros_like(mean), captions, images, steps=2, batch_size=8,
                           denoiser=spy, denoised_fraction=0.5)  # fmt: skip
     assert calls == [4, 4]  # half of each batch of 8 went through the denoiser
+
+
+def test_caption_prior_keeps_the_written_caption_near_the_prior_mean(cd_prior, tmp_path):
+    """image.caption_prior_weight (a Gaussian prior on what the barcodes write) shrinks the written captions
+    towards 0 against the same run without it (same seed), and is refused without the caption head."""
+    from test_diffusion import _tiny_dataset
+
+    ds = _tiny_dataset(tmp_path / "data")
+    a = train_image_model(ds.root, tmp_path / "a", _cfg(cd_prior), progress=False)
+    b = train_image_model(ds.root, tmp_path / "b", _cfg(cd_prior, caption_prior_weight=50.0), progress=False)
+    seqs = [r.sequence for r in ds.records("train")]
+    wa = load_pipeline(a.pipeline_dir).conditioner.caption_matrix(seqs)
+    wb = load_pipeline(b.pipeline_dir).conditioner.caption_matrix(seqs)
+    assert float(np.mean(wb**2)) < 0.9 * float(np.mean(wa**2))
+    with pytest.raises(ValueError, match="caption_prior_weight"):
+        ImageConfig(preset="tiny", caption_prior_weight=-1.0)
+    with pytest.raises(ValueError, match="caption head"):
+        ImageConfig(preset="tiny", cond_head="tokens", caption_prior_weight=0.1)

@@ -205,3 +205,29 @@ def test_first_screen_compares_with_every_baseline_and_shows_a_contact_sheet(ful
     ds_species = {r.species for r in load_dataset(full_run / "data").records("heldout")}
     assert any(f">{sp}</th>" in first for sp in ds_species)  # columns labelled with species names
     assert len(_images(first)) >= 2 * min(len(ds_species), 16)
+
+
+def test_rendered_baselines_show_in_the_headline_and_beside_each_target(full_run, tmp_path):
+    """With rendered mean / oracle rows (synthetic clades) the verdict compares picture with picture and the
+    truth-vs-generated table shows the oracle's rendered prediction per target; without them neither appears."""
+    import shutil
+
+    from phenogen.report.html import verdict_lines
+
+    run = tmp_path / "run"
+    shutil.copytree(full_run, run)
+    page = build_report(run).read_text()
+    assert "oracle, rendered" not in page and "rendered:" not in page
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    held = metrics["splits"]["heldout"]["methods"]
+    gen = held["generated"]["trait_rmse"]
+    held["oracle_render"] = {**held["truth"], "trait_rmse": gen * 0.8}
+    held["mean_render"] = {**held["truth"], "trait_rmse": gen * 1.2}
+    (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    line = next(v for v in verdict_lines(metrics) if v.startswith("Held-out"))
+    assert f"rendered: beats mean ({gen * 1.2:.3f}), 1.25 × oracle ({gen * 0.8:.3f})" in line
+    rid = next(r.record_id for r in load_dataset(run / "data").records("heldout"))
+    _png(run / "eval" / "baselines" / "oracle_render" / f"{rid}_0.png", (10, 200, 10))
+    page = build_report(run).read_text()
+    assert "oracle, rendered" in page and html.escape(line) in page
+    assert any(im.getpixel((0, 0))[:3] == (10, 200, 10) for im in _images(page))

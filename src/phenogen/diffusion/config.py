@@ -121,6 +121,14 @@ class ImageConfig:
     decoder_loss_batch: int = field(
         default=8, metadata={"help": "images of each batch that the decoder loss decodes"}
     )
+    caption_prior_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "caption head: weight of a Gaussian prior on the written caption, mean(c^2 / 1.2^2) (the "
+            "random birds' trait spread the prior was trained on), so values the photos do not pin down "
+            "(traits the renderer draws weakly) stay near the prior's mean instead of drifting. 0 = none"
+        },
+    )
     decoder_loss_crop: int = field(
         default=32,
         metadata={
@@ -275,6 +283,10 @@ class ImageConfig:
             raise ValueError(
                 "decoder_loss_weight and decoder_loss_crop must be >= 0 and decoder_loss_batch >= 1"
             )
+        if self.caption_prior_weight < 0:
+            raise ValueError(f"caption_prior_weight must be >= 0, got {self.caption_prior_weight}")
+        if self.caption_prior_weight > 0 and self.cond_head != "caption":
+            raise ValueError("caption_prior_weight needs the caption head (image.cond_head = 'caption')")
         if not 0.0 <= self.feature_dropout < 1.0:
             raise ValueError(f"feature_dropout must be in [0, 1), got {self.feature_dropout}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:

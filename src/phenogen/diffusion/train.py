@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 SAMPLE_ROWS = 4  # training and held-out barcodes shown in each sample grid
 SAMPLE_COLS = 4
 EVAL_IMAGES = 64
+CAPTION_PRIOR_SD = (
+    1.2  # the spread of the random birds' traits the shipped prior was trained on (prior.trait_sd)
+)
 # settings a resumed run must share with the checkpoint it continues
 SHAPE_KEYS = ("preset", "resolution", "encoder", "lm_model", "lm_layer", "kmer_k", "kmer_segments", "onehot_window",
               "cond_depth", "pooled_condition", "null_condition", "prediction_type", "beta_schedule", "vae", "seed", "batch_size",
@@ -641,6 +644,11 @@ def train_image_model(
                     loss = loss + cfg.decoder_loss_weight * caption_decoder_loss(
                         caption_decoder, pix[0], written, pix[1], foreground_weight=10.0
                     )
+                if (
+                    cfg.caption_prior_weight > 0
+                ):  # MAP: the written caption under the prior's N(0, 1.2²) captions
+                    values = raw_cond.caption_values(f, m)
+                    loss = loss + cfg.caption_prior_weight * (values.float() / CAPTION_PRIOR_SD).pow(2).mean()
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(params, 1.0)

@@ -383,16 +383,28 @@ def _number(text: Any) -> float | None:
 
 
 def _pairs(
-    ds, generated: dict[str, list[Path]] | None, targets: dict[str, dict[str, str]], limit: int
+    ds,
+    generated: dict[str, list[Path]] | None,
+    targets: dict[str, dict[str, str]],
+    limit: int,
+    oracle_dir: Path | None = None,
 ) -> str:
+    """The truth | generated | nearest table per split; with ``oracle_dir`` (``eval/baselines/oracle_render``,
+    written by ``evaluate`` on synthetic clades) also the oracle's vector drawn by the clade's renderer."""
+    from phenogen.diffusion.generate import safe_name
+
     if ds is None or not generated:
         return ""
+    oracle_dir = oracle_dir if oracle_dir is not None and oracle_dir.is_dir() else None
     first_image = {}
     for r in ds.records("train"):
         if r.images and r.species not in first_image:
             first_image[r.species] = ds.root / r.images[0]
-    out = ["<p>Each row: the target's true renders (grey), the generated images (red) and a render of the "
-           "training species with the closest barcode (the <code>nearest</code> baseline).</p>"]  # fmt: skip
+    out = ["<p>Each row: the target's true renders (grey), the generated images (red), a render of the "
+           "training species with the closest barcode (the <code>nearest</code> baseline)"
+           + (" and the <code>oracle</code>'s prediction from the true tree and traits, drawn by the clade's own "
+              "renderer (<code>oracle_render</code>: what a perfect DNA-only reading would show)" if oracle_dir else "")
+           + ".</p>"]  # fmt: skip
     for split in ("heldout", "extinct", "ancestor", "train"):
         recs = [r for r in ds.records(split) if r.record_id in generated]
         if not recs:
@@ -404,8 +416,9 @@ def _pairs(
                 else recs[:1]
             )
         out.append(f"<h3>{_e(_SPLIT_TITLES.get(split, split))}</h3>")
+        oracle_head = "<th>oracle, rendered</th>" if oracle_dir else ""
         out.append('<table class="pairs"><tr><th class="l">target</th><th>truth</th><th>generated</th>'
-                   "<th>nearest relative</th><th>trait RMSE</th></tr>")  # fmt: skip
+                   f"<th>nearest relative</th>{oracle_head}<th>trait RMSE</th></tr>")  # fmt: skip
         for r in recs:
             truth = "".join(_img(ds.root / p, width=80, title=p) for p in r.images[:2]) or "—"
             gen = "".join(_img(p, width=80, cls="g", title=p.name) for p in generated[r.record_id][:4])
@@ -420,9 +433,17 @@ def _pairs(
                     + f'<br><span class="small">{html.escape(label)}</span>'
                 )
             rmse = _fmt(_number(t.get("generated_rmse")))
+            oracle_cell = ""
+            if oracle_dir:
+                drawn = [oracle_dir / f"{safe_name(r.record_id)}_{k}.png" for k in range(2)]
+                oracle_cell = (
+                    "<td>"
+                    + ("".join(_img(p, width=80, title=p.name) for p in drawn if p.is_file()) or "—")
+                    + "</td>"
+                )
             out.append(
                 f'<tr><td class="l">{html.escape(r.record_id)}<br><span class="small">{html.escape(r.species)}</span></td>'
-                f"<td>{truth}</td><td>{gen}</td><td>{near_cell}</td><td>{rmse}</td></tr>"
+                f"<td>{truth}</td><td>{gen}</td><td>{near_cell}</td>{oracle_cell}<td>{rmse}</td></tr>"
             )
         out.append("</table>")
     return "".join(out)
@@ -737,7 +758,7 @@ def _page(run: Path, emb: _Embedder, max_targets: int) -> str:
     headline = _headline(metrics) or _missing("evaluation", eval_dir / "metrics.json")
     sections.append(("Headline", headline + _contact_sheet(ds, generated)))
     sections.append(("Metrics with baselines", _metric_tables(metrics, eval_dir)))
-    pairs = _pairs(ds, generated, targets, max_targets)
+    pairs = _pairs(ds, generated, targets, max_targets, eval_dir / "baselines" / "oracle_render")
     if not pairs:
         pairs = _missing(
             "generated images" if ds else "dataset", gen_dir / "generated.tsv" if ds else data_dir
