@@ -185,35 +185,6 @@ def test_retrieval_truth_beats_chance_on_ancestors(clade):
     assert clade["truth"]["retrieval"]["n_candidates"] == len(clade["ds"].species())
 
 
-def test_oracle_beats_random_and_mean_under_brownian_motion(tmp_path):
-    """On a tree where traits evolve by BM, the conditional mean beats the mean and a random species."""
-    rng = np.random.default_rng(3)
-    parent, branch, root_i = coalescent_tree(40, rng)
-    children: dict[int, list[int]] = {}
-    for i, p in enumerate(parent):
-        if p >= 0:
-            children.setdefault(p, []).append(i)
-
-    def newick(i: int) -> str:
-        label = f"t{i}" + (f":{branch[i]:.6f}" if i != root_i else "")
-        return label if i not in children else "(" + ",".join(newick(c) for c in children[i]) + ")" + label
-
-    tree = tmp_path / "tree.nwk"
-    tree.write_text(newick(root_i) + ";\n")
-    values = np.zeros((len(parent), 200))
-    for i in sorted(range(len(parent)), reverse=True):  # parents have larger indices: root first
-        if i != root_i:
-            values[i] = values[parent[i]] + rng.normal(0, np.sqrt(branch[i]), 200)
-    known = {f"t{i}": values[i] for i in range(30)}
-    targets = [f"t{i}" for i in range(30, 40)] + [f"t{i}" for i in range(40, 60)]
-    pred = baselines.bm_conditional_mean(tree, known, targets)
-    truth = np.stack([values[int(t[1:])] for t in targets])
-    oracle = np.sqrt(np.mean((np.stack([pred[t] for t in targets]) - truth) ** 2))
-    mean = np.sqrt(np.mean((np.mean(list(known.values()), axis=0) - truth) ** 2))
-    random = np.sqrt(np.mean((np.stack([known[f"t{rng.integers(30)}"] for _ in targets]) - truth) ** 2))
-    assert oracle < 0.9 * mean < 0.9 * random
-
-
 def _bm_clade(tmp_path, seed: int, n_traits: int = 100):
     """A coalescent tree with BM trait values at every node: (tree path, values (nodes, traits))."""
     rng = np.random.default_rng(seed)
@@ -234,6 +205,19 @@ def _bm_clade(tmp_path, seed: int, n_traits: int = 100):
         if i != root_i:
             values[i] = values[parent[i]] + rng.normal(0, np.sqrt(branch[i]), n_traits)
     return tree, values, rng
+
+
+def test_oracle_beats_random_and_mean_under_brownian_motion(tmp_path):
+    """On a tree where traits evolve by BM, the conditional mean beats the mean and a random species."""
+    tree, values, rng = _bm_clade(tmp_path, 3, n_traits=200)
+    known = {f"t{i}": values[i] for i in range(30)}
+    targets = [f"t{i}" for i in range(30, 40)] + [f"t{i}" for i in range(40, 60)]
+    pred = baselines.bm_conditional_mean(tree, known, targets)
+    truth = np.stack([values[int(t[1:])] for t in targets])
+    oracle = np.sqrt(np.mean((np.stack([pred[t] for t in targets]) - truth) ** 2))
+    mean = np.sqrt(np.mean((np.mean(list(known.values()), axis=0) - truth) ** 2))
+    random = np.sqrt(np.mean((np.stack([known[f"t{rng.integers(30)}"] for _ in targets]) - truth) ** 2))
+    assert oracle < 0.9 * mean < 0.9 * random
 
 
 def test_tip_noise_chosen_by_leave_one_out_helps_with_noisy_tips(tmp_path):
