@@ -49,6 +49,7 @@ __all__ = [
     "Run",
     "load_model",
     "load_run",
+    "dna_prompt_embeds",
     "check_barcodes",
     "parse_fasta",
     "MAX_FASTA_BYTES",
@@ -315,8 +316,9 @@ class Model:
         captions: Mapping[str, Mapping[str, float] | Sequence[float]] | None = None,
         batch_size: int = 16,
         progress: Callable[[int, int], None] | None = None,
+        lora_scale: float = 1.0,
     ) -> Portraits:
-        """Paint ``images`` portraits per barcode.
+        """Paint ``images`` portraits per barcode (``lora_scale``: a LoRA model's LoRA weight, 0 = base).
 
         ``captions`` (caption-head models): paint these records from the given caption (by trait name,
         missing traits taken from what the barcode writes; or a full list of values) instead of their
@@ -334,8 +336,14 @@ class Model:
             self.pipeline, records, images_per_sequence=images, steps=chosen.steps,
             guidance_scale=chosen.guidance_scale, scheduler=chosen.scheduler, seed=seed,
             batch_size=batch_size, captions=given, shared_noise=shared_noise, progress=progress,
+            lora_scale=lora_scale,
         )  # fmt: skip
         return self._portraits(records, painted, values, chosen, seed, shared_noise)
+
+    def prompt_embeds(self, barcodes: Barcodes):
+        """``(prompt_embeds, negative_prompt_embeds)`` of barcodes for a stock ``StableDiffusionPipeline``
+        (see :func:`dna_prompt_embeds`)."""
+        return _prompt_embeds(self.pipeline.conditioner, self.check(barcodes))
 
     def paint_captions(
         self,
@@ -411,6 +419,74 @@ class Model:
             names = self.pipeline.conditioner.caption_names
             caps = {rid: dict(zip(names, map(float, values[i]), strict=True)) for i, rid in enumerate(ids)}
         return Portraits(ids, images, caps, chosen, seed, shared_noise, {rid: s for rid, s in records if s})
+
+
+def _prompt_embeds(conditioner, records: list[tuple[str, str]]):
+    import torch
+
+    with torch.no_grad():
+        modes = conditioner.training
+        conditioner.eval()
+        try:
+            cond, mask = conditioner.encode([seq for _, seq in records])
+            uncond, umask = conditioner.null_condition(len(records), cond.shape[1], device=cond.device)
+        finally:
+            conditioner.train(modes)
+    if not (bool(mask.all()) and bool(umask.all())):
+        raise InputError("this model's conditions need an attention mask, which stock Stable Diffusion pipelines "
+                         "do not pass; train with image.base (fixed-length conditions) or paint with phenogen")  # fmt: skip
+    return cond.float(), uncond.float()
+
+
+def dna_prompt_embeds(run_dir: str | Path, sequences: Barcodes | Sequence[str], device: str | None = None):
+    """``(prompt_embeds, negative_prompt_embeds)`` for a stock diffusers ``StableDiffusionPipeline``.
+
+    The DNA conditioner of a run trained on a Stable Diffusion base (``image.base``) encodes each barcode
+    to the fixed-length, fully attended tokens its UNet was fine-tuned on — CLIP's place — and the
+    negative is the model's null condition (what classifier-free guidance was trained against). Passed
+    as ``pipe(prompt_embeds=..., negative_prompt_embeds=...)`` with ``pipe.load_lora_weights(...)`` for a
+    LoRA run, the stock pipeline paints what ``phenogen generate`` paints for the same noise (the
+    generator of :func:`phenogen.diffusion.generate.image_seed`).
+
+    ``run_dir``: ``train-image``'s OUT, its ``pipeline/`` or ``lora/``, or a run directory. Only the
+    conditioner is loaded. Returns two float32 tensors ``(B, T, D)`` (``D`` = the UNet's
+    ``cross_attention_dim``), in the order of ``sequences`` (a list, or a mapping id -> barcode).
+    """
+    from phenogen.diffusion.command_generate import check_device
+    from phenogen.diffusion.components import check_component_dir
+    from phenogen.diffusion.conditioning import DNAConditioner
+    from phenogen.errors import CheckpointError
+    from phenogen.lm.model import LOAD_ERRORS
+
+    root = Path(run_dir)
+    candidates = [root, root / "pipeline", root / "lora", root / "image" / "pipeline"]
+    found = next(
+        (c / "conditioner" for c in candidates if (c / "conditioner" / "config.json").is_file()), None
+    )
+    if found is None:
+        raise CheckpointError(f"{root}: no conditioner/ (looked in ., pipeline/, lora/, image/pipeline/); "
+                              "point at train-image's OUT")  # fmt: skip
+    if (found.parent / "model_index.json").is_file():
+        from phenogen.diffusion.pipeline import check_pipeline_dir
+
+        check_pipeline_dir(found.parent)
+    else:
+        check_component_dir(found)
+    if (
+        isinstance(sequences, Sequence)
+        and not isinstance(sequences, str)
+        and all(isinstance(x, str) for x in sequences)
+    ):
+        sequences = [(f"#{i}", seq) for i, seq in enumerate(sequences)]  # a plain list of barcodes
+    records = check_barcodes(sequences, source="sequences")
+    try:
+        conditioner = DNAConditioner.from_pretrained(found, local_files_only=True)
+    except LOAD_ERRORS as exc:
+        raise CheckpointError(
+            f"{found}: cannot load the conditioner ({' '.join(str(exc).split())[:300]})"
+        ) from None
+    conditioner.to(check_device(device))
+    return _prompt_embeds(conditioner, records)
 
 
 def load_model(path: str | Path, device: str | None = None) -> Model:

@@ -59,6 +59,10 @@ class DemoConfig:
     sweep_steps: tuple[int, ...] = field(
         default=(10, 25, 50), metadata={"help": "denoising steps for the sweep"}
     )
+    sweep_lora_scale: tuple[float, ...] = field(
+        default=(0.0, 0.5, 1.0, 1.5),
+        metadata={"help": "LoRA scales for the sweep (only for a LoRA model, image.lora_rank > 0)"},
+    )
     sweep_sequences: int = field(default=3, metadata={"help": "held-out sequences shown in the sweeps"})
     tree_splits: tuple[str, ...] = field(
         default=("heldout", "extinct"),
@@ -463,7 +467,10 @@ def run_demo(out: Path, config_file: Path | None, overrides: list[str], skip_rep
 
 
 def _run_sweeps(stage: _Stages, out: Path, pipeline: Path, cfg: DemoConfig, common: list[str]) -> None:
-    """Guidance-scale and steps sweeps on a few held-out sequences, as practitioners tune SD."""
+    """Guidance-scale and steps sweeps (and, for a LoRA model, a LoRA-scale sweep) on a few held-out
+    sequences, as practitioners tune SD."""
+    from phenogen.diffusion.lora import LORA_WEIGHTS
+
     sweeps = out / "sweeps"
     sweeps.mkdir(parents=True, exist_ok=True)
     lines = (out / "targets.fasta").read_text(encoding="utf-8").splitlines()
@@ -472,10 +479,10 @@ def _run_sweeps(stage: _Stages, out: Path, pipeline: Path, cfg: DemoConfig, comm
     atomic_write_text(fasta, "".join(f"{h}\n{s}\n" for h, s in pairs[: cfg.sweep_sequences]))
     if not pairs or cfg.sweep_sequences == 0:
         return
-    for name, values, flag in (
-        ("guidance", cfg.sweep_guidance, "--guidance"),
-        ("steps", cfg.sweep_steps, "--steps"),
-    ):
+    sweeps_to_run = [("guidance", cfg.sweep_guidance, "--guidance"), ("steps", cfg.sweep_steps, "--steps")]
+    if (pipeline / LORA_WEIGHTS).is_file() and cfg.sweep_lora_scale:
+        sweeps_to_run.append(("lora_scale", cfg.sweep_lora_scale, "--lora-scale"))
+    for name, values, flag in sweeps_to_run:
         dirs = []
         for value in values:
             d = sweeps / f"{name}_{value}"

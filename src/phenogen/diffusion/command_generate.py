@@ -51,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, help="sequences denoised together (generate.batch_size)")
     parser.add_argument(
+        "--lora-scale",
+        type=float,
+        help="LoRA models: weight of the LoRA update, 0 = base (generate.lora_scale)",
+    )
+    parser.add_argument(
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
     )
     parser.add_argument(
@@ -108,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     flags = {"n": "images_per_sequence", "steps": "steps", "guidance": "guidance_scale",
              "scheduler": "scheduler", "seed": "seed", "batch_size": "batch_size",
-             "shared_noise": "shared_noise"}  # fmt: skip
+             "shared_noise": "shared_noise", "lora_scale": "lora_scale"}  # fmt: skip
     overrides = list(args.set)
     overrides += [f"generate.{key}={json.dumps(getattr(args, flag))}" for flag, key in flags.items()
                   if getattr(args, flag) is not None]  # fmt: skip
@@ -155,6 +160,11 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--captions {args.captions}: captions for record(s) {', '.join(unknown[:5])} "
                              f"that are not among the records of {source}")  # fmt: skip
 
+    from phenogen.diffusion.lora import LORA_WEIGHTS
+
+    if cfg.lora_scale != 1.0 and not (model_dir / LORA_WEIGHTS).is_file():
+        raise ConfigError(f"--lora-scale / generate.lora_scale = {cfg.lora_scale:g}: {model_dir} has no LoRA "
+                          f"({LORA_WEIGHTS}); it was trained without image.lora_rank")  # fmt: skip
     model = load_model(model_dir, device=device)
     prepare_output_dir(args.out, "generate", force=args.force)
     save_resolved({"generate": cfg}, args.out, command="generate", model=str(args.model), fasta=str(args.fasta) if args.fasta else None,
@@ -167,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         model.pipeline, records, args.out, images_per_sequence=cfg.images_per_sequence,
         steps=chosen.steps, guidance_scale=chosen.guidance_scale, scheduler=chosen.scheduler, seed=cfg.seed,
         batch_size=cfg.batch_size, progress=True, captions=captions, shared_noise=cfg.shared_noise,
+        lora_scale=cfg.lora_scale,
     )  # fmt: skip
     print(f"wrote {len(rows)} images for {len(records)} sequences to {args.out}", file=sys.stderr)
     return 0

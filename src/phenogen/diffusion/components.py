@@ -272,11 +272,15 @@ def denoise(
     t: torch.Tensor,
     hidden: torch.Tensor,
     mask: torch.Tensor | None = None,
+    cross_attention_kwargs: dict | None = None,
 ) -> torch.Tensor:
-    """The UNet's prediction for ``sample`` at ``t`` given condition tokens (and their pooled mean)."""
+    """The UNet's prediction for ``sample`` at ``t`` given condition tokens (and their pooled mean);
+    ``cross_attention_kwargs`` as diffusers' (``{"scale": s}``: the LoRA scale)."""
     extra = {}
     if getattr(unet, "module", unet).config.class_embed_type == "projection":  # DDP wraps the UNet
         extra["class_labels"] = pooled_condition(hidden, mask)
+    if cross_attention_kwargs is not None:
+        extra["cross_attention_kwargs"] = cross_attention_kwargs
     return unet(sample, t, encoder_hidden_states=hidden, encoder_attention_mask=mask, **extra).sample
 
 
@@ -382,3 +386,98 @@ def widen_unet(unet: UNet2DConditionModel, channels: int) -> UNet2DConditionMode
     torch.nn.init.zeros_(new.conv_out.bias)
     _copy_into(new, unet.state_dict(), "widen_unet")
     return new
+
+
+# ---------------------------------------------------------------------------------- Stable Diffusion bases
+SD_SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+
+
+def check_base_dir(path: str | Path) -> dict:
+    """Check a local diffusers-format Stable Diffusion directory without loading a weight (``image.base``).
+
+    Needs ``unet/`` (a ``UNet2DConditionModel`` whose ``cross_attention_dim`` is one width: SD 1.x 768,
+    SD 2.x 1024), ``vae/`` (an ``AutoencoderKL`` with as many latent channels as the UNet reads) and
+    ``scheduler/`` (its training noise schedule; ``prediction_type`` tells SD 2.x's v-prediction).
+    ``text_encoder/`` and ``tokenizer/`` are not read. SDXL (a UNet that also reads pooled text embeddings
+    and time ids), inpainting UNets (9 input channels) and others are refused by name. Returns the UNet's
+    config. Raises :class:`ConfigError` (not SD-shaped) or :class:`CheckpointError` (damaged files).
+    """
+    from phenogen.fsio import read_json
+
+    root = Path(path)
+    if not root.is_dir():
+        raise ConfigError(f"image.base={str(path)!r}: not a directory; give a local diffusers-format Stable "
+                          "Diffusion directory (unet/, vae/, scheduler/); nothing is downloaded")  # fmt: skip
+    for part in ("unet", "vae"):
+        if not (root / part / "config.json").is_file():
+            raise ConfigError(f"image.base={str(path)!r}: no {part}/config.json; a Stable Diffusion directory "
+                              "holds unet/, vae/ and scheduler/ (diffusers format: save_pretrained)")  # fmt: skip
+    if not (root / "scheduler" / "scheduler_config.json").is_file():
+        raise ConfigError(f"image.base={str(path)!r}: no scheduler/scheduler_config.json (the noise schedule "
+                          "the UNet was trained with); copy the whole Stable Diffusion directory")  # fmt: skip
+    unet = read_json(root / "unet" / "config.json", "UNet config", expect=dict, error=CheckpointError)
+    vae = read_json(root / "vae" / "config.json", "VAE config", expect=dict, error=CheckpointError)
+    read_json(
+        root / "scheduler" / "scheduler_config.json", "scheduler config", expect=dict, error=CheckpointError
+    )
+    where = root / "unet" / "config.json"
+    if unet.get("_class_name") != "UNet2DConditionModel":
+        raise ConfigError(f"{where}: a {unet.get('_class_name')!r}, not a UNet2DConditionModel; image.base takes "
+                          "Stable Diffusion 1.x / 2.x")  # fmt: skip
+    if unet.get("addition_embed_type") == "text_time":
+        raise ConfigError(f"{where}: an SDXL UNet (it also reads pooled text embeddings and time ids); phenogen "
+                          "fine-tunes Stable Diffusion 1.x / 2.x only")  # fmt: skip
+    dim = unet.get("cross_attention_dim")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise ConfigError(f"{where}: cross_attention_dim = {dim!r}; image.base needs one cross-attention width "
+                          "(768 for SD 1.x, 1024 for SD 2.x)")  # fmt: skip
+    if unet.get("class_embed_type") is not None or unet.get("addition_embed_type") is not None:
+        raise ConfigError(f"{where}: the UNet reads class or added embeddings beside the text; not a plain "
+                          "Stable Diffusion UNet")  # fmt: skip
+    channels = unet.get("in_channels")
+    if channels != unet.get("out_channels") or channels != vae.get("latent_channels"):
+        raise ConfigError(f"{where}: the UNet reads {channels} channels and writes {unet.get('out_channels')}, "
+                          f"the VAE has {vae.get('latent_channels')} latent channels (an inpainting or "
+                          "depth UNet?); image.base needs a text-to-image UNet")  # fmt: skip
+    check_component_dir(root / "unet")
+    check_component_dir(root / "vae")
+    return unet
+
+
+def load_base(path: str | Path) -> tuple[UNet2DConditionModel, AutoencoderKL, dict]:
+    """The UNet (float32), VAE and training noise-schedule config of a Stable Diffusion directory
+    (checked first by :func:`check_base_dir`); local files only."""
+    from phenogen.fsio import read_json
+    from phenogen.lm.model import LOAD_ERRORS
+
+    root = Path(path)
+    check_base_dir(root)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(
+            root / "unet", local_files_only=True, torch_dtype=torch.float32
+        )
+    except LOAD_ERRORS as exc:
+        raise CheckpointError(
+            f"{root / 'unet'}: cannot load as UNet2DConditionModel ({' '.join(str(exc).split())[:300]})"
+        ) from None
+    vae = load_vae(root / "vae")
+    schedule = read_json(
+        root / "scheduler" / "scheduler_config.json", "scheduler config", error=CheckpointError
+    )
+    return unet, vae, schedule
+
+
+def base_noise_scheduler(schedule: dict, prediction_type: str | None = None) -> DDPMScheduler:
+    """The training noise schedule of a Stable Diffusion base: its betas and prediction type (SD 2.x:
+    v_prediction), in a ``DDPMScheduler``; ``prediction_type`` overrides the base's when given."""
+    kwargs = {k: schedule[k] for k in SD_SCHEDULER_KEYS if k in schedule}
+    if prediction_type is not None:
+        kwargs["prediction_type"] = prediction_type
+    return DDPMScheduler(clip_sample=False, steps_offset=int(schedule.get("steps_offset", 1)),
+                         timestep_spacing=str(schedule.get("timestep_spacing", "leading")), **kwargs)  # fmt: skip
+
+
+def condition_heads(width: int, preferred: int) -> int:
+    """Attention heads of the condition head for a token width: ``preferred`` when it divides it, else the
+    largest of 8, 4, 2, 1 that does."""
+    return next(h for h in (preferred, 8, 4, 2, 1) if h >= 1 and width % h == 0)

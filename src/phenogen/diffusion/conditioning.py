@@ -183,6 +183,10 @@ class DNAConditioner(ModelMixin, ConfigMixin):
         The trainable head (see the module docstring).
     caption_n, caption_traits
         ``caption`` head: the caption encoder's number of values and their names.
+    fixed_length : bool
+        Stable Diffusion's convention (``image.base``): every condition is ``max_tokens`` tokens long and
+        fully attended, padding included (padded tokens carry zeros), the way CLIP's 77 tokens are, so a
+        stock pipeline given ``prompt_embeds`` and no attention mask paints what phenogen paints.
     null_condition : {"learned", "empty_sequence"}
         The unconditional embedding used for guidance and condition dropout.
     cond_dropout : float
@@ -226,6 +230,7 @@ class DNAConditioner(ModelMixin, ConfigMixin):
         head: str = "tokens",
         caption_n: int = 0,
         caption_traits: Sequence[str] = (),
+        fixed_length: bool = False,
     ):
         super().__init__()
         if encoder not in ENCODERS:
@@ -472,9 +477,13 @@ class DNAConditioner(ModelMixin, ConfigMixin):
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         else:
             x, mask = self._tokens_head(features, mask, generator)
+            if self.config.fixed_length and x.shape[1] < self.max_tokens:  # padded tokens carry zeros
+                x = nn.functional.pad(x, (0, 0, 0, self.max_tokens - x.shape[1]))
         if drop is not None and not empty:
             x = torch.where(drop[:, None, None], self.null_token.to(x.dtype).expand_as(x), x)
             mask = mask | drop[:, None]
+        if self.config.fixed_length:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         return x, mask
 
     def _tokens_head(
@@ -590,6 +599,7 @@ def build_conditioner(
     head: str = "tokens",
     caption_encoder: str | Path | None = None,
     seed: int = 0,
+    fixed_length: bool = False,
 ) -> DNAConditioner:
     """A fresh conditioner; for ``gpt2`` the frozen LM is loaded from ``lm_model`` (a train-lm directory).
 
@@ -664,6 +674,7 @@ def build_conditioner(
             cond_dropout=cond_dropout,
             feature_dropout=feature_dropout,
             head=head,
+            fixed_length=fixed_length,
             **encoder_kwargs,
         )
     if caption is not None:

@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -157,6 +158,14 @@ class ImageConfig:
         default=0.999, metadata={"help": "EMA decay of the UNet/condition weights; 0 = no EMA"}
     )
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    unet_lr: float | None = field(
+        default=None,
+        metadata={
+            "help": "peak learning rate of the UNet's weights (its LoRA with lora_rank), the conditioner keeping "
+            "lr; unset = lr, but with image.base 1e-4 for LoRA and 1e-5 for full fine-tuning (the usual Stable "
+            "Diffusion rates: a pretrained UNet needs a gentler rate than a conditioner trained from scratch)"
+        },
+    )
     lr_warmup_steps: int = field(default=100, metadata={"help": "linear warmup steps, then cosine decay"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     batch_size: int = field(default=32, metadata={"help": "images per micro-batch"})
@@ -201,6 +210,40 @@ class ImageConfig:
             "help": "start from a pretrained bird prior (VAE + UNet, `phenogen pretrain-image`): "
             "a directory, or 'builtin' for the one shipped with the package; '' = train from scratch"
         },
+    )
+    base: str = field(
+        default="",
+        metadata={
+            "help": "a local diffusers-format Stable Diffusion directory (1.x / 2.x: unet/, vae/, scheduler/; "
+            "text_encoder/ and tokenizer/ are not read) to fine-tune, the DNA conditioner in CLIP's place; its "
+            "resolution, latent space and noise schedule (v-prediction for 2.x) come with it. '' = none. Never "
+            "downloaded"
+        },
+    )
+    lora_rank: int = field(
+        default=0,
+        metadata={
+            "help": "LoRA rank on the UNet's attention projections (peft); 0 = fine-tune the whole UNet (the "
+            "thesis). Needs image.base or image.init. 32 with lora_alpha 8 is the kohya-style SD recipe"
+        },
+    )
+    lora_alpha: float = field(
+        default=8.0, metadata={"help": "LoRA alpha (the update is scaled by alpha / rank)"}
+    )
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch in training"})
+    lora_targets: str = field(
+        default="to_q,to_k,to_v,to_out.0",
+        metadata={
+            "help": "comma-separated UNet module names that get LoRA (diffusers' attention projections)"
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "recompute UNet activations in the backward pass (less memory, ~20-30 % slower)"},
+    )
+    optimizer: Literal["adamw", "adamw8bit"] = field(
+        default="adamw",
+        metadata={"help": "adamw (torch; fused on a GPU) or adamw8bit (bitsandbytes, when installed)"},
     )
     vae: str = field(
         default="train",
@@ -266,6 +309,31 @@ class ImageConfig:
         for name in ("vae_steps", "vae_crop"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.base and self.init:
+            raise ValueError("image.base (a Stable Diffusion directory) and image.init (a phenogen prior) "
+                             "both bring a UNet and a VAE: set one of them")  # fmt: skip
+        if self.base and self.vae != "train":
+            raise ValueError("image.base brings its own VAE; leave image.vae = 'train' when base is set")
+        if self.base and self.cond_head == "caption":
+            raise ValueError("image.cond_head = 'caption' writes captions for a captioned phenogen prior; with "
+                             "image.base use the tokens head")  # fmt: skip
+        if self.base and self.pooled_condition:
+            raise ValueError("image.pooled_condition changes the UNet's inputs, which a stock Stable Diffusion "
+                             "pipeline could then not feed; leave it off with image.base")  # fmt: skip
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
+        if self.lora_rank and not (self.base or self.init):
+            raise ValueError("image.lora_rank adapts a pretrained UNet: set image.base (Stable Diffusion) or "
+                             "image.init (a phenogen prior)")  # fmt: skip
+        if self.lora_rank and not self.train_unet:
+            raise ValueError(
+                "image.lora_rank trains LoRA weights of the UNet; it needs image.train_unet = true"
+            )
+        if self.lora_alpha <= 0 or not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError("lora_alpha must be > 0 and lora_dropout in [0, 1)")
+        targets = [t.strip() for t in self.lora_targets.split(",")]
+        if not all(targets) or any(not re.fullmatch(r"[A-Za-z_][\w.]*", t) for t in targets):
+            raise ValueError(f"lora_targets must be comma-separated module names, got {self.lora_targets!r}")
         if self.init and self.vae != "train":
             raise ValueError("image.init brings its own VAE; leave image.vae = 'train' when init is set")
         if self.vae_batch_size is not None and self.vae_batch_size < 1:
@@ -277,8 +345,10 @@ class ImageConfig:
                 "image.cond_head = 'caption' writes captions for a captioned prior: set image.init "
                 "(the built-in prior, 'builtin', is captioned)"
             )
-        if not self.train_unet and not self.init:
-            raise ValueError("image.train_unet = false freezes a pretrained UNet: set image.init to a prior")
+        if not self.train_unet and not (self.init or self.base):
+            raise ValueError(
+                "image.train_unet = false freezes a pretrained UNet: set image.init to a prior or image.base"
+            )
         if self.decoder_loss_weight < 0 or self.decoder_loss_batch < 1 or self.decoder_loss_crop < 0:
             raise ValueError(
                 "decoder_loss_weight and decoder_loss_crop must be >= 0 and decoder_loss_batch >= 1"
@@ -293,6 +363,8 @@ class ImageConfig:
             raise ValueError(f"snr_gamma must be > 0 (or unset), got {self.snr_gamma}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.unet_lr is not None and self.unet_lr <= 0:
+            raise ValueError(f"unet_lr must be > 0 (or unset), got {self.unet_lr}")
         if self.lr <= 0 or self.vae_lr <= 0:
             raise ValueError(f"lr and vae_lr must be > 0, got {self.lr}, {self.vae_lr}")
         if min(self.max_minutes, self.weight_decay, self.vae_kl_weight, self.vae_colour_weight) < 0:
@@ -343,6 +415,10 @@ class GenerateConfig:
         },
     )
     batch_size: int = field(default=16, metadata={"help": "sequences denoised together"})
+    lora_scale: float = field(
+        default=1.0,
+        metadata={"help": "LoRA models (image.lora_rank): weight of the LoRA update; 0 = the base model"},
+    )
     policy: Literal["reject", "mask", "drop"] = field(
         default="mask",
         metadata={"help": "FASTA ambiguity-code policy: reject, mask (to N) or drop the record"},

@@ -190,13 +190,14 @@ def paint(
     captions: Mapping[str, Sequence[float]] | None = None,
     shared_noise: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    lora_scale: float = 1.0,
 ) -> tuple[list[tuple[str, int, Image.Image]], np.ndarray | None]:
     """Paint ``images_per_sequence`` images per ``(record_id, sequence)`` in memory.
 
     The settings left ``None`` are the pipeline's (``pipeline.generation_settings``; see
     :mod:`phenogen.diffusion.settings`). ``captions`` (caption-head models): these records are painted
     from the given caption instead of their barcode. ``progress(done, total)`` is called after every
-    denoising step (``total`` = steps × batches).
+    denoising step (``total`` = steps × batches). ``lora_scale``: the LoRA's weight (LoRA models only).
 
     Returns
     -------
@@ -271,6 +272,7 @@ def paint(
             generator=gens,
             num_images_per_sequence=images_per_sequence,
             callback_on_step_end=on_step,
+            **({"lora_scale": lora_scale} if lora_scale != 1.0 else {}),
         ).images
         for j, image in enumerate(images):
             out.append((chunk[j // images_per_sequence][0], j % images_per_sequence, image))
@@ -291,6 +293,7 @@ def generate_images(
     progress: bool = False,
     captions: Mapping[str, Sequence[float]] | None = None,
     shared_noise: bool = False,
+    lora_scale: float = 1.0,
 ) -> list[dict[str, str]]:
     """Generate ``images_per_sequence`` images per ``(record_id, sequence)`` and write them to ``out_dir``.
 
@@ -307,6 +310,8 @@ def generate_images(
         painting the barcode); ``OUT/captions.tsv`` lists the given ones. Seeds do not change.
     shared_noise : bool
         Every record gets the same noise (:func:`image_seed` with no record id).
+    lora_scale : float
+        A LoRA model: the weight of its LoRA update (0 = the base UNet).
 
     Returns
     -------
@@ -334,7 +339,7 @@ def generate_images(
     painted, values = paint(
         pipeline, records, images_per_sequence=images_per_sequence, steps=steps,
         guidance_scale=guidance_scale, scheduler=scheduler, seed=seed, batch_size=batch_size,
-        captions=captions, shared_noise=shared_noise, progress=tick,
+        captions=captions, shared_noise=shared_noise, progress=tick, lora_scale=lora_scale,
     )  # fmt: skip
     bar.close()
     (out / "images").mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ Sampling follows Stable Diffusion's pipeline: classifier-free guidance is one ba
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from phenogen.diffusion.caption_decoder import CaptionDecoder
 from phenogen.diffusion.components import denoise
 from phenogen.diffusion.conditioning import DNAConditioner
 from phenogen.diffusion.config import SCHEDULERS
+from phenogen.diffusion.lora import LORA_WEIGHTS, has_lora, load_lora
 from phenogen.diffusion.vae import unscale_latents
 from phenogen.dna.seqio import clean_sequence
 from phenogen.errors import CheckpointError, ConfigError, InputError
@@ -151,6 +153,7 @@ class DNAToImagePipeline(DiffusionPipeline):
         uncond: torch.Tensor | None,
         uncond_mask: torch.Tensor | None,
         guidance_scale: float,
+        cross_attention_kwargs: dict | None = None,
     ) -> torch.Tensor:
         """The UNet's output with classifier-free guidance: one batched call on ``[uncond, cond]``.
 
@@ -158,11 +161,11 @@ class DNAToImagePipeline(DiffusionPipeline):
         """
         if uncond is None or guidance_scale == 1.0:
             latent_in = self.scheduler.scale_model_input(latents, t)
-            return denoise(self.unet, latent_in, t, cond, cond_mask)
+            return denoise(self.unet, latent_in, t, cond, cond_mask, cross_attention_kwargs)
         latent_in = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
         hidden = torch.cat([uncond, cond])
         mask = None if cond_mask is None else torch.cat([uncond_mask, cond_mask])
-        out = denoise(self.unet, latent_in, t, hidden, mask)
+        out = denoise(self.unet, latent_in, t, hidden, mask, cross_attention_kwargs)
         out_uncond, out_cond = out.chunk(2)
         return out_uncond + guidance_scale * (out_cond - out_uncond)
 
@@ -185,6 +188,7 @@ class DNAToImagePipeline(DiffusionPipeline):
         progress: bool = False,
         captions: torch.Tensor | np.ndarray | None = None,
         callback_on_step_end=None,
+        lora_scale: float = 1.0,
     ):
         """Generate images for barcodes (or, with a caption head, for captions given directly).
 
@@ -209,6 +213,9 @@ class DNAToImagePipeline(DiffusionPipeline):
         callback_on_step_end : callable, optional
             Called as ``callback_on_step_end(pipe, i, t, {})`` after denoising step ``i`` (diffusers'
             convention; progress bars in notebooks and the app); its return value is ignored.
+        lora_scale : float
+            A LoRA model (``image.lora_rank``): the weight of the LoRA update (0 = the base UNet, 1 = as
+            trained); diffusers' ``cross_attention_kwargs={"scale": lora_scale}``.
 
         Returns
         -------
@@ -224,6 +231,15 @@ class DNAToImagePipeline(DiffusionPipeline):
         )  # fmt: skip
         if output_type not in ("pil", "np", "pt", "latent"):
             raise InputError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
+        if not (isinstance(lora_scale, int | float) and math.isfinite(lora_scale)):
+            raise InputError(f"lora_scale must be a finite number, got {lora_scale!r}")
+        attention_kwargs = None
+        if has_lora(self.unet):
+            attention_kwargs = {"scale": float(lora_scale)}
+        elif lora_scale != 1.0:
+            raise InputError(
+                "lora_scale is for a LoRA model (trained with image.lora_rank); this one has none"
+            )
         device = self._execution_device
         dtype = self.unet.dtype
         n = len(seqs) * num_images_per_sequence
@@ -274,7 +290,9 @@ class DNAToImagePipeline(DiffusionPipeline):
         # 5. denoising loop
         step_kwargs = self._step_kwargs(generator)
         for i, t in enumerate(self.progress_bar(timesteps) if progress else timesteps):
-            out = self.guided_prediction(latents, t, cond, cond_mask, uncond, uncond_mask, guidance_scale)
+            out = self.guided_prediction(
+                latents, t, cond, cond_mask, uncond, uncond_mask, guidance_scale, attention_kwargs
+            )
             latents = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 callback_on_step_end(self, i, t, {})
@@ -412,6 +430,10 @@ def check_pipeline_dir(path: str | Path) -> tuple[Path, dict]:
         check_config_numbers(config, config_file, long_lists=_LONG_LISTS)
         if spec[1] in _OWN_CLASSES:
             check_own_component_config(_OWN_CLASSES[spec[1]], config, config_file)
+    if (path / LORA_WEIGHTS).exists():  # a LoRA run: the adapter beside the base UNet
+        from phenogen.lm.model import check_safetensors
+
+        check_safetensors(path / LORA_WEIGHTS, "LoRA weights file")
     from phenogen.diffusion.settings import read_settings
 
     read_settings(path)  # generation_config.json, when there is one
@@ -437,6 +459,8 @@ def load_pipeline(path: str | Path, device: str | torch.device | None = None) ->
         raise CheckpointError(f"{path}: cannot load the pipeline ({detail})") from None
     finally:
         diffusers_logging.enable_progress_bar()
+    if (path / LORA_WEIGHTS).is_file():
+        load_lora(pipe.unet, path)
     pipe.set_progress_bar_config(disable=True)
     from phenogen.diffusion.settings import read_settings
 

@@ -59,6 +59,7 @@ from phenogen.diffusion.checkpoints import (
     save_checkpoint,
 )
 from phenogen.diffusion.config import ImageConfig
+from phenogen.diffusion.pipeline_readme import write_pipeline_readme
 from phenogen.diffusion.settings import THESIS, GenerationSettings, write_settings
 from phenogen.errors import CheckpointError, ConfigError, DataError
 from phenogen.fsio import atomic_write_bytes, atomic_write_text, complete_dir, replace_dir
@@ -76,7 +77,8 @@ CAPTION_PRIOR_SD = (
 SHAPE_KEYS = ("preset", "resolution", "encoder", "lm_model", "lm_layer", "kmer_k", "kmer_segments", "onehot_window",
               "cond_depth", "pooled_condition", "null_condition", "prediction_type", "beta_schedule", "vae", "seed", "batch_size",
               "grad_accum", "hflip", "init", "latent_norm", "relatives_k", "relatives_tokens", "cond_head", "train_unet",
-              "train_caption_encoder")  # fmt: skip
+              "train_caption_encoder", "base", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets",
+              "optimizer")  # fmt: skip
 
 
 @dataclass
@@ -266,6 +268,16 @@ def check_inputs(data_dir: str | Path, cfg: ImageConfig) -> None:
             f"{ds.root}: {len(missing)} image file(s) of the train split are missing, e.g. {missing[0]}"
         )
     resolve_init(cfg.init, cfg.preset)
+    if cfg.base:
+        from phenogen.diffusion.components import check_base_dir
+
+        check_base_dir(cfg.base)
+    if cfg.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ConfigError("image.optimizer = 'adamw8bit' needs bitsandbytes (pip install bitsandbytes, on a "
+                              "CUDA machine); or use 'adamw'") from None  # fmt: skip
     if cfg.vae != "train" and not (Path(cfg.vae) / "config.json").is_file():
         raise ConfigError(f"image.vae={cfg.vae!r}: not a VAE directory (no config.json); give a local "
                           "diffusers AutoencoderKL directory or 'train'")  # fmt: skip
@@ -362,8 +374,11 @@ def train_image_model(
     t0 = time.perf_counter()
     ds = load_dataset(data_dir)
     prior_dir = resolve_init(cfg.init, cfg.preset)
-    external_vae = cfg.vae != "train" or prior_dir is not None
+    base = components.load_base(cfg.base) if cfg.base else None  # (unet, vae, noise schedule)
+    external_vae = cfg.vae != "train" or prior_dir is not None or base is not None
     resolution = cfg.resolution or preset.resolution
+    if base is not None:  # the Stable Diffusion UNet's own size (SD 1.5: 64 x 8 = 512 px)
+        resolution = cfg.resolution or int(base[0].config.sample_size) * components.vae_scale(base[1])
     train = _pairs(ds, "train", resolution)
     if len(train.images) == 0:
         raise DataError(
@@ -384,7 +399,9 @@ def train_image_model(
     vae_dir = out / "vae"
     if main and resume and not vae_dir.is_dir() and complete_dir(vae_dir) is not None:
         complete_dir(vae_dir).rename(vae_dir)  # a kill fell between the two renames of its save
-    if external_vae:
+    if base is not None:
+        vae = base[1]
+    elif external_vae:
         vae = components.load_vae(prior_dir / "vae" if prior_dir is not None else cfg.vae)
     elif (resume or not main) and (vae_dir / "config.json").is_file():
         vae = components.load_vae(vae_dir)
@@ -406,10 +423,12 @@ def train_image_model(
 
     # 3. caches: posteriors of every image (and its mirror image) + frozen features of every barcode
     t0 = time.perf_counter()
+    width = int(base[0].config.cross_attention_dim) if base is not None else preset.cross_attention_dim
     conditioner = build_conditioner(
-        cfg.encoder, preset.cross_attention_dim, lm_model=cfg.lm_model, lm_layer=cfg.lm_layer, kmer_k=cfg.kmer_k,
+        cfg.encoder, width, lm_model=cfg.lm_model, lm_layer=cfg.lm_layer, kmer_k=cfg.kmer_k,
         kmer_segments=cfg.kmer_segments, onehot_window=cfg.onehot_window,
-        max_length=max(len(s) for s in train.sequences), depth=cfg.cond_depth, heads=preset.cond_heads,
+        max_length=max(len(s) for s in train.sequences), depth=cfg.cond_depth,
+        heads=components.condition_heads(width, preset.cond_heads), fixed_length=base is not None,
         null_condition=cfg.null_condition, cond_dropout=cfg.cond_dropout, feature_dropout=cfg.feature_dropout,
         head=cfg.cond_head, seed=cfg.seed,
         caption_encoder=prior_dir / "caption_encoder" if prior_dir is not None else None,
@@ -465,7 +484,9 @@ def train_image_model(
 
     # 4. model, optimizer, schedule, EMA
     set_seed(cfg.seed)
-    if prior_dir is not None:  # fine-tune the pretrained prior (its cross-attention starts as a no-op)
+    if base is not None:  # fine-tune Stable Diffusion's UNet, the DNA conditioner in CLIP's place
+        unet = base[0]
+    elif prior_dir is not None:  # fine-tune the pretrained prior (its cross-attention starts as a no-op)
         unet = load_prior_unet(prior_dir, preset.cross_attention_dim, resolution // scale)
         if cfg.pooled_condition:
             unet = components.add_pooled_condition(unet)
@@ -473,15 +494,45 @@ def train_image_model(
         unet = components.build_unet(cfg.preset, preset.cross_attention_dim, sample_size=resolution // scale,
                                      latent_channels=vae.config.latent_channels,
                                      pooled=cfg.pooled_condition)  # fmt: skip
-    noise_scheduler = components.build_noise_scheduler(cfg.prediction_type, cfg.beta_schedule)
-    unet.requires_grad_(cfg.train_unet)
+    if base is not None:  # the base's own schedule and prediction type (unless v_prediction is asked for)
+        noise_scheduler = components.base_noise_scheduler(
+            base[2], cfg.prediction_type if cfg.prediction_type != "epsilon" else None
+        )
+    else:
+        noise_scheduler = components.build_noise_scheduler(cfg.prediction_type, cfg.beta_schedule)
+    lora_config = None
+    if cfg.lora_rank:  # the base frozen, LoRA on its attention projections (float32)
+        from phenogen.diffusion.lora import add_lora
+
+        lora_config = add_lora(unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+        if device.type == "cuda" and mp in ("fp16", "bf16"):  # the frozen base in half precision
+            half = torch.float16 if mp == "fp16" else torch.bfloat16
+            for p in unet.parameters():
+                if not p.requires_grad:
+                    p.data = p.data.to(half)
+    else:
+        unet.requires_grad_(cfg.train_unet)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
     if cfg.cond_head == "caption":
         conditioner.caption.requires_grad_(cfg.train_caption_encoder)
-    params = [p for p in unet.parameters() if p.requires_grad] + conditioner.trainable_parameters()
+    unet_params = [p for p in unet.parameters() if p.requires_grad]
+    params = unet_params + conditioner.trainable_parameters()
+    unet_lr = cfg.unet_lr
+    if unet_lr is None and base is not None:  # Stable Diffusion practice: gentle on the pretrained UNet
+        unet_lr = 1e-4 if cfg.lora_rank else 1e-5
+    groups = params
+    if unet_params and unet_lr is not None and unet_lr != cfg.lr:  # two groups; the schedule scales both
+        groups = [{"params": unet_params, "lr": unet_lr}, {"params": conditioner.trainable_parameters()}]
     # fused AdamW on a GPU: one kernel for all parameters (the foreach default launches several per group)
-    optimizer = torch.optim.AdamW(
-        params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True if device.type == "cuda" else None
-    )
+    if cfg.optimizer == "adamw8bit":
+        import bitsandbytes as bnb
+
+        optimizer = bnb.optim.AdamW8bit(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(
+            groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True if device.type == "cuda" else None
+        )
     micro_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = cfg.max_steps or math.ceil(micro_per_epoch * cfg.epochs / cfg.grad_accum)
     # linear warmup + cosine decay over plan["steps"], which a time budget may shorten (see the loop)
@@ -502,6 +553,10 @@ def train_image_model(
         unet = unet.to(device)
         conditioner, optimizer, lr_scheduler = accelerator.prepare(conditioner, optimizer, lr_scheduler)
     raw_unet, raw_cond = accelerator.unwrap_model(unet), accelerator.unwrap_model(conditioner)
+    if lora_config is not None:  # checkpoints hold the LoRA weights, not the frozen base
+        from phenogen.diffusion.lora import register_checkpoint_hooks
+
+        register_checkpoint_hooks(accelerator, unet)
     if unet is not raw_unet:  # DDP-wrapped: components.denoise reads unet.config
         unet.config = raw_unet.config
     caption_decoder = None  # the prior's caption decoder: paints with the caption (frozen; decoder loss)
@@ -544,10 +599,15 @@ def train_image_model(
         plan["steps"] = state.get("planned_steps", total_steps)
         log.info("resumed from %s at step %d", ckpt, global_step)
 
+    # sampling: DDIM over the training schedule; with a Stable Diffusion base, over the base's own scheduler
+    # config (set_alpha_to_one = false ...), so that a stock pipeline's DDIM from it takes the same steps
+    sampling_config = noise_scheduler.config
+    if base is not None:
+        sampling_config = dict(base[2]) | {"prediction_type": noise_scheduler.config.prediction_type}
     pipe = DNAToImagePipeline(
         vae,
         raw_unet,
-        make_scheduler("ddim", noise_scheduler.config),
+        make_scheduler("ddim", sampling_config),
         raw_cond,
         caption_decoder=caption_decoder,
     )
@@ -722,17 +782,57 @@ def train_image_model(
             ema.copy_to(ema_params)
         tmp = out / "pipeline.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        pipe.save_pretrained(tmp, safe_serialization=True)
+        if lora_config is None:
+            pipe.save_pretrained(tmp, safe_serialization=True)
+        else:  # the base UNet as it came, its LoRA beside it (diffusers format)
+            _save_lora_pipeline(tmp, pipe, lora_config, cfg.base)
         write_settings(tmp, generation or THESIS, generation_source)
+        write_pipeline_readme(tmp, lora=lora_config is not None, base=cfg.base)
         if ema is not None:
             ema.restore(ema_params)
         kill_point("export:mid_write", global_step)
         replace_dir(tmp, out / "pipeline")
+        if (
+            lora_config is not None
+        ):  # what a user of their own Stable Diffusion copy needs: LoRA + conditioner
+            _export_lora(out / "pipeline", out / "lora")
         seconds["export"] = time.perf_counter() - t0
         seconds["total"] = time.perf_counter() - t_start
         _write_losses(out, result)
     accelerator.wait_for_everyone()
     return result
+
+
+def _save_lora_pipeline(directory: Path, pipe, lora_config, base: str = "") -> None:
+    """Save a LoRA run's pipeline: the UNet without its adapter, ``pytorch_lora_weights.safetensors`` beside.
+
+    With a Stable Diffusion base the UNet's files are copied from the base as they are (on a GPU the frozen
+    base trained in half precision; the float32 weights on disk are the ones a stock pipeline loads)."""
+    from phenogen.diffusion.components import WEIGHT_FILES
+    from phenogen.diffusion.lora import base_unet, save_lora
+    from phenogen.diffusion.pipeline import DNAToImagePipeline
+
+    clean = DNAToImagePipeline(pipe.vae, base_unet(pipe.unet), pipe.scheduler, pipe.conditioner,
+                               caption_decoder=pipe.caption_decoder)  # fmt: skip
+    clean.save_pretrained(directory, safe_serialization=True)
+    source = Path(base) / "unet" if base else None
+    if source is not None and (source / WEIGHT_FILES[0]).is_file():
+        for name in ("config.json", WEIGHT_FILES[0]):
+            shutil.copyfile(source / name, directory / "unet" / name)
+    save_lora(directory, pipe.unet, lora_config)
+
+
+def _export_lora(pipeline_dir: Path, lora_dir: Path) -> None:
+    """``OUT/lora``: the LoRA weights and the DNA conditioner, for a stock pipeline over one's own base."""
+    from phenogen.diffusion.lora import LORA_WEIGHTS
+
+    tmp = lora_dir.with_name(lora_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copy2(pipeline_dir / LORA_WEIGHTS, tmp / LORA_WEIGHTS)
+    shutil.copytree(pipeline_dir / "conditioner", tmp / "conditioner")
+    shutil.copy2(pipeline_dir / "README.md", tmp / "README.md")
+    replace_dir(tmp, lora_dir)
 
 
 def _spread(n: int, k: int) -> list[int]:

@@ -32,6 +32,29 @@ decoding (a sampled window whose overlap disagrees with its predecessor is taken
 'ACGTACGT'
 >>> tok.decode_dna(tok.encode_dna("ACNTACG"))
 'NNNTACG'
+
+**Loading with plain transformers.** ``save_pretrained`` (and so every LM directory ``train-lm``
+writes) also writes ``tokenizer.json``, the same tokenization as a ``tokenizers`` pipeline, and names
+``PreTrainedTokenizerFast`` in ``tokenizer_config.json``; ``transformers.AutoTokenizer.from_pretrained``
+then loads it without ``trust_remote_code`` (phenogen's own keys ``k`` and ``stride`` stay in that file
+for :meth:`KmerTokenizer.from_pretrained`; transformers ignores them). The fast tokenizer gives the ids
+of :meth:`KmerTokenizer.encode_dna` for every sequence phenogen accepts. Where it differs:
+
+* **Overlapping windows** (``stride < k``) cannot be written as a split pattern: no ``tokenizer.json``
+  is written and ``tokenizer_class`` stays ``KmerTokenizer``, so ``AutoTokenizer`` fails with
+  transformers' own error. Only ``stride == k`` directories load with plain transformers.
+* **Input phenogen refuses** (gaps, digits, inner spaces, other letters) raises
+  :class:`~phenogen.errors.SequenceError` here; the fast tokenizer cannot raise and reads each such
+  character as one ``<unk>``. Surrounding whitespace is stripped by both.
+* **Decoding ``<unk>``.** ``<unk>`` is a special token, so ``decode(ids, skip_special_tokens=True)``
+  drops it (as every transformers tokenizer does, phenogen's slow one included): the text is shorter
+  by ``k`` bases per ``<unk>``. ``decode(ids)`` renders it as ``N`` repeated ``k`` times, like
+  :meth:`KmerTokenizer.decode_dna`, with ``<bos>``/``<eos>`` shown. A/C/G/T barcodes round-trip exactly.
+* **Generating.** The ids of a prompt end in ``<eos>``; to continue a barcode, give
+  ``"<bos>" + barcode`` with ``add_special_tokens=False``::
+
+      pipe = transformers.pipeline("text-generation", model=lm_dir)
+      pipe("<bos>ACGTAC", add_special_tokens=False, return_full_text=False, max_new_tokens=20)
 """
 
 from __future__ import annotations
@@ -42,13 +65,25 @@ import os
 import re
 import string
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import PreTrainedTokenizer
 
 from phenogen.errors import CheckpointError, SequenceError
-from phenogen.fsio import read_json
+from phenogen.fsio import atomic_write_text, read_json
 
-__all__ = ["KmerTokenizer", "SPECIAL_TOKENS", "IUPAC_AMBIGUOUS", "clean_for_tokenizer", "check_sequence"]
+if TYPE_CHECKING:
+    import tokenizers
+
+__all__ = [
+    "KmerTokenizer",
+    "SPECIAL_TOKENS",
+    "FAST_TOKENIZER_FILE",
+    "IUPAC_AMBIGUOUS",
+    "clean_for_tokenizer",
+    "check_sequence",
+]
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>", "<mask>")
 BASES = "ACGT"
@@ -61,6 +96,9 @@ _TRANSLATE = str.maketrans(
 )
 _NOT_BASE = re.compile(r"[^ACGTN]")
 VOCAB_FILE = "kmer_vocab.json"
+FAST_TOKENIZER_FILE = "tokenizer.json"
+"""The ``tokenizers`` serialisation ``AutoTokenizer`` loads (written for ``stride == k`` only)."""
+FAST_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 
 
 def clean_for_tokenizer(seq: str, record_id: str = "?") -> str:
@@ -157,8 +195,6 @@ class KmerTokenizer(PreTrainedTokenizer):
             When the directory, ``tokenizer_config.json`` or ``kmer_vocab.json`` is missing or damaged
             (not UTF-8, not a JSON object, ``k``/``stride`` out of range, a vocabulary that differs).
         """
-        from pathlib import Path
-
         path = Path(pretrained_model_name_or_path)
         if not path.is_dir():
             state = "is not a directory" if path.exists() else "does not exist"
@@ -180,9 +216,14 @@ class KmerTokenizer(PreTrainedTokenizer):
         for name in ("special_tokens_map.json", "added_tokens.json"):
             if (path / name).exists():
                 read_json(path / name, f"tokenizer file {name}", error=CheckpointError)
+        fast = None  # absent in directories written before tokenizer.json existed: they load as before
+        if (path / FAST_TOKENIZER_FILE).exists():
+            fast = read_json(
+                path / FAST_TOKENIZER_FILE, f"tokenizer file {FAST_TOKENIZER_FILE}", error=CheckpointError
+            )
         kwargs["local_files_only"] = True
         try:
-            return super().from_pretrained(path, *init_inputs, **kwargs)
+            tokenizer = super().from_pretrained(path, *init_inputs, **kwargs)
         except CheckpointError:
             raise
         except Exception as exc:  # noqa: BLE001 - transformers raises many types for a damaged file
@@ -190,6 +231,112 @@ class KmerTokenizer(PreTrainedTokenizer):
             raise CheckpointError(
                 f"{path}: cannot load the k-mer tokenizer ({type(exc).__name__}: {text})"
             ) from None
+        if fast is not None:
+            tokenizer._check_fast_file(fast, path / FAST_TOKENIZER_FILE)
+        return tokenizer
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> tuple[str, ...]:
+        """Save as transformers does, plus ``tokenizer.json`` so that plain ``AutoTokenizer`` loads the directory.
+
+        For ``stride == k`` the ``tokenizer_config.json`` transformers wrote is rewritten to name
+        ``PreTrainedTokenizerFast`` (phenogen's ``k`` and ``stride`` stay in it, for
+        :meth:`from_pretrained`). For overlapping windows no ``tokenizer.json`` is written (a stale one
+        is removed) and the class stays ``KmerTokenizer``. ``tokenizer.json`` is written before the
+        config names it, each atomically.
+        """
+        files = super().save_pretrained(save_directory, *args, **kwargs)
+        config_file = next((Path(f) for f in files or () if str(f).endswith("tokenizer_config.json")), None)
+        if config_file is None:  # transformers logged why it saved nothing
+            return files
+        fast_file = config_file.with_name(
+            config_file.name.removesuffix("tokenizer_config.json") + FAST_TOKENIZER_FILE
+        )
+        if self.stride != self.k:
+            fast_file.unlink(missing_ok=True)
+            return tuple(files)
+        config = read_json(config_file, "tokenizer config", error=CheckpointError)
+        config["tokenizer_class"] = FAST_TOKENIZER_CLASS
+        config["clean_up_tokenization_spaces"] = False
+        config.pop("backend", None)  # "custom", the slow backend's tag; each class sets its own
+        for key in ("is_local", "local_files_only"):  # facts of the load this tokenizer came from, if any
+            config.pop(key, None)
+        mode = config_file.stat().st_mode & 0o777  # the atomic writes' temporary files are 0600
+        atomic_write_text(fast_file, self.fast_tokenizer().to_str(pretty=True) + "\n")
+        atomic_write_text(
+            config_file, json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        )
+        for written in (fast_file, config_file):
+            written.chmod(mode)
+        return (*files, str(fast_file))
+
+    def fast_tokenizer(self) -> tokenizers.Tokenizer:
+        """This tokenization as a ``tokenizers.Tokenizer``: what ``tokenizer.json`` holds (``stride == k`` only).
+
+        * normalizer: strip surrounding whitespace; ASCII upper-case, U -> T and IUPAC codes -> N, from
+          the table :func:`clean_for_tokenizer` uses;
+        * pre-tokenizer: k-mers left to right, then the tail bases one by one; any other character
+          is a piece of its own (so one ``<unk>``: the fast tokenizer cannot raise);
+        * model: ``WordLevel`` over this vocabulary, the same ids; a k-mer holding N is ``<unk>``;
+        * post-processor: ``<bos> $A <eos>`` (pairs ``<bos> $A <eos> $B <eos>``, as the slow tokenizer);
+        * decoder: pieces joined without spaces, ``<unk>`` rendered as ``N`` repeated ``k`` times.
+
+        Raises
+        ------
+        ValueError
+            For overlapping windows (``stride < k``), which a split pattern cannot produce.
+
+        Examples
+        --------
+        >>> fast = KmerTokenizer(k=3).fast_tokenizer()
+        >>> fast.encode("acgtU").ids == KmerTokenizer(k=3).encode_dna("acgtU")
+        True
+        >>> fast.decode(fast.encode("ACGTA").ids, skip_special_tokens=True)
+        'ACGTA'
+        """
+        from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+        from tokenizers.models import WordLevel
+
+        if self.stride != self.k:
+            raise ValueError(
+                f"overlapping windows (k={self.k}, stride={self.stride}) have no tokenizers equivalent; "
+                "only stride == k can be written as tokenizer.json"
+            )
+        sources: dict[str, str] = {}  # target base -> the characters clean_for_tokenizer turns into it
+        for code, target in sorted(_TRANSLATE.items()):
+            if target in BASES + "N" and chr(code) != target:
+                sources[target] = sources.get(target, "") + chr(code)
+        bos, eos, unk = self.bos_token, self.eos_token, self.unk_token
+        fast = Tokenizer(WordLevel(self.get_vocab(), unk_token=unk))
+        fast.normalizer = normalizers.Sequence(
+            [normalizers.Strip()]
+            + [normalizers.Replace(Regex(f"[{chars}]"), target) for target, chars in sorted(sources.items())]
+        )
+        fast.pre_tokenizer = pre_tokenizers.Split(
+            Regex(f"[ACGTN]{{{self.k}}}|[ACGTN]|[^ACGTN]"), behavior="isolated"
+        )
+        fast.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+        fast.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A {eos}",
+            pair=f"{bos} $A {eos} $B:1 {eos}:1",
+            special_tokens=[(bos, self.bos_token_id), (eos, self.eos_token_id)],
+        )
+        fast.decoder = decoders.Sequence([decoders.Replace(unk, "N" * self.k), decoders.Fuse()])
+        return fast
+
+    def _check_fast_file(self, fast: dict, file: Path) -> None:
+        """A ``tokenizer.json`` must belong to this tokenizer (non-overlapping, the same vocabulary)."""
+        model = fast.get("model")
+        vocab = model.get("vocab") if isinstance(model, dict) else None
+        if self.stride != self.k:
+            raise CheckpointError(
+                f"{file}: present, but tokenizer_config.json says overlapping windows (k={self.k}, "
+                f"stride={self.stride}), which it cannot describe; delete it or save the tokenizer again"
+            )
+        if vocab != self.vocab:
+            raise CheckpointError(
+                f"{file}: its vocabulary does not match the k={self.k} vocabulary ({VOCAB_FILE}); "
+                "the files do not belong together; save the tokenizer again"
+            )
 
     # -- transformers hooks ---------------------------------------------------------------------
     @property

@@ -5,11 +5,20 @@ A model directory (what ``train-lm`` writes to ``OUT/model`` and ``OUT/checkpoin
     config.json             transformers GPT2Config (special token ids set explicitly)
     model.safetensors       weights
     generation_config.json  written by transformers
-    tokenizer_config.json   KmerTokenizer settings (k, stride, special tokens)
+    tokenizer_config.json   tokenizer settings: special tokens, phenogen's k and stride,
+                            tokenizer_class PreTrainedTokenizerFast (KmerTokenizer when stride < k)
+    tokenizer.json          the same tokenization for transformers' fast tokenizer (stride == k only)
     kmer_vocab.json         the fixed vocabulary, checked on load
     phenogen_lm.json        phenogen facts: preset, training-length statistics, epoch, losses
 
->>> from phenogen.dna.tokenizer import KmerTokenizer
+Such a directory (``stride == k``) also opens with plain transformers, no phenogen and no
+``trust_remote_code``: ``AutoTokenizer.from_pretrained(d)`` (a ``PreTrainedTokenizerFast`` with the
+ids of :meth:`~phenogen.dna.tokenizer.KmerTokenizer.encode_dna`), ``AutoModelForCausalLM.from_pretrained(d)``
+(the GPT-2) and ``pipeline("text-generation", model=d)``; see :mod:`phenogen.dna.tokenizer` for where
+the fast tokenizer differs. Directories written before ``tokenizer.json`` existed (``tokenizer_class``
+``KmerTokenizer``) still load with :func:`load_lm`.
+
+>>> from phenogen.dna.tokenizer import FAST_TOKENIZER_FILE, KmerTokenizer
 >>> lm = build_model(KmerTokenizer(k=3), preset="tiny", seed=0)
 >>> lm.model.config.n_layer, lm.model.config.bos_token_id, lm.model.config.eos_token_id
 (4, 1, 2)
@@ -29,7 +38,7 @@ from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from phenogen.dna.tokenizer import KmerTokenizer
+from phenogen.dna.tokenizer import FAST_TOKENIZER_FILE, KmerTokenizer
 from phenogen.errors import CheckpointError, one_line
 
 __all__ = [
@@ -58,6 +67,7 @@ LOAD_ERRORS: tuple[type[BaseException], ...] = (
 """What ``from_pretrained`` raises on a damaged or mismatched directory (SafetensorError: a bad weights
 file; StrictDataclassError: a config field of the wrong type, e.g. ``"summary_use_proj": null``)."""
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json", "kmer_vocab.json")
+"""``tokenizer.json`` is optional: overlapping-window tokenizers and older directories have none."""
 
 
 @dataclass
@@ -178,7 +188,11 @@ def from_gpt2_dir(
 
 
 def save_lm(lm: DnaLM, out_dir: str | Path, **extra_meta: Any) -> Path:
-    """Write model (safetensors + config), tokenizer and ``phenogen_lm.json`` to ``out_dir``."""
+    """Write model (safetensors + config), tokenizer and ``phenogen_lm.json`` to ``out_dir``.
+
+    The tokenizer files include ``tokenizer.json`` (for ``stride == k``), so that plain transformers
+    opens the directory (see the module docstring).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lm.model.save_pretrained(out, safe_serialization=True)
@@ -305,7 +319,7 @@ def check_model_dir(path: str | Path) -> Path:
                 f"{path / 'config.json'}: {key} must be a positive integer, got {value!r:.40}"
                 + (" (missing)" if key not in config else "")
             )
-    for name in (META_FILE, "generation_config.json", "special_tokens_map.json"):
+    for name in (META_FILE, "generation_config.json", "special_tokens_map.json", FAST_TOKENIZER_FILE):
         _model_json(path, name, required=False)
     check_safetensors(path / "model.safetensors", "model weights file")
     _check_weight_shapes(path, config)

@@ -514,9 +514,11 @@ def _sweeps(run: Path) -> str:
     pngs = sorted(d.glob("*.png")) if d.is_dir() else []
     if not pngs:
         return _missing("guidance-scale and steps sweeps", d)
-    order = {"guidance.png": 0, "steps.png": 1}
+    order = {"guidance.png": 0, "steps.png": 1, "lora_scale.png": 2}
     captions = {"guidance.png": "Guidance scale sweep (columns: scale; rows: sequences)",
-                "steps.png": "Sampling steps sweep (columns: steps; rows: sequences)"}  # fmt: skip
+                "steps.png": "Sampling steps sweep (columns: steps; rows: sequences)",
+                "lora_scale.png": "LoRA scale sweep (columns: weight of the LoRA update, 0 = the base model; "
+                                  "rows: sequences)"}  # fmt: skip
     out = []
     for p in sorted(pngs, key=lambda p: (order.get(p.name, 9), p.name)):
         out.append(f"<h3>{html.escape(captions.get(p.name, p.stem))}</h3>{_img(p, cls='fig', title=p.name)}")
