@@ -366,3 +366,78 @@ def test_half_precision_training_on_a_gpu_resumes_without_unscaling_half_gradien
     resumed = train_image_model(photos.root, tmp_path / "cut", cfg, resume=True, progress=False)
     assert all(np.isfinite(full.losses))
     assert resumed.losses == pytest.approx(full.losses, rel=1e-3)
+
+
+def test_the_thesis_condition_gpt2_hidden_states_on_a_base_pads_to_the_lm_positions(sd_dir, photos, tmp_path):
+    """encoder gpt2 (the thesis: the DNA LM's hidden states in CLIP's place) with a LoRA base: every
+    condition is the LM's n_positions tokens long, and the stock pipeline paints what phenogen paints."""
+    from phenogen import api
+    from phenogen.dna.tokenizer import KmerTokenizer
+    from phenogen.lm.model import build_model, save_lm
+
+    lm_dir = save_lm(build_model(KmerTokenizer(k=3), preset="tiny", n_positions=32, seed=0), tmp_path / "lm")
+    run = tmp_path / "run"
+    cfg = _cfg(
+        sd_dir,
+        lora_rank=4,
+        encoder="gpt2",
+        lm_model=str(lm_dir),
+        null_condition="empty_sequence",
+        max_steps=2,
+    )
+    train_image_model(photos.root, run, cfg, progress=False)
+    records = {r.record_id: r.sequence for r in photos.records("heldout")[:1]}
+    prompt, negative = api.dna_prompt_embeds(run, list(records.values()))
+    assert prompt.shape == negative.shape == (1, 32, 32)
+    ours = _phenogen_images(api.load_model(run), records)
+    stock = _stock(sd_dir)
+    stock.load_lora_weights(run / "lora")
+    assert np.array_equal(_uint8(_stock_images(stock, run, records)), (ours * 255).round().astype(np.uint8))
+
+
+@pytest.mark.slow  # two launches of two processes: ~40 s on 2 cores
+def test_two_processes_train_the_lora_one_process_trains(sd_dir, photos, tmp_path):
+    """LoRA under ``torchrun --nproc_per_node 2`` (gloo): the DDP-wrapped adapter learns what one process
+    learns (up to rounding), the checkpoint hooks find the wrapped UNet, and only the LoRA is saved."""
+    import os
+    import socket
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    sets = ["--set", f"image.base={json.dumps(str(sd_dir))}", "--set", "image.lora_rank=4", "--set", "image.max_steps=4",
+            "--set", "image.batch_size=4", "--set", "image.unet_lr=0.01", "--set", "image.kmer_k=2", "--set",
+            "image.kmer_segments=2", "--set", "image.sample_steps=2", "--set", "image.ema_decay=0"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    runs = {}
+    for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                                  "--master_addr", "127.0.0.1", "--master_port", str(free_port())])):  # fmt: skip
+        out = tmp_path / name
+        argv = [sys.executable, *launcher, "-m", "phenogen.cli", "train-image", "--data", str(photos.root), "--out",
+                str(out), "--no-progress", *sets]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = load_file(out / "pipeline" / LORA)
+    a, b = runs["one"], runs["two"]
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 2e-4
+    ckpt = next((tmp_path / "two" / "checkpoints").glob("checkpoint-*"))
+    assert (ckpt / "unet_lora.safetensors").is_file() and (ckpt / "random_states_1.pkl").is_file()
+
+
+def test_the_code_in_the_pipeline_readme_runs_and_paints_what_phenogen_paints(lora_run, photos):
+    """The stock-pipeline snippet of ``OUT/pipeline/README.md``, run as written (paths filled in)."""
+    import re
+
+    from phenogen import api
+
+    readme = (lora_run / "pipeline" / "README.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[-1]
+    seq = photos.records("heldout")[0].sequence
+    code = code.replace("OUT/pipeline", str(lora_run / "pipeline")).replace("ACGT...", seq)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the project's own documentation
+    ours = api.load_model(lora_run).paint({"my_record": seq}, steps=50, guidance_scale=8.0, scheduler="ddim")
+    assert np.array_equal(np.asarray(scope["image"]), np.asarray(ours.images["my_record"][0]))

@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(out, force=args.force, resume=args.resume)
         check_inputs(args.data, cfg)
         if args.force:
-            check_not_inside(out, {"--data": args.data, "image.init": cfg.init, "image.vae": cfg.vae})
+            check_not_inside(out, {"--data": args.data, "image.init": cfg.init, "image.vae": cfg.vae,
+                                   "image.base": cfg.base, "image.lm_model": cfg.lm_model})  # fmt: skip
         check_prior_fits(cfg.init, cfg.preset, cfg.resolution)
         if cfg.encoder == "gpt2":  # else a missing or broken LM is found only after the VAE has trained
             if not cfg.lm_model:

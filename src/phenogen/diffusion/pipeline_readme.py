@@ -62,19 +62,26 @@ are, so a stock `StableDiffusionPipeline` paints the same images from `prompt_em
 
 ```python
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from phenogen.api import dna_prompt_embeds
+from phenogen.diffusion.generate import image_seed
 
 pipe = StableDiffusionPipeline.from_pretrained("{base}", safety_checker=None)  # your local copy
+pipe.scheduler = DDIMScheduler.from_pretrained("{where}", subfolder="scheduler")  # phenogen's DDIM
 {lora_load}prompt_embeds, negative_prompt_embeds = dna_prompt_embeds("{where}", ["ACGT..."])
 image = pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
              num_inference_steps=50, guidance_scale=8.0,
-             generator=torch.Generator().manual_seed(0)).images[0]
+             generator=torch.Generator().manual_seed(image_seed(0, "my_record", 0))).images[0]
 ```
+
+`image_seed(seed, record id, k)` is the noise `phenogen generate --seed seed` gives image `k` of that
+record; with one record per call (`phenogen generate --batch-size 1`) the pictures are identical pixel for
+pixel (batches of other sizes round the floating point differently, up to 1/255).
 """
 
 _LORA_LOAD = """pipe.load_lora_weights("{where}")  # pytorch_lora_weights.safetensors (diffusers format)
-pipe.scheduler = ...  # optional: the sampler of generation_config.json
+"""
+_FULL_LOAD = """pipe.unet = UNet2DConditionModel.from_pretrained("{where}", subfolder="unet")  # the fine-tuned UNet
 """
 
 
@@ -89,7 +96,7 @@ def write_pipeline_readme(directory: str | Path, *, lora: bool = False, base: st
             base=base,
             where=where,
             lora_title=" with LoRA" if lora else "",
-            lora_load=_LORA_LOAD.format(where=where) if lora else "",
+            lora_load=(_LORA_LOAD if lora else _FULL_LOAD).format(where=where),
         )
         if lora:
             text += (
