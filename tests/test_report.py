@@ -21,7 +21,7 @@ from phenogen.evaluate.config import EvaluateConfig
 from phenogen.evaluate.metrics import evaluate
 from phenogen.report import command
 from phenogen.report.figures import loss_curves, plot_loss_curves
-from phenogen.report.html import build_report
+from phenogen.report.html import RunParts, build_report
 
 torch.set_num_threads(2)
 TINY = dict(
@@ -174,14 +174,14 @@ def test_ancestors_section_says_what_the_ancestors_were_painted_from(tmp_path):
     record = {"ancestor_sequences": "reconstructed", "all_nodes_mean_identity": {"treetime": 0.97},
               "n_identifiable": 5, "n_true_internal": 6}  # fmt: skip
     (tmp_path / "ancestors" / "targets.json").write_text(json.dumps(record))
-    assert "<b>reconstructed</b> sequences" in _ancestors(tmp_path)
+    assert "<b>reconstructed</b> sequences" in _ancestors(RunParts.resolve(tmp_path))
     (tmp_path / "generated").mkdir()
     (tmp_path / "generated" / "captions.tsv").write_text("record_id\ta\nn1\t0.5\n")
-    section = _ancestors(tmp_path)
+    section = _ancestors(RunParts.resolve(tmp_path))
     assert "reconstructed at each ancestor on the tree" in section and "0.9700" in section
     assert "barcodes of every tip write" in section  # no config: caption_tips = "all"
     (tmp_path / "config.toml").write_text('[ancestors]\ncaption_tips = "train"\n')
-    assert "barcodes of the training species write" in _ancestors(tmp_path)
+    assert "barcodes of the training species write" in _ancestors(RunParts.resolve(tmp_path))
 
 
 def test_first_screen_compares_with_every_baseline_and_shows_a_contact_sheet(full_run):
@@ -231,3 +231,37 @@ def test_rendered_baselines_show_in_the_headline_and_beside_each_target(full_run
     page = build_report(run).read_text()
     assert "oracle, rendered" in page and html.escape(line) in page
     assert any(im.getpixel((0, 0))[:3] == (10, 200, 10) for im in _images(page))
+
+
+def test_a_run_laid_out_by_hand_is_reported_from_what_its_commands_recorded(tmp_path):
+    """Commands run one by one into folders of the user's choosing: the report finds the evaluation, and
+    from the paths each command recorded its dataset, images, image model and DNA model — every section
+    its artifacts support, from the project folder or from the evaluation folder itself."""
+    proj = tmp_path / "proj"
+    ds = make_clade(proj / "clade", n_tips=12, n_extinct=2)
+    fake_generated(ds, proj / "portraits", "truth")
+    evaluate(ds.root, proj / "portraits", proj / "scores", EvaluateConfig(**TINY), progress=None)
+    (proj / "scores" / "config.json").write_text(json.dumps(
+        {"evaluate": {}, "data": str(ds.root), "generated": str(proj / "portraits")}))  # fmt: skip
+    (proj / "portraits" / "config.json").write_text(
+        json.dumps({"generate": {}, "model": "proj/bird-model/pipeline"})
+    )
+    (proj / "bird-model" / "pipeline").mkdir(parents=True)
+    (proj / "bird-model" / "config.json").write_text(
+        json.dumps({"image": {"lm_model": "proj/dna-model/model"}})
+    )
+    _png(proj / "bird-model" / "loss_curve.png", (30, 30, 200))
+    (proj / "dna-model" / "model").mkdir(parents=True)
+    (proj / "dna-model" / "losses.json").write_text(
+        json.dumps({"steps": [{"step": i, "loss": 3.0 / i} for i in range(1, 9)]})
+    )
+    for where in (proj, proj / "scores"):
+        page = build_report(where, tmp_path / f"{where.name}.html").read_text()
+        for text in ("Held-out living species", "oracle", "top-5"):
+            assert text in page, (where, text)
+        for part in ("evaluation", "generated images", "dataset", "true tree", "DNA language model training",
+                     "Image model (diffusion) training"):  # fmt: skip
+            assert f"{part}: not run" not in page, (where, part)
+        assert len(_images(page)) > 10
+    parts = RunParts.resolve(proj)
+    assert parts["image"] == proj / "bird-model" and parts["lm"] == proj / "dna-model"

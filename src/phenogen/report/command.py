@@ -34,7 +34,11 @@ class ReportConfig:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--run", required=True, metavar="DIR", help="run directory (e.g. from `phenogen demo`)"
+        "--run",
+        required=True,
+        metavar="DIR",
+        help="run directory: `phenogen demo --out`, a folder holding the --out folders of train-lm / train-image "
+        "/ generate / evaluate, or an evaluate --out",
     )
     parser.add_argument("--out", metavar="FILE", help="HTML file to write (default RUN/report.html)")
     parser.add_argument("--max-targets", type=int, help="shortcut for --set report.max_targets=N")

@@ -1,6 +1,9 @@
 """One self-contained HTML page for a phenogen run: every image and figure embedded as base64 PNG.
 
-The run directory the report reads (every part optional — a missing part is shown as "not run")::
+Any run directory works: the demo's layout below, or folders of one's choosing that the commands were
+run into (``RUN/`` holding them, or an ``evaluate --out`` itself) — :class:`RunParts` finds each part
+from the paths the commands recorded in their ``config.json``. The demo's layout (every part optional —
+a missing part is shown as "not run")::
 
     RUN/data/           dataset (phenogen simulate): manifest, images, tree.nwk, contact_sheet.png
     RUN/lm/             DNA language model (phenogen train-lm): losses.json, loss_curve.png
@@ -167,17 +170,109 @@ def _fmt(v: Any, pct: bool = False, digits: int = 3) -> str:
     return f"{100 * v:.0f}%" if pct else f"{v:.{digits}f}"
 
 
-def _find(run: Path, *names: str, under: tuple[str, ...] = ("lm_eval", "lm", "eval", ".")) -> Path | None:
-    """First existing RUN/<dir>/<name>, then anywhere below RUN (sorted, for determinism)."""
+class RunParts:
+    """Where each part of a run lives (:data:`RUN_LAYOUT` keys → directories).
+
+    A demo run (``phenogen demo --out RUN``) has them at ``RUN/<part>``. Any other run directory — the
+    commands run one by one into folders of one's choosing — is read from what its commands recorded:
+    every ``config.json`` in ``RUN`` and its sub-directories names its command's section (``evaluate``,
+    ``generate``, ``image``, ``lm``), and an evaluation records its dataset, generated images and sequence
+    metrics, a ``generate`` its model (``train-image``'s ``OUT/pipeline``), a ``train-image`` its DNA
+    model (``image.lm_model``). ``RUN`` may also be an ``evaluate --out`` itself. Recorded paths are
+    tried as written (relative to the working directory) and relative to ``RUN`` and its parents.
+    """
+
+    def __init__(self, root: Path, found: dict[str, Path]):
+        self.root, self.found = root, found
+
+    def __getitem__(self, key: str) -> Path:
+        """The part's directory; one that was not found is ``RUN/<part>`` (shown as "not run")."""
+        return self.found.get(key, self.root / RUN_LAYOUT[key])
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.found
+
+    @property
+    def dirs(self) -> list[Path]:
+        return list(dict.fromkeys(self.found.values()))
+
+    @classmethod
+    def resolve(cls, root: Path) -> RunParts:
+        found = {k: root / d for k, d in RUN_LAYOUT.items() if (root / d).is_dir()}
+        if found and (root / RUN_LAYOUT["eval"] / "metrics.json").is_file():
+            return cls(root, found)  # the demo's layout
+        configs = {}
+        for d in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
+            doc = _read_config(d / "config.json")
+            if doc is not None:
+                configs[d] = doc
+            if (d / "dataset.json").is_file():
+                found.setdefault("data", d)
+        for d, doc in configs.items():
+            for section, key in (("evaluate", "eval"), ("generate", "generated"), ("image", "image"),
+                                 ("lm", "lm")):  # fmt: skip
+                if isinstance(doc.get(section), dict):
+                    found.setdefault(key, d)
+        links = [("eval", "data", "data", False), ("eval", "generated", "generated", False),
+                 ("eval", "sequence_metrics", "lm_eval", True), ("generated", "model", "image", False)]  # fmt: skip
+        for _ in range(2):  # an evaluation leads to its images, those to their model, that to its DNA model
+            for source, field_name, key, parent in links:
+                doc = _read_config(found[source] / "config.json") if source in found else None
+                target = _locate(doc.get(field_name) if doc else None, root)
+                if target is not None and key not in found:
+                    target = target.parent if parent or target.is_file() else target
+                    if key == "image" and target.name == "pipeline":
+                        target = target.parent
+                    found[key] = target
+            image_doc = _read_config(found["image"] / "config.json") if "image" in found else None
+            lm = _locate(((image_doc or {}).get("image") or {}).get("lm_model"), root)
+            if lm is not None and "lm" not in found:
+                found["lm"] = lm.parent if lm.name == "model" else lm
+        return cls(root, found)
+
+
+def _read_config(path: Path) -> dict | None:
+    """A command's ``config.json`` as a dict, or None (missing, unreadable: the part is just not found)."""
+    import json
+
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _locate(recorded: Any, root: Path) -> Path | None:
+    """A path a command recorded, found as written or relative to ``root`` and its parents."""
+    if not isinstance(recorded, str) or not recorded or len(recorded) > 4096:
+        return None
+    given = Path(recorded.removeprefix("dataset "))
+    for base in (Path("."), root, *root.resolve().parents):
+        candidate = given if given.is_absolute() else base / given
+        if candidate.exists():
+            return candidate
+        if given.is_absolute():
+            break
+    return None
+
+
+def _find(parts: RunParts, *names: str, under: tuple[str, ...] = ("lm_eval", "lm", "eval")) -> Path | None:
+    """First existing <part>/<name> for the parts ``under``, then anywhere below the run's directories
+    (sorted, for determinism)."""
     for name in names:
-        for d in under:
-            p = run / d / name
+        for key in under:
+            p = parts[key] / name
             if p.is_file():
                 return p
+        if (parts.root / name).is_file():
+            return parts.root / name
     for name in names:
-        hits = sorted(run.rglob(name))
-        if hits:
-            return hits[0]
+        for d in [parts.root, *parts.dirs]:
+            hits = sorted(d.rglob(name)) if d.is_dir() else []
+            if hits:
+                return hits[0]
     return None
 
 
@@ -479,13 +574,13 @@ def _tree(ds, generated: dict[str, list[Path]] | None) -> str:
     return _img(png, cls="fig", title="species tree")
 
 
-def _training(run: Path) -> str:
+def _training(run: RunParts) -> str:
     from phenogen.fsio import read_json
     from phenogen.report.figures import loss_curves, plot_loss_curves
 
     out = []
     for key, title in (("lm", "DNA language model"), ("image", "Image model (diffusion)")):
-        d = run / RUN_LAYOUT[key]
+        d = run[key]
         out.append(f"<h3>{title}</h3>")
         curves = {}
         if (d / "losses.json").is_file():
@@ -504,13 +599,13 @@ def _training(run: Path) -> str:
     out.append(
         _img(ident, cls="fig", title=ident.name)
         if ident
-        else _missing("checkpoint selection", run / "lm_eval" / "identity_by_epoch.png")
+        else _missing("checkpoint selection", run["lm_eval"] / "identity_by_epoch.png")
     )
     return "".join(out)
 
 
-def _sweeps(run: Path) -> str:
-    d = run / RUN_LAYOUT["sweeps"]
+def _sweeps(run: RunParts) -> str:
+    d = run["sweeps"]
     pngs = sorted(d.glob("*.png")) if d.is_dir() else []
     if not pngs:
         return _missing("guidance-scale and steps sweeps", d)
@@ -525,12 +620,12 @@ def _sweeps(run: Path) -> str:
     return "".join(out)
 
 
-def _ancestors(run: Path) -> str:
+def _ancestors(run: RunParts) -> str:
     """Ancestral sequences vs the truth (``phenogen ancestors`` in the demo); empty when not run."""
     from phenogen.demo import tree_caption_tips
     from phenogen.fsio import read_json
 
-    d = run / RUN_LAYOUT["ancestors"]
+    d = run["ancestors"]
     if not (d / "targets.json").is_file():
         return ""
     try:
@@ -541,7 +636,7 @@ def _ancestors(run: Path) -> str:
     if not isinstance(means, dict):
         return f'<p class="missing">{_e(d / "targets.json")}: field all_nodes_mean_identity must be an object</p>'
     painted = f"the <b>{_e(rec.get('ancestor_sequences', '?'))}</b> sequences"
-    if tips := tree_caption_tips(run):
+    if tips := tree_caption_tips(run.root):
         painted = (
             f"the captions the barcodes of {_e(tips)} write, <b>reconstructed at each ancestor on the tree</b> "
             '(Brownian motion; <code>[ancestors] portrait_condition = "tree"</code>)'
@@ -572,7 +667,7 @@ def _flat_numbers(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[str,
     return out
 
 
-def _sequence(run: Path, metrics: dict[str, Any] | None) -> str:
+def _sequence(run: RunParts, metrics: dict[str, Any] | None) -> str:
     seq = (metrics or {}).get("sequence")
     source = None
     if seq is None:
@@ -597,7 +692,7 @@ def _sequence(run: Path, metrics: dict[str, Any] | None) -> str:
         p = _find(run, name)
         if p:
             out.append(_img(p, cls="fig", title=name))
-    return "".join(out) or _missing("DNA model evaluation (phenogen evaluate-dna)", run / "lm_eval")
+    return "".join(out) or _missing("DNA model evaluation (phenogen evaluate-dna)", run["lm_eval"])
 
 
 def _caption_readout(metrics: dict[str, Any] | None) -> str:
@@ -711,18 +806,20 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None, *, max
     run = Path(run_dir)
     if not run.is_dir():
         raise InputError(f"{run}: no such run directory (expected the output of `phenogen demo --out DIR`)")
-    if not any((run / d).is_dir() for d in RUN_LAYOUT.values()):
+    parts = RunParts.resolve(run)
+    if not parts.found and not (run / "metrics.json").is_file():
         raise InputError(
-            f"{run}: not a phenogen run directory (none of {', '.join(sorted(RUN_LAYOUT.values()))}/ in it); "
-            "give the output of `phenogen demo --out DIR`"
+            f"{run}: not a phenogen run directory (none of {', '.join(sorted(RUN_LAYOUT.values()))}/ in it, "
+            "and no command's config.json); give the output of `phenogen demo --out DIR`, or a directory "
+            "holding the --out folders of train-lm / train-image / generate / evaluate"
         )
     out = check_output_file(Path(out_path) if out_path else run / "report.html")
     # the run directory (and, below, the dataset's image folders): a row of generated.tsv or a symlink
     # leading anywhere else is not embedded
-    emb = _Embedder(roots=[run.resolve()])
+    emb = _Embedder(roots=[run.resolve(), *(d.resolve() for d in parts.dirs)])
     token = _EMBED.set(emb)
     try:
-        page = _page(run, emb, max_targets)
+        page = _page(parts, emb, max_targets)
     finally:
         _EMBED.reset(token)
     from phenogen.fsio import atomic_write_text
@@ -731,12 +828,13 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None, *, max
     return out
 
 
-def _page(run: Path, emb: _Embedder, max_targets: int) -> str:
+def _page(parts: RunParts, emb: _Embedder, max_targets: int) -> str:
     from phenogen.data.dataset import load_dataset
     from phenogen.evaluate.targets import read_generated
     from phenogen.fsio import read_json
 
-    data_dir, eval_dir, gen_dir = (run / RUN_LAYOUT[k] for k in ("data", "eval", "generated"))
+    run = parts.root
+    data_dir, eval_dir, gen_dir = (parts[k] for k in ("data", "eval", "generated"))
     ds = load_dataset(data_dir) if (data_dir / "dataset.json").is_file() else None
     if ds is not None:
         # not ds.image_roots: dataset.json's image_links (symlink imports) is not trusted for embedding
@@ -772,13 +870,13 @@ def _page(run: Path, emb: _Embedder, max_targets: int) -> str:
     grid = gen_dir / "grid.png"
     if grid.is_file():
         sections.append(("Generated grid", _img(grid, cls="fig", title="grid.png")))
-    sections.append(("Training", _training(run)))
-    sections.append(("Sweeps", _sweeps(run)))
+    sections.append(("Training", _training(parts)))
+    sections.append(("Sweeps", _sweeps(parts)))
     readout = _caption_readout(metrics)
     if readout:
         sections.append(("What the DNA wrote", readout))
-    sections.append(("Sequence side (DNA model)", _sequence(run, metrics)))
-    ancestors = _ancestors(run)
+    sections.append(("Sequence side (DNA model)", _sequence(parts, metrics)))
+    ancestors = _ancestors(parts)
     if ancestors:
         sections.append(("Ancestral sequences vs the truth", ancestors))
     if ds is not None and (ds.root / "contact_sheet.png").is_file():
