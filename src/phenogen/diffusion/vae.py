@@ -369,9 +369,16 @@ def finetune_decoder(
 
 @torch.no_grad()
 def encode_latent_dist(
-    vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 64, device: str | torch.device = "cpu"
+    vae: AutoencoderKL, images: torch.Tensor, batch_size: int | None = None, device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior ``(mean, std)`` of every image, each ``(N, C, h, w)`` float32 on CPU (unscaled)."""
+    """Posterior ``(mean, std)`` of every image, each ``(N, C, h, w)`` float32 on CPU (unscaled).
+
+    ``batch_size`` unset: 64 images up to 128 px, fewer for larger ones (the same pixels per batch, at
+    least 4: a Stable Diffusion VAE at 512 px holds ~1 GB of activations per image in float32).
+    """
+    if batch_size is None:
+        side = int(images.shape[-1]) if images.ndim == 4 else 128
+        batch_size = max(4, min(64, 64 * 128 * 128 // max(1, side * side)))
     vae.eval()
     means, stds = [], []
     for a in range(0, len(images), batch_size):
