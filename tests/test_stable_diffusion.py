@@ -441,3 +441,20 @@ def test_the_code_in_the_pipeline_readme_runs_and_paints_what_phenogen_paints(lo
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the project's own documentation
     ours = api.load_model(lora_run).paint({"my_record": seq}, steps=50, guidance_scale=8.0, scheduler="ddim")
     assert np.array_equal(np.asarray(scope["image"]), np.asarray(ours.images["my_record"][0]))
+
+
+def test_8bit_adam_without_bitsandbytes_is_refused_before_training(sd_dir, photos, tmp_path, monkeypatch):
+    import builtins
+
+    from phenogen.diffusion.train import check_inputs
+
+    real_import = builtins.__import__
+
+    def no_bnb(name, *args, **kwargs):
+        if name == "bitsandbytes":
+            raise ImportError("No module named 'bitsandbytes'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bnb)
+    with pytest.raises(ConfigError, match="needs bitsandbytes"):
+        check_inputs(photos.root, _cfg(sd_dir, lora_rank=4, optimizer="adamw8bit"))
