@@ -327,7 +327,7 @@ def _newick_call(path: Path) -> Callable[[object], None]:
         assert tip_names(again) == tip_names(tree)
         dup = copy_tree(tree)
         assert to_newick(dup) == text
-        fix_branch_lengths(tree)  # InputError for a negative length
+        fix_branch_lengths(tree, strict=True)  # InputError for a negative length
         root_tree(tree, "midpoint")  # InputError for a tree of one tip
 
     return call
@@ -425,9 +425,9 @@ def test_newick_that_bio_reads_well_still_reads():
     assert [c.branch_length for c in tree.get_terminals()] == [1.0, 1e-3, 2.0, 1.0]
     assert tree.root.clades[0].support == 0.97 and tree.root.clades[1].name == "anc"
     assert parse_newick("(A,B)").count_terminals() == 2  # the ';' may be missing
-    negative = parse_newick("(A:-1,B:1);")  # negative lengths are fix_branch_lengths' to refuse
+    negative = parse_newick("(A:-1,B:1);")  # negative lengths are fix_branch_lengths' to refuse (strict)
     with pytest.raises(InputError, match="negative branch length"):
-        fix_branch_lengths(negative)
+        fix_branch_lengths(negative, strict=True)
 
 
 def test_deep_trees_copy_and_root_without_recursion_errors():
@@ -439,7 +439,7 @@ def test_deep_trees_copy_and_root_without_recursion_errors():
     dup.root.clades[0].name = "changed"
     assert tree.root.clades[0].name != "changed"
     root_tree(dup, "midpoint")
-    assert fix_branch_lengths(dup) == 0 and name_internal_nodes(dup) > 0
+    assert fix_branch_lengths(dup).missing == 0 and name_internal_nodes(dup) > 0
     assert all(c.name for c in dup.get_nonterminals())
     assert len(node_depths(dup)) == len(list(dup.find_clades())) == 2 * dup.count_terminals() - 1
     for text in ("A;", "1;", ":5;", "[&x];"):  # Bio.Phylo: UnboundLocalError / ValueError

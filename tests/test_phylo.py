@@ -134,13 +134,15 @@ def test_check_names_rejects_duplicate_tips():
         check_names(tree, ["A", "B", "C"])
 
 
-def test_negative_branch_length_is_an_error_missing_ones_are_counted():
-    """Negative lengths raise naming the node; missing lengths become the epsilon and are counted."""
-    bad = parse_newick("((A:1,B:-0.5):1,(C:1,D:1):1);")
-    with pytest.raises(InputError, match=r"negative branch length -0.5 above B"):
-        fix_branch_lengths(bad)
+def test_negative_branch_lengths_become_zero_or_are_refused_missing_ones_are_counted():
+    """Negative lengths are set to 0 and counted (strict: refused, naming each); missing ones get the epsilon."""
+    bad = parse_newick("((A:1,B:-0.5):1,(C:-1e-6,D:1):1);")
+    with pytest.raises(InputError, match=r"2 negative branch length.*-0.5 above B; -1e-06 above C"):
+        fix_branch_lengths(bad, strict=True)
+    assert fix_branch_lengths(bad) == (0, 2, 2)
+    assert min(c.branch_length for c in bad.find_clades() if c is not bad.root) == 0.0
     tree = parse_newick("((A,B:1):1,(C:1,D:1));")
-    assert fix_branch_lengths(tree, missing=1e-5) == 2
+    assert fix_branch_lengths(tree, missing=1e-5).missing == 2
     assert min(c.branch_length for c in tree.find_clades() if c is not tree.root) == pytest.approx(1e-5)
 
 
@@ -243,8 +245,8 @@ def test_command_on_a_fasta_writes_every_output(tmp_path, clade):
     names = [c.split()[0] for c in (out / "ancestors.fasta").read_text().split(">")[1:]]
     assert len(names) == 7 and names[0] == "anc001"
     rows = json.loads((out / "nodes.json").read_text())
-    assert {"node", "mean_confidence", "min_confidence", "depth", "support"} <= set(rows[0])
-    assert "[&confidence=" in (out / "tree.annotated.nwk").read_text()
+    assert {"node", "mean_posterior", "min_posterior", "depth", "support", "stop_codons"} <= set(rows[0])
+    assert "[&posterior=" in (out / "tree.annotated.nwk").read_text()
     assert json.loads((out / "selected.json").read_text())["selected"][0] == "anc001"
     assert json.loads((out / "config.json").read_text())["ancestors"]["tree_method"] == "fasttree"
 

@@ -1,9 +1,18 @@
 """Multiple sequence alignment of barcodes: detect aligned input, otherwise run MAFFT.
 
 Input is read with :func:`phenogen.dna.seqio.read_fasta` (gaps allowed, ambiguity codes handled by
-the chosen policy, ``mask`` by default: every IUPAC code becomes ``N``). A FASTA counts as *aligned*
-when every sequence has the same length; ``--aligned`` insists on it and names the offending records
-otherwise. Unaligned input is aligned with ``mafft --auto`` (Debian package ``mafft``).
+the chosen policy, ``mask`` by default: every IUPAC code becomes ``N``). ``--align`` says when to run
+``mafft --auto`` (Debian package ``mafft``):
+
+``auto`` (default)
+    sequences of different lengths are aligned; sequences of one length are taken as aligned only when
+    :func:`phenogen.phylo.frame.alignment_doubts` finds nothing (every sequence has an open reading
+    frame under ``genetic_code``, no stretch of one falls to chance identity with the others); else
+    MAFFT aligns them and the log says which sequences raised the doubt.
+``always``
+    MAFFT aligns whatever the lengths (gaps in the input are removed first).
+``never`` (``--aligned``)
+    the input is the alignment; different lengths are an error naming the odd records.
 
 Gap handling, end to end:
 
@@ -25,6 +34,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from phenogen.dna.seqio import read_fasta, write_fasta
 from phenogen.errors import InputError, SequenceError
@@ -33,6 +43,7 @@ from phenogen.phylo.tools import run_tool
 __all__ = ["Alignment", "is_aligned", "check_aligned", "read_sequences", "run_mafft", "align", "ungap"]
 
 log = logging.getLogger(__name__)
+AlignMode = Literal["auto", "always", "never"]
 
 
 @dataclass
@@ -46,6 +57,8 @@ class Alignment:
     masked: dict[str, int] = field(default_factory=dict)  # id -> ambiguity codes turned into N
     dropped: dict[str, str] = field(default_factory=dict)  # id -> why it was left out
     method: str = "input"  # "input" (already aligned) or "mafft"
+    headers: dict[str, str] = field(default_factory=dict)  # id -> whole FASTA header line
+    doubts: dict[str, str] = field(default_factory=dict)  # id -> why equal lengths did not mean aligned
 
     def as_dict(self) -> dict[str, str]:
         return dict(zip(self.names, self.sequences, strict=True))
@@ -105,7 +118,14 @@ def read_sequences(path: str | Path, *, policy: str = "mask", min_sequences: int
             f"{min_sequences} sequences"
         )
     return Alignment(
-        names, seqs, is_aligned(seqs), str(path), dict(result.masked), dict(result.dropped), method="input"
+        names,
+        seqs,
+        is_aligned(seqs),
+        str(path),
+        dict(result.masked),
+        dict(result.dropped),
+        method="input",
+        headers={r.id: r.description or r.id for r in result.records},
     )
 
 
@@ -130,23 +150,57 @@ def align(
     seqs: Alignment,
     *,
     assume_aligned: bool = False,
+    mode: AlignMode = "auto",
+    genetic_code: int = 2,
     threads: int = 1,
     mafft_args: Sequence[str] = ("--auto",),
 ) -> Alignment:
-    """Return ``seqs`` unchanged when already aligned; else align them with MAFFT.
+    """Return ``seqs`` unchanged when they are an alignment; else align them with MAFFT (see ``--align``).
 
-    ``assume_aligned=True`` (the ``--aligned`` flag) raises :class:`InputError` if lengths differ.
+    ``mode="never"`` (or ``assume_aligned=True``, the ``--aligned`` flag) raises :class:`InputError`
+    if lengths differ; ``"auto"`` checks equal-length input with
+    :func:`~phenogen.phylo.frame.alignment_doubts` under NCBI code ``genetic_code``.
     """
-    if assume_aligned:
+    from phenogen.phylo.frame import alignment_doubts
+
+    if mode not in ("auto", "always", "never"):
+        raise InputError(f"--align {mode!r}: use auto, always or never")
+    if assume_aligned or mode == "never":
         check_aligned(seqs.names, seqs.sequences, seqs.source)
         return seqs
-    if seqs.aligned:
-        log.info(
-            "%s: all %d sequences have length %d; treating as aligned", seqs.source, len(seqs), seqs.length
+    doubts: dict[str, str] = {}
+    if mode == "auto" and seqs.aligned:
+        doubts = alignment_doubts(seqs.names, seqs.sequences, table=genetic_code)
+        if not doubts:
+            log.info(
+                "%s: all %d sequences have length %d, open reading frames and no shifted stretch; "
+                "treating as aligned",
+                seqs.source,
+                len(seqs),
+                seqs.length,
+            )
+            return seqs
+        first = next(iter(doubts))
+        log.warning(
+            "%s: the %d sequences share one length but %d do not look aligned (%s: %s); aligning with MAFFT",
+            seqs.source,
+            len(seqs),
+            len(doubts),
+            first,
+            doubts[first],
         )
-        return seqs
     aligned = run_mafft(seqs.names, seqs.sequences, threads=threads, args=mafft_args)
-    return Alignment(list(seqs.names), aligned, True, seqs.source, seqs.masked, seqs.dropped, method="mafft")
+    return Alignment(
+        list(seqs.names),
+        aligned,
+        True,
+        seqs.source,
+        seqs.masked,
+        seqs.dropped,
+        method="mafft",
+        headers=seqs.headers,
+        doubts=doubts,
+    )
 
 
 def ungap(sequence: str) -> str:

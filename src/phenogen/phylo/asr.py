@@ -32,7 +32,14 @@ from phenogen.errors import ExternalToolError, InputError
 from phenogen.phylo.tools import run_tool
 from phenogen.phylo.tree import copy_tree, node_depths, read_tree, to_newick
 
-__all__ = ["AncestralResult", "reconstruct_treetime", "reconstruct_iqtree", "node_table", "annotate_tree"]
+__all__ = [
+    "AncestralResult",
+    "reconstruct_treetime",
+    "reconstruct_iqtree",
+    "node_table",
+    "annotate_tree",
+    "write_state_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,8 @@ class AncestralResult:
     confidence: dict[str, np.ndarray]  # internal node name -> (L,) posterior of the chosen base
     model: dict[str, Any] = field(default_factory=dict)
     log_likelihood: float | None = None
+    profiles: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (L, 5) posterior over alphabet
+    alphabet: str = "ACGT-"
 
 
 def _require_named(tree) -> None:
@@ -84,11 +93,13 @@ def reconstruct_treetime(tree, alignment: dict[str, str], *, seed: int = 0) -> A
     anc = TreeAnc(tree=work, aln=aln, gtr="JC69", verbose=0, rng_seed=seed, fill_overhangs=True)
     anc.infer_ancestral_sequences(marginal=True, infer_gtr=True, reconstruct_tip_states=False)
     full_map = np.asarray(anc.data.full_to_compressed_sequence_map)
-    sequences, confidence = {}, {}
+    sequences, confidence, profiles = {}, {}, {}
+    alphabet = "".join(str(a) for a in anc.gtr.alphabet)
     for clade in anc.tree.get_nonterminals():
         profile = np.asarray(clade.marginal_profile)[full_map]  # (L, 5) over A C G T -
         sequences[clade.name] = anc.sequence(clade, as_string=True)
         confidence[clade.name] = profile.max(axis=1)
+        profiles[clade.name] = profile.astype(np.float32)
     gtr = anc.gtr
     model = {
         "model": "GTR (inferred by TreeTime)",
@@ -98,7 +109,9 @@ def reconstruct_treetime(tree, alignment: dict[str, str], *, seed: int = 0) -> A
         "W": np.asarray(gtr.W).round(6).tolist(),
     }
     ll = getattr(anc.tree, "sequence_marginal_LH", None)
-    return AncestralResult("treetime", sequences, confidence, model, None if ll is None else float(ll))
+    return AncestralResult(
+        "treetime", sequences, confidence, model, None if ll is None else float(ll), profiles, alphabet
+    )
 
 
 def _splits(tree) -> dict[int, frozenset[str]]:
@@ -141,9 +154,12 @@ def reconstruct_iqtree(
     plain = copy_tree(tree)
     for clade in plain.get_nonterminals():
         clade.name, clade.comment = None, None
+    safe = {name: f"s{i}" for i, name in enumerate(alignment)}  # IQ-TREE rewrites ids with ( ) : …
+    for tip in plain.get_terminals():
+        tip.name = safe[tip.name]
     with tempfile.TemporaryDirectory(prefix="phenogen-iqasr-") as tmp:
         aln, nwk, prefix = Path(tmp) / "aln.fasta", Path(tmp) / "tree.nwk", Path(tmp) / "iq"
-        write_fasta(aln, list(alignment.items()))
+        write_fasta(aln, [(safe[n], s) for n, s in alignment.items()])
         nwk.write_text(to_newick(plain), encoding="utf-8")
         run_tool(
             "iqtree",
@@ -171,6 +187,9 @@ def reconstruct_iqtree(
                 f"IQ-TREE wrote no {state_path.name}; is this IQ-TREE >= 1.6 (needed for -asr)?"
             )
         theirs = read_tree(tree_path)
+        back = {v: k for k, v in safe.items()}
+        for tip in theirs.get_terminals():
+            tip.name = back.get(tip.name, tip.name)
         for clade in theirs.get_nonterminals():  # labels may be "Node3" or "Node3/95"
             if clade.name:
                 clade.name = clade.name.split("/")[0]
@@ -193,8 +212,29 @@ def reconstruct_iqtree(
     return AncestralResult("iqtree", sequences, confidence, {"model": model})
 
 
-def node_table(tree, result: AncestralResult, *, low_confidence: float = 0.9) -> list[dict[str, Any]]:
-    """One row per internal node: name, parent, tips below, depth, support, confidence summary."""
+def node_table(
+    tree,
+    result: AncestralResult,
+    *,
+    low_confidence: float = 0.9,
+    names=None,
+    genetic_code: int | None = 2,
+    low_support: float = 0.7,
+) -> list[dict[str, Any]]:
+    """One row per internal node: name, parent, tips and species below, depth, support, posterior summary.
+
+    ``names`` (a :class:`~phenogen.phylo.names.TipNames`) adds ``species`` (up to four below the node)
+    and ``taxon`` (the species or genus all its tips share). ``support`` is the tree builder's branch
+    support for the clade (FastTree SH-like local support, IQ-TREE's; ``None`` for the root and for
+    given trees without it) and ``low_support`` flags it below ``low_support``. ``stop_codons`` counts
+    the stops of the reconstructed sequence in its best frame under NCBI code ``genetic_code``
+    (:func:`phenogen.phylo.frame.stop_codons`; ``None``: not counted). ``mean_calibrated`` is the
+    expected fraction of right bases after :func:`phenogen.phylo.calibration.calibrate` (TreeTime only):
+    the raw posterior is overconfident.
+    """
+    from phenogen.phylo.calibration import calibrate
+    from phenogen.phylo.frame import stop_codons
+
     depths = node_depths(tree)
     parent = {id(c): p.name for p in tree.find_clades() for c in p.clades}
     rows = []
@@ -203,27 +243,38 @@ def node_table(tree, result: AncestralResult, *, low_confidence: float = 0.9) ->
         seq = result.sequences.get(clade.name, "")
         tips = [t.name for t in clade.get_terminals()]
         support = getattr(clade, "support", None)
-        rows.append(
-            {
-                "node": clade.name,
-                "parent": parent.get(id(clade), ""),
-                "n_tips": len(tips),
-                "tips": ";".join(tips[:4]) + (";…" if len(tips) > 4 else ""),
-                "depth": round(depths[id(clade)], 6),
-                "support": None if support is None else float(support),
-                "mean_confidence": None if conf is None else round(float(conf.mean()), 6),
-                "min_confidence": None if conf is None else round(float(conf.min()), 6),
-                f"sites_below_{low_confidence:g}": None
-                if conf is None
-                else int((conf < low_confidence).sum()),
-                "gap_fraction": round(seq.count("-") / len(seq), 6) if seq else None,
-            }
-        )
+        row: dict[str, Any] = {
+            "node": clade.name,
+            "parent": parent.get(id(clade), ""),
+            "n_tips": len(tips),
+            "tips": ";".join(tips[:4]) + (";…" if len(tips) > 4 else ""),
+        }
+        if names is not None:
+            species = list(dict.fromkeys(names.display(t) for t in tips))
+            row["species"] = ";".join(species[:4]) + (f";… ({len(species)})" if len(species) > 4 else "")
+            row["taxon"] = names.taxon(tips)
+        row |= {
+            "depth": round(depths[id(clade)], 6),
+            "support": None if support is None else float(support),
+            "low_support": None if support is None else bool(support < low_support),
+            "mean_posterior": None if conf is None else round(float(conf.mean()), 6),
+            "min_posterior": None if conf is None else round(float(conf.min()), 6),
+            "mean_calibrated": None
+            if conf is None or result.method != "treetime"
+            else round(float(calibrate(conf).mean()), 6),
+            f"sites_below_{low_confidence:g}": None if conf is None else int((conf < low_confidence).sum()),
+            "gap_fraction": round(seq.count("-") / len(seq), 6) if seq else None,
+        }
+        if genetic_code is not None:
+            row["stop_codons"] = stop_codons(seq, genetic_code) if seq else None
+        rows.append(row)
     return rows
 
 
-def annotate_tree(tree, rows: list[dict[str, Any]]) -> Any:
-    """A copy of ``tree`` whose internal nodes carry ``[&confidence=…,support=…]`` Newick comments."""
+def annotate_tree(tree, rows: list[dict[str, Any]], names=None) -> Any:
+    """A copy of ``tree`` for people: internal nodes carry ``[&posterior=…,support=…,taxon="…"]``
+    (``posterior``: the mean per-site posterior of the reconstructed sequence; ``support``: the tree
+    builder's branch support), tips are labelled ``Genus species|id`` when ``names`` knows the species."""
     out = copy_tree(tree)
     by_name = {r["node"]: r for r in rows}
     for clade in out.get_nonterminals():
@@ -231,9 +282,34 @@ def annotate_tree(tree, rows: list[dict[str, Any]]) -> Any:
         if row is None:
             continue
         parts = []
-        if row["mean_confidence"] is not None:
-            parts.append(f"confidence={row['mean_confidence']:.4f}")
+        if row["mean_posterior"] is not None:
+            parts.append(f"posterior={row['mean_posterior']:.4f}")
         if row["support"] is not None:
             parts.append(f"support={row['support']:g}")
+        if row.get("taxon"):
+            parts.append(f'taxon="{row["taxon"]}"')
         clade.comment = "&" + ",".join(parts) if parts else None
+    if names is not None:
+        for tip in out.get_terminals():
+            tip.name = names.label(tip.name)
     return out
+
+
+def write_state_table(result: AncestralResult, path: str | Path, nodes: list[str] | None = None) -> Path:
+    """Per-site posteriors, one row per node and site, like IQ-TREE's ``.state`` (tab-separated, gzip).
+
+    Columns ``Node Site State p_A p_C p_G p_T p_-`` (sites 1-based, alignment coordinates; ``p_-`` is
+    TreeTime's gap state). ``nodes`` (default: every reconstructed node) in that order.
+    """
+    import gzip
+
+    path = Path(path)
+    cols = [f"p_{a}" for a in result.alphabet]
+    with gzip.open(path, "wt", encoding="utf-8", compresslevel=4) as fh:
+        fh.write("# per-site marginal posteriors of the reconstructed ancestors (phenogen ancestors)\n")
+        fh.write("\t".join(["Node", "Site", "State", *cols]) + "\n")
+        for name in nodes or list(result.profiles):
+            profile, seq = result.profiles[name], result.sequences[name]
+            text = np.char.mod("%.4f", profile)
+            fh.writelines(f"{name}\t{i + 1}\t{seq[i]}\t" + "\t".join(text[i]) + "\n" for i in range(len(seq)))
+    return path

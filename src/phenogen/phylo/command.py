@@ -1,6 +1,6 @@
 """``phenogen ancestors``: alignment → tree → ancestral sequences → chosen nodes (→ portraits, → truth).
 
-Input is either ``--fasta FILE`` (any barcodes; aligned with MAFFT unless all lengths agree) or
+Input is either ``--fasta FILE`` (any barcodes; aligned with MAFFT as ``--align`` says) or
 ``--dataset DIR`` (a phenogen dataset: one barcode per living species from the train + heldout
 splits, optionally one per extinct species as a fossil with DNA; when the dataset knows its true
 tree and ancestors, the reconstruction is scored against them).
@@ -10,10 +10,15 @@ Outputs in ``--out DIR``::
     config.json            resolved [ancestors] section + command line
     input.fasta            (dataset mode) the barcodes used, named by species
     alignment.fasta        the alignment reconstructed on (MAFFT's, or the input when aligned)
-    tree.nwk               the rooted tree with every node named
-    tree.annotated.nwk     same, internal nodes carry [&confidence=…,support=…]
+    tree.nwk               the rooted tree with every node named (tips: FASTA ids)
+    tree.annotated.nwk     same for people: tips 'Genus species|id', internal nodes
+                           [&posterior=…,support=…,taxon="…"] (support = branch support)
+    tree.png               (up to 300 tips) the tree, tips by species, support at nodes
+    tips.csv               per tip: id, species, accession, gi number, where the species came from
     ancestors.fasta        reconstructed internal-node sequences (alignment coordinates, may hold -)
-    nodes.csv / nodes.json per internal node: parent, tips, depth, support, confidence summary
+    ancestors.state.tsv.gz per node and site: state and posteriors p_A … p_- (like IQ-TREE .state)
+    nodes.csv / nodes.json per internal node: parent, tips, species, taxon, depth, support,
+                           low_support, posterior summary, stop codons
     selected.json          nodes chosen with --node / --mrca / --all-internal
     summary.json           counts (masked, dropped, missing branch lengths), model, timings
     metrics.json           (truth mode) {"ancestors": identity vs truth per node, by depth, summary}
@@ -52,7 +57,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tree", metavar="FILE.nwk", help="use this tree (tip names = FASTA ids) instead of inferring one"
     )
     parser.add_argument(
-        "--aligned", action="store_true", help="the FASTA is aligned: error if lengths differ"
+        "--aligned",
+        action="store_true",
+        help="the FASTA is aligned: error if lengths differ (= --align never)",
+    )
+    parser.add_argument(
+        "--align",
+        choices=("auto", "always", "never"),
+        help="run MAFFT: auto (default: unless equal lengths, open reading frames and no shifted stretch), "
+        "always, never",
+    )
+    parser.add_argument(
+        "--species-table",
+        metavar="TSV",
+        help="species per id/accession (TSV/CSV with an id and a species column, or a dataset manifest)",
+    )
+    parser.add_argument(
+        "--strict-tree",
+        action="store_true",
+        help="refuse a --tree with negative branch lengths (default: set to 0, counted)",
     )
     parser.add_argument("--out", metavar="DIR", required=True, help="output directory")
     parser.add_argument(
@@ -65,7 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--outgroup", metavar="TIP", nargs="+", help="outgroup tip(s); implies --rooting outgroup"
     )
     parser.add_argument(
-        "--node", metavar="NAME", action="append", default=[], help="choose this node (repeatable)"
+        "--node",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="choose this node: anc001 …, a tip id/accession, a species or genus (repeatable)",
     )
     parser.add_argument(
         "--mrca",
@@ -73,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         action="append",
         default=[],
-        help="choose the MRCA of these tips (repeatable)",
+        help="choose the MRCA of these tips: ids, accessions, gi numbers, species or genera (repeatable)",
     )
     parser.add_argument("--all-internal", action="store_true", help="choose every internal node")
     parser.add_argument(
@@ -97,6 +124,10 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     out = list(getattr(args, "set", []) or [])
     if args.tree_method:
         out.append(f"ancestors.tree_method={args.tree_method}")
+    if args.aligned or args.align:
+        out.append(f"ancestors.align={'never' if args.aligned else args.align}")
+    if args.strict_tree:
+        out.append("ancestors.strict_tree=true")
     if args.outgroup:
         out.append("ancestors.outgroup=" + json.dumps(list(args.outgroup)))
         out.append(f"ancestors.rooting={args.rooting or 'outgroup'}")
@@ -139,8 +170,24 @@ def training_species(dataset_dir: str | Path) -> set[str]:
     return species
 
 
-def reconstruct(names, sequences, *, cfg, tree_file=None, assume_aligned=False, source="<input>"):
-    """The core pipeline on in-memory sequences; returns a dict of the pieces (see :func:`run`)."""
+def reconstruct(
+    names,
+    sequences,
+    *,
+    cfg,
+    tree_file=None,
+    assume_aligned=False,
+    source="<input>",
+    tip_names=None,
+    outgroup=None,
+    headers=None,
+):
+    """The core pipeline on in-memory sequences; returns a dict of the pieces (see :func:`run`).
+
+    ``tip_names`` (a :class:`~phenogen.phylo.names.TipNames`) lets a given tree name its tips by
+    accession, gi number or species; ``outgroup`` (tip ids) replaces ``cfg.outgroup`` (which may hold
+    species names, resolved by the caller).
+    """
     from phenogen.phylo.align import Alignment, align, is_aligned
     from phenogen.phylo.asr import reconstruct_treetime
     from phenogen.phylo.tree import (
@@ -152,18 +199,30 @@ def reconstruct(names, sequences, *, cfg, tree_file=None, assume_aligned=False, 
         root_tree,
     )
 
+    outgroup = tuple(cfg.outgroup if outgroup is None else outgroup)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    seqs = Alignment(list(names), list(sequences), is_aligned(sequences), source)
-    aln = align(seqs, assume_aligned=assume_aligned, threads=cfg.threads, mafft_args=cfg.mafft_args)
+    seqs = Alignment(list(names), list(sequences), is_aligned(sequences), source, headers=headers or {})
+    aln = align(
+        seqs,
+        assume_aligned=assume_aligned,
+        mode=cfg.align,
+        genetic_code=cfg.genetic_code,
+        threads=cfg.threads,
+        mafft_args=cfg.mafft_args,
+    )
     timings["align_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if tree_file is not None:
         tree = read_tree(tree_file)
+        if tip_names is not None:
+            tip_names.match_tree_tips(tree, source=str(tree_file))
         check_names(tree, aln.names, tree_source=str(tree_file), fasta_source=source)
-        n_missing = fix_branch_lengths(tree, missing=cfg.missing_branch_length, source=str(tree_file))
+        fixes = fix_branch_lengths(
+            tree, missing=cfg.missing_branch_length, source=str(tree_file), strict=cfg.strict_tree
+        )
         if cfg.reroot_given_tree:
-            root_tree(tree, cfg.rooting, cfg.outgroup)
+            root_tree(tree, cfg.rooting, outgroup)
         tree_method = "given"
     else:
         tree = infer_tree(
@@ -173,16 +232,27 @@ def reconstruct(names, sequences, *, cfg, tree_file=None, assume_aligned=False, 
             threads=cfg.threads,
             seed=cfg.seed,
             iqtree_model=cfg.iqtree_model,
+            iqtree_support=cfg.iqtree_support,
         )
         check_names(tree, aln.names, tree_source=cfg.tree_method, fasta_source=source)
-        n_missing = fix_branch_lengths(tree, missing=cfg.missing_branch_length, source=cfg.tree_method)
-        root_tree(tree, cfg.rooting, cfg.outgroup)
+        fixes = fix_branch_lengths(tree, missing=cfg.missing_branch_length, source=cfg.tree_method)
+        root_tree(tree, cfg.rooting, outgroup)
         tree_method = cfg.tree_method
     n_named = name_internal_nodes(tree)
     timings["tree_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = reconstruct_treetime(tree, aln.as_dict(), seed=cfg.seed)
     timings["asr_s"] = time.perf_counter() - t0
+    if tree_method == "fasttree":
+        support = "FastTree SH-like local support"
+    elif tree_method == "iqtree":
+        support = {"none": None, "ufboot": "IQ-TREE UFBoot", "sh-alrt": "IQ-TREE SH-aLRT"}.get(
+            cfg.iqtree_support, "IQ-TREE UFBoot (SH-aLRT in nodes.csv sh_alrt)"
+        )
+    else:
+        support = (
+            "as given" if any(getattr(c, "support", None) is not None for c in tree.find_clades()) else None
+        )
     return {
         "alignment": aln,
         "tree": tree,
@@ -192,9 +262,13 @@ def reconstruct(names, sequences, *, cfg, tree_file=None, assume_aligned=False, 
             "sequences": len(aln),
             "alignment_length": aln.length,
             "alignment_method": aln.method,
+            "alignment_doubts": len(aln.doubts),
             "tree_method": tree_method,
+            "support": support,
             "rooting": cfg.rooting if (tree_file is None or cfg.reroot_given_tree) else "as given",
-            "missing_branch_lengths_set": n_missing,
+            "missing_branch_lengths_set": fixes.missing,
+            "negative_branch_lengths_set_to_zero": fixes.negative,
+            "zero_branch_lengths": fixes.zero,
             "internal_nodes_named": n_named,
             "internal_nodes": len(tree.get_nonterminals()),
         },
@@ -250,9 +324,10 @@ def run(args: argparse.Namespace) -> int:
     from phenogen.dna.seqio import read_fasta, write_fasta
     from phenogen.fsio import check_output_dir, prepare_output_dir, read_json, read_text
     from phenogen.phylo.align import read_sequences
-    from phenogen.phylo.asr import annotate_tree, node_table
+    from phenogen.phylo.asr import annotate_tree, node_table, write_state_table
     from phenogen.phylo.config import AncestorsConfig
-    from phenogen.phylo.select import select_nodes
+    from phenogen.phylo.names import TipNames, read_species_table
+    from phenogen.phylo.select import resolve_choices, select_nodes
     from phenogen.phylo.tree import write_tree
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -267,35 +342,45 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_output_dir(out, force=args.force)
     check_inputs_outside(out, args.force, fasta=args.fasta, dataset=args.dataset, tree=args.tree,
-                         model=args.model, lm_samples=args.lm_samples)  # fmt: skip
-    truth, masked, dropped = None, {}, {}
+                         model=args.model, lm_samples=args.lm_samples,
+                         species_table=args.species_table)  # fmt: skip
+    truth, masked, dropped, headers = None, {}, {}, {}
+    if args.aligned and args.align not in (None, "never"):
+        raise InputError(f"--aligned means --align never; it contradicts --align {args.align}")
     if args.dataset:
         if (Path(args.dataset) / "dataset.json").is_file():
             read_json(Path(args.dataset) / "dataset.json", "dataset description", error=DataError)
         names, sequences, truth = dataset_input(args.dataset, with_extinct=cfg.with_extinct)
+        tip_names = TipNames.from_ids(names, {n: n.replace("_", " ") for n in names})
     else:
         seqs = read_sequences(args.fasta, policy=cfg.ambiguity_policy)
         names, sequences, masked, dropped = seqs.names, seqs.sequences, seqs.masked, seqs.dropped
+        headers = seqs.headers
+        tip_names = TipNames.from_headers([headers[n] for n in names])
+    if args.species_table:
+        n_matched = tip_names.add_table(read_species_table(args.species_table))
+        if not n_matched:
+            raise InputError(
+                f"--species-table {args.species_table}: none of its ids matches a tip "
+                f"(tips look like {', '.join(names[:3])})"
+            )
+        log.info("%s: species for %d of %d tips", args.species_table, n_matched, len(names))
     if cfg.seed < 0:  # numpy and TreeTime take non-negative seeds only
         raise ConfigError(f"ancestors.seed = {cfg.seed}: the seed must be >= 0")
-    tips = set(names)
-    for flag, wanted in [
-        ("--outgroup / ancestors.outgroup", cfg.outgroup),
-        *(("--mrca", m) for m in args.mrca),
-    ]:
-        unknown = [t for t in wanted if t not in tips]
-        if unknown:
-            shown = ", ".join(sorted(tips)[:5])
-            raise InputError(
-                f"{flag}: {', '.join(unknown)} not among the input's {len(tips)} names ({shown}, …)"
-            )
+    # every name the user gave is checked here, before any alignment or tree (minutes) is made
+    outgroup: list[str] = []
+    for word in cfg.outgroup:
+        outgroup.extend(t for t in tip_names.resolve(word, flag="--outgroup") if t not in outgroup)
+    internal_names: set[str] = set()
     if args.tree:
         from phenogen.phylo.tree import check_names, read_tree
 
         read_text(args.tree, "tree file (--tree)")
-        check_names(
-            read_tree(args.tree), names, tree_source=str(args.tree), fasta_source=args.fasta or args.dataset
-        )
+        given = read_tree(args.tree)
+        tip_names.match_tree_tips(given, source=str(args.tree))
+        check_names(given, names, tree_source=str(args.tree), fasta_source=args.fasta or args.dataset)
+        internal_names = {c.name for c in given.get_nonterminals() if c.name}
+    choices = resolve_choices(tip_names, nodes=args.node, mrca=args.mrca, internal_names=internal_names)
     if args.lm_samples:
         read_fasta(args.lm_samples, policy="mask")
     caption_tips = None
@@ -315,6 +400,7 @@ def run(args: argparse.Namespace) -> int:
             caption_tips = training_species(args.dataset)
     prepare_output_dir(out, "ancestors", force=args.force)
     save_resolved({"ancestors": cfg}, out, command=["phenogen", "ancestors", *sys.argv[2:]])
+    _write_table(tip_names.tip_rows(), out, "tips")
     start = time.perf_counter()
     if args.dataset:
         write_fasta(out / "input.fasta", list(zip(names, sequences, strict=True)))
@@ -322,24 +408,77 @@ def run(args: argparse.Namespace) -> int:
     else:
         source = args.fasta
     piece = reconstruct(
-        names, sequences, cfg=cfg, tree_file=args.tree, assume_aligned=args.aligned, source=source
+        names,
+        sequences,
+        cfg=cfg,
+        tree_file=args.tree,
+        assume_aligned=args.aligned,
+        source=source,
+        tip_names=tip_names,
+        outgroup=outgroup,
+        headers=headers,
     )
     aln, tree, result = piece["alignment"], piece["tree"], piece["result"]
-    selected = select_nodes(tree, nodes=args.node, mrca=args.mrca, all_internal=args.all_internal)
 
+    t0 = time.perf_counter()
     write_fasta(out / "alignment.fasta", list(zip(aln.names, aln.sequences, strict=True)))
     write_tree(tree, out / "tree.nwk")
-    rows = node_table(tree, result, low_confidence=cfg.low_confidence)
-    write_tree(annotate_tree(tree, rows), out / "tree.annotated.nwk")
+    rows = node_table(
+        tree,
+        result,
+        low_confidence=cfg.low_confidence,
+        names=tip_names,
+        genetic_code=cfg.genetic_code,
+        low_support=cfg.low_support,
+    )
+    write_tree(annotate_tree(tree, rows, tip_names), out / "tree.annotated.nwk")
     write_fasta(out / "ancestors.fasta", [(r["node"], result.sequences[r["node"]]) for r in rows])
+    write_state_table(result, out / "ancestors.state.tsv.gz", [r["node"] for r in rows])
     _write_table(rows, out, "nodes")
-    atomic_write_text(out / "selected.json", json.dumps({"selected": selected}, indent=1) + "\n")
+    if len(aln) <= 300:
+        from phenogen.phylo.portraits import tree_figure
 
+        labels = {t: tip_names.display(t) for t in aln.names}
+        tree_figure(tree, {}, out / "tree.png", labels=labels, low_support=cfg.low_support)
+    piece["timings"]["write_s"] = time.perf_counter() - t0
+    # nodes.csv is on disk: a --node name the tree does not have is reported with it to look at
+    selected = select_nodes(tree, choices=choices, all_internal=args.all_internal)
+    atomic_write_text(
+        out / "selected.json",
+        json.dumps(
+            {
+                "selected": selected,
+                "asked": [{"flag": c.flag, "words": list(c.words), "tips": list(c.tips)} for c in choices],
+            },
+            indent=1,
+        )
+        + "\n",
+    )
+
+    supports = [r["support"] for r in rows if r["support"] is not None]
+    stops = [r["stop_codons"] for r in rows if r.get("stop_codons")]
     summary: dict[str, Any] = {
         **piece["counts"],
         "masked_records": len(masked),
         "masked_bases": sum(masked.values()),
+        "tips_with_species": tip_names.n_with_species(),
+        "species": len({s for s in tip_names.species.values() if s}),
+        "nodes_with_support": len(supports),
+        "nodes_low_support": sum(1 for v in supports if v < cfg.low_support),
+        "low_support_below": cfg.low_support,
+        "ancestors_with_stop_codons": len(stops),
+        "genetic_code": cfg.genetic_code,
     }
+    if aln.doubts:
+        summary["alignment_doubts_by_id"] = dict(list(aln.doubts.items())[:50])
+    if stops:
+        log.warning(
+            "%d of %d reconstructed ancestors hold stop codons (code %d; nodes.csv stop_codons): "
+            "misaligned input or a non-coding region?",
+            len(stops),
+            len(rows),
+            cfg.genetic_code,
+        )
     summary["dropped_records"] = dropped
     summary["model"] = result.model
     summary["log_likelihood"] = result.log_likelihood
@@ -355,17 +494,22 @@ def run(args: argparse.Namespace) -> int:
 
         t0 = time.perf_counter()
         tips = dict(zip(aln.names, aln.sequences, strict=True))
+        labels = {t: tip_names.display(t) for t in aln.names}
         summary["portraits"] = paint_portraits(
-            tree, result, selected, args.model, cfg, out / "portraits", tips, caption_tips
+            tree, result, selected, args.model, cfg, out / "portraits", tips, caption_tips, labels=labels
         )
         piece["timings"]["portraits_s"] = time.perf_counter() - t0
     piece["timings"]["total_s"] = time.perf_counter() - start
     summary["timings"] = {k: round(v, 3) for k, v in piece["timings"].items()}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
-    mean_conf = sum(r["mean_confidence"] for r in rows) / len(rows)
+    mean_post = sum(r["mean_posterior"] for r in rows) / len(rows)
+    calibrated = [r["mean_calibrated"] for r in rows if r.get("mean_calibrated") is not None]
     print(
         f"ancestors: {len(aln)} sequences × {aln.length} columns ({aln.method}), tree {piece['counts']['tree_method']}, "
-        f"{len(rows)} internal nodes, mean posterior {mean_conf:.3f}, {len(selected)} chosen, "
+        f"{len(rows)} internal nodes ({summary['nodes_low_support']} with support < {cfg.low_support:g}), "
+        f"mean posterior {mean_post:.3f}"
+        + (f" (calibrated {sum(calibrated) / len(calibrated):.3f})" if calibrated else "")
+        + f", {len(selected)} chosen, "
         f"{summary['timings']['total_s']:.1f} s → {out}"
     )
     if "truth" in summary:

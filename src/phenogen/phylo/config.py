@@ -37,6 +37,37 @@ class AncestorsConfig:
         default="fasttree",
         metadata=_help("tree inference when no --tree is given: FastTree (GTR+G) or IQ-TREE"),
     )
+    align: Literal["auto", "always", "never"] = field(
+        default="auto",
+        metadata=_help(
+            "when to run MAFFT: auto (different lengths, or equal lengths that fail the reading-frame / "
+            "shifted-stretch check), always, never (the input is the alignment; same as --aligned)"
+        ),
+    )
+    genetic_code: Literal[2, 5] = field(
+        default=2,
+        metadata=_help(
+            "NCBI genetic code of the barcodes for stop-codon checks: 2 vertebrate mitochondrial, "
+            "5 invertebrate mitochondrial"
+        ),
+    )
+    strict_tree: bool = field(
+        default=False,
+        metadata=_help("refuse a given tree with negative branch lengths (default: set them to 0, counted)"),
+    )
+    iqtree_support: Literal["none", "ufboot", "sh-alrt", "both"] = field(
+        default="ufboot",
+        metadata=_help(
+            "branch support with tree_method = 'iqtree': UFBoot (-B 1000), SH-aLRT (-alrt 1000), both, "
+            "or none; FastTree always gives its SH-like local support"
+        ),
+    )
+    low_support: float = field(
+        default=0.7,
+        metadata=_help(
+            "branch support (0-1) below which a node is flagged low_support in nodes.csv and figures"
+        ),
+    )
     iqtree_model: str = field(
         default="GTR+G", metadata=_help("IQ-TREE substitution model (tree inference and -asr peer)")
     )
@@ -117,6 +148,12 @@ class AncestorsConfig:
             raise ValueError("rooting 'outgroup' needs outgroup = [\"TIP\", ...]")
         if not 0 < self.missing_branch_length < 1:
             raise ValueError(f"missing_branch_length must be in (0, 1), got {self.missing_branch_length}")
+        if not 0 <= self.low_support <= 1:
+            raise ValueError(f"low_support must be in [0, 1], got {self.low_support}")
+        if self.genetic_code not in (2, 5):
+            raise ValueError(
+                f"genetic_code must be 2 (vertebrate mito) or 5 (invertebrate mito), got {self.genetic_code}"
+            )
         if not 0 < self.low_confidence <= 1:
             raise ValueError(f"low_confidence must be in (0, 1], got {self.low_confidence}")
         for name in ("threads", "images_per_node", "num_inference_steps"):

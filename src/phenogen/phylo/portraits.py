@@ -67,8 +67,20 @@ def draw_branches(
             ax.plot([x, cx], [cy, cy], color=color, lw=lw)
 
 
-def tree_figure(tree, portraits: Mapping[str, str | Path], path: str | Path, *, zoom: float = 0.5) -> Path:
-    """Rectangular tree with ``portraits[node]`` (an image file) drawn at each chosen node."""
+def tree_figure(
+    tree,
+    portraits: Mapping[str, str | Path],
+    path: str | Path,
+    *,
+    zoom: float = 0.5,
+    labels: Mapping[str, str] | None = None,
+    low_support: float = 0.7,
+) -> Path:
+    """Rectangular tree with ``portraits[node]`` (an image file) drawn at each chosen node.
+
+    Tips are labelled ``labels[tip]`` (their species; default the tip name) up to 300 tips; internal
+    nodes with branch support (``clade.support``) show it, in red below ``low_support``, up to 150 tips.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,10 +93,19 @@ def tree_figure(tree, portraits: Mapping[str, str | Path], path: str | Path, *, 
     n_tips = len(tree.get_terminals())
     fig, ax = plt.subplots(figsize=(8, max(3.0, min(0.25 * n_tips, 40.0))), dpi=110)
     draw_branches(ax, tree, pos)
-    if n_tips <= 80:
+    labels = labels or {}
+    if n_tips <= 300:
+        size = 7 if n_tips <= 80 else 4
         for tip in tree.get_terminals():
             x, y = pos[tip.name]
-            ax.text(x, y, " " + tip.name, va="center", fontsize=7)
+            ax.text(x, y, " " + labels.get(tip.name, tip.name), va="center", fontsize=size)
+    if n_tips <= 150:
+        for clade in tree.get_nonterminals():
+            support = getattr(clade, "support", None)
+            if support is not None and clade is not tree.root:
+                x, y = pos[clade.name]
+                color = "tab:red" if support < low_support else "0.35"
+                ax.text(x, y, f"{support:.2f} ", ha="right", va="bottom", fontsize=5, color=color)
     for name, image_path in portraits.items():
         x, y = pos[name]
         box = OffsetImage(read_image(image_path, "portrait"), zoom=zoom)
@@ -252,8 +273,11 @@ def paint_portraits(
     out_dir: str | Path,
     tip_sequences: Mapping[str, str] | None = None,
     caption_tips: Collection[str] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Paint ``cfg.images_per_node`` portraits per chosen node; draw the tree figure; return a summary.
+
+    ``labels`` maps tip names to what the figure prints (their species; :func:`tree_figure`).
 
     ``model_dir`` is a saved :class:`~phenogen.diffusion.pipeline.DNAToImagePipeline` (``train-image``'s
     ``OUT/pipeline``, or ``OUT``). With ``cfg.portrait_condition == "sequence"`` chosen internal nodes
@@ -319,7 +343,12 @@ def paint_portraits(
             p = out / f"{name}_{j}.png"
             im.save(p)
             files[name].append(p.name)
-    figure = tree_figure(tree, {n: out / fs[0] for n, fs in files.items() if fs}, out / "tree_portraits.png")
+    figure = tree_figure(
+        tree,
+        {n: out / fs[0] for n, fs in files.items() if fs},
+        out / "tree_portraits.png",
+        labels=labels,
+    )
     summary = {
         "model": str(model_dir),
         "images": files,

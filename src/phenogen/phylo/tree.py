@@ -4,8 +4,9 @@ Tree I/O is Bio.Phylo's Newick reader and writer. Validation is strict and names
 
 * tip names must be unique, and must match the FASTA record ids exactly (both directions are
   reported: "in the tree but not the FASTA", "in the FASTA but not the tree");
-* a *negative* branch length is an error (it has no meaning for substitution models; re-estimate
-  the tree, or pass no tree and let FastTree infer one);
+* a *negative* branch length (neighbour-joining gives them, often ``-1e-6``) has no meaning for
+  substitution models: it is set to 0 and counted in a warning; ``--strict-tree`` refuses the tree
+  instead, naming every negative branch;
 * a *missing* branch length (``(A,B)`` or ``A:``) is set to ``missing_branch_length`` (default
   1e-6, "no change") and counted; the count is logged and stored in ``nodes.json``. The root's
   own branch is ignored.
@@ -45,7 +46,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from phenogen.dna.seqio import write_fasta
 from phenogen.errors import InputError
@@ -60,6 +61,7 @@ __all__ = [
     "tip_names",
     "check_names",
     "fix_branch_lengths",
+    "BranchFixes",
     "name_internal_nodes",
     "root_tree",
     "infer_tree",
@@ -289,9 +291,31 @@ def check_names(
         raise InputError(f"{tree_source}: tip names and FASTA ids do not match; " + "; ".join(parts))
 
 
-def fix_branch_lengths(tree, *, missing: float = 1e-6, source: str = "tree") -> int:
-    """Reject negative branch lengths; set missing ones (not the root's) to ``missing``; return how many were set."""
-    n_missing = 0
+class BranchFixes(NamedTuple):
+    """What :func:`fix_branch_lengths` changed: missing lengths set, negative ones set to zero, zeros seen."""
+
+    missing: int
+    negative: int
+    zero: int
+
+
+def _clade_label(clade) -> str:
+    if clade.name:
+        return _names([clade.name])
+    return f"the ancestor of {_names([t.name or '?' for t in clade.get_terminals()[:3]])}"
+
+
+def fix_branch_lengths(
+    tree, *, missing: float = 1e-6, source: str = "tree", strict: bool = False
+) -> BranchFixes:
+    """Set missing branch lengths (not the root's) to ``missing``; negative ones to 0 (``strict``: refuse).
+
+    Negative lengths come from neighbour-joining and similar distance methods (often ``-1e-6``); they
+    have no meaning under a substitution model. By default each is set to 0 and the count is logged;
+    ``strict=True`` (``--strict-tree``) raises one :class:`InputError` naming every one of them.
+    Zero-length branches are kept (they are counted: a polytomy resolved arbitrarily).
+    """
+    n_missing, negative, n_zero = 0, [], 0
     for clade in tree.find_clades(order="preorder"):
         if clade is tree.root:
             continue
@@ -300,18 +324,30 @@ def fix_branch_lengths(tree, *, missing: float = 1e-6, source: str = "tree") -> 
             clade.branch_length = missing
             n_missing += 1
         elif bl < 0:
-            label = (
-                _names([clade.name])
-                if clade.name
-                else f"the ancestor of {_names([t.name or '?' for t in clade.get_terminals()[:3]])}"
-            )
-            raise InputError(
-                f"{source}: negative branch length {bl} above {label}; branch lengths must be >= 0 "
-                "(re-estimate the tree, or omit --tree to infer one)"
-            )
+            negative.append((clade, bl))
+        elif bl == 0:
+            n_zero += 1
+    if negative and strict:
+        shown = "; ".join(f"{bl:g} above {_clade_label(c)}" for c, bl in negative[:20])
+        more = f" … ({len(negative)} in all)" if len(negative) > 20 else ""
+        raise InputError(
+            f"{source}: {len(negative)} negative branch length(s): {shown}{more}; branch lengths must be "
+            ">= 0 (--strict-tree; drop it to set them to 0, or omit --tree to infer a tree)"
+        )
+    for clade, _ in negative:
+        clade.branch_length = 0.0
+    if negative:
+        worst = min(bl for _, bl in negative)
+        log.warning(
+            "%s: %d negative branch length(s) set to 0 (most negative %g, above %s); --strict-tree refuses them",
+            source,
+            len(negative),
+            worst,
+            _clade_label(min(negative, key=lambda x: x[1])[0]),
+        )
     if n_missing:
         log.warning("%s: %d missing branch length(s) set to %g", source, n_missing, missing)
-    return n_missing
+    return BranchFixes(n_missing, len(negative), n_zero + len(negative))
 
 
 def name_internal_nodes(tree, prefix: str = "anc") -> int:
@@ -337,6 +373,7 @@ def root_tree(tree, rooting: Rooting = "midpoint", outgroup: Sequence[str] = ())
     """Root ``tree`` in place: at the midpoint, on the MRCA of ``outgroup`` tips, or leave it (``none``)."""
     if rooting == "none":
         return
+    supports = _support_by_split(tree)
     if rooting in ("midpoint", "outgroup") and tree.count_terminals() < 2:
         raise InputError(f"rooting {rooting!r} needs a tree of at least two tips")
     if rooting == "midpoint":
@@ -367,6 +404,43 @@ def root_tree(tree, rooting: Rooting = "midpoint", outgroup: Sequence[str] = ())
     tree.rooted = True
     if tree.root.branch_length is not None:
         tree.root.branch_length = None
+    if supports:
+        _restore_support(tree, supports)
+
+
+def _splits_of(tree) -> Iterator[tuple[object, frozenset[str]]]:
+    """``(clade, split)`` for every non-root internal clade; a split is the side without the least tip name
+    (the same side whatever the rooting)."""
+    below: dict[int, frozenset[str]] = {}
+    every = frozenset(t.name for t in tree.get_terminals())
+    ref = min(every)
+    for clade in tree.find_clades(order="postorder"):
+        if clade.is_terminal():
+            below[id(clade)] = frozenset([clade.name])
+            continue
+        below[id(clade)] = frozenset().union(*(below[id(c)] for c in clade.clades))
+        if clade is not tree.root:
+            side = below[id(clade)]
+            yield clade, (every - side if ref in side else side)
+
+
+def _support_by_split(tree) -> dict[frozenset[str], float]:
+    """Branch support is a property of a split (bipartition), not of a clade object: record it so."""
+    tips = [t.name for t in tree.get_terminals()]
+    if not all(tips) or len(set(tips)) < len(tips):  # splits need unique tip names (checked elsewhere)
+        return {}
+    return {
+        split: clade.support
+        for clade, split in _splits_of(tree)
+        if getattr(clade, "support", None) is not None
+    }
+
+
+def _restore_support(tree, supports: dict[frozenset[str], float]) -> None:
+    """After rooting, give every clade the support of its split (rooting reverses clades on the path)."""
+    for clade, split in list(_splits_of(tree)):
+        clade.support = supports.get(split)
+    tree.root.support = None
 
 
 def copy_tree(tree):
@@ -402,47 +476,58 @@ def infer_tree(
     threads: int = 1,
     seed: int = 0,
     iqtree_model: str = "GTR+G",
+    iqtree_support: Literal["none", "ufboot", "sh-alrt", "both"] = "none",
     work_dir: str | Path | None = None,
 ):
     """Infer an (unrooted) ML tree of aligned sequences with FastTree (GTR+Γ) or IQ-TREE.
 
-    Names are kept as given; they must be unique and Newick-safe (no spaces, ``(),:;``).
+    The programs see the names ``s0, s1, …`` (any FASTA id, spaces and parentheses too, comes back
+    intact). Branch support lands in ``clade.support`` on a 0-1 scale: FastTree's SH-like local support
+    (always computed); with IQ-TREE, UFBoot (``-B 1000``) or SH-aLRT (``-alrt 1000``) as
+    ``iqtree_support`` says (``both``: support = UFBoot, ``clade.sh_alrt`` = SH-aLRT).
     """
-    bad = [n for n in names if any(ch in n for ch in " \t(),:;[]'")]
-    if bad:
-        raise InputError(
-            f"sequence id(s) {_names(bad[:5])} contain characters Newick cannot hold (space ( ) , : ; [ ])"
-        )
+    safe = [f"s{i}" for i in range(len(names))]
     with tempfile.TemporaryDirectory(prefix=f"phenogen-{method}-", dir=work_dir) as tmp:
         aln = Path(tmp) / "aln.fasta"
-        write_fasta(aln, list(zip(names, sequences, strict=True)))
+        write_fasta(aln, list(zip(safe, sequences, strict=True)))
         if method == "fasttree":
             out = Path(tmp) / "tree.nwk"
             run_tool("fasttree", ["-nt", "-gtr", "-gamma", "-quiet", "-nopr", str(aln)], stdout_path=out)
         elif method == "iqtree":
             prefix = Path(tmp) / "iq"
+            extra: list[object] = []
+            if iqtree_support in ("ufboot", "both"):
+                extra += ["-B", 1000]
+            if iqtree_support in ("sh-alrt", "both"):
+                extra += ["-alrt", 1000]
             run_tool(
                 "iqtree",
-                [
-                    "-s",
-                    aln,
-                    "-m",
-                    iqtree_model,
-                    "-pre",
-                    prefix,
-                    "-seed",
-                    seed,
-                    "-nt",
-                    threads,
-                    "-quiet",
-                    "-redo",
-                ],
-            )
+                ["-s", aln, "-m", iqtree_model, "-pre", prefix, "-seed", seed, "-nt", threads, *extra,
+                 "-quiet", "-redo"],
+            )  # fmt: skip
             out = Path(f"{prefix}.treefile")
         else:
             raise InputError(f"unknown tree method {method!r}; use fasttree or iqtree")
-        tree = read_tree(out)  # support values move to clade.comment
+        tree = read_tree(out)  # support values move to clade.support
+    if method == "iqtree":
+        _iqtree_support(tree, iqtree_support)
+    back = dict(zip(safe, names, strict=True))
+    for tip in tree.get_terminals():
+        tip.name = back.get(tip.name, tip.name)
     return tree
+
+
+def _iqtree_support(tree, kind: str) -> None:
+    """IQ-TREE labels nodes ``95`` (one support) or ``80.5/97`` (SH-aLRT/UFBoot), in percent: to 0-1."""
+    for clade in tree.get_nonterminals():
+        label, support = clade.name, getattr(clade, "support", None)
+        if label and "/" in label:
+            sh, boot = (float(x) for x in label.split("/")[:2])
+            clade.name, clade.support, clade.sh_alrt = None, boot / 100, sh / 100
+        elif support is not None:
+            clade.support = support / 100
+            if kind == "sh-alrt":
+                clade.sh_alrt = clade.support
 
 
 def node_depths(tree) -> dict[int, float]:
