@@ -128,7 +128,7 @@ def test_metrics_json_matches_schema(clade):
     """metrics.json has every documented key, all methods per split, strict JSON, and the doc names them."""
     path = clade["root"] / "eval_truth" / "metrics.json"
     m = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
-    assert m["schema_version"] == SCHEMA_VERSION == 1
+    assert m["schema_version"] == SCHEMA_VERSION == 2
     top = {"dataset", "generated", "traits", "standardization", "methods", "probe", "retrieval", "splits"}
     assert top | {"headline", "sequence", "config", "timing"} <= set(m)
     assert m["methods"] == list(METHODS)

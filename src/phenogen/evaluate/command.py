@@ -7,7 +7,8 @@ With ``--model`` and no ``--generated``, images are first generated (into ``OUT/
 every record of the scored splits with :func:`phenogen.diffusion.generate.generate_images`, using
 the ``[generate]`` section of ``--config`` (``--set generate.steps=25`` works too).
 Writes ``OUT/metrics.json`` (schema: ``docs/metrics_schema.md``), ``OUT/targets.tsv``, the probe,
-the plots and the resolved ``OUT/config.json``; prints the headline table.
+the photo model, the plots and the resolved ``OUT/config.json``; prints the trait table (datasets with
+traits) and the photo table (retrieval top-1/5/100, similarity, FID/KID, taxonomic agreement).
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ __all__ = ["add_arguments", "run", "format_table"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, metavar="DIR", help="dataset directory with true traits")
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="dataset directory (true traits optional: photo scores only)",
+    )
     parser.add_argument("--generated", metavar="DIR", help="output directory of `phenogen generate`")
     parser.add_argument(
         "--model", metavar="DIR", help="image model directory: generate first (when --generated is absent)"
@@ -72,8 +78,10 @@ def _check_generated_table(table: Path, text: str) -> None:
                 ) from None
 
 
-def check_inputs(args: argparse.Namespace, splits: tuple[str, ...]) -> None:
-    """Every input of ``evaluate`` checked in seconds, before a model is loaded or an image scored."""
+def check_inputs(args: argparse.Namespace, splits: tuple[str, ...], cfg: Any = None) -> None:
+    """Every input of ``evaluate`` checked in seconds, before a model is loaded or an image scored.
+
+    ``cfg`` (the ``[evaluate]`` section, defaults when ``None``) says what the dataset must hold."""
     from phenogen.data.dataset import load_dataset
     from phenogen.errors import DataError, InputError
     from phenogen.evaluate.targets import read_generated
@@ -83,8 +91,21 @@ def check_inputs(args: argparse.Namespace, splits: tuple[str, ...]) -> None:
     if (data / "dataset.json").is_file():
         read_json(data / "dataset.json", "dataset description", error=DataError)
     ds = load_dataset(data)
-    if not ds.trait_names:
-        raise InputError(f"{data}: the dataset declares no traits; evaluate needs ground-truth traits")
+    if cfg is None:
+        from phenogen.evaluate.config import EvaluateConfig
+
+        cfg = EvaluateConfig()
+    if not ds.trait_names and not cfg.photo:
+        raise InputError(
+            f"{data}: the dataset declares no traits and evaluate.photo = false: nothing to score; "
+            "drop `--set evaluate.photo=false`"
+        )
+    photographed = {r.species for r in ds.records("train") if r.images}
+    if len(photographed) < (2 if cfg.photo or cfg.retrieval else 1):
+        raise DataError(
+            f"{data}: evaluate needs photos of at least two training species (found {len(photographed)}); "
+            "give the records of split train their photos"
+        )
     if args.sequence_metrics is not None:
         read_json(args.sequence_metrics, "sequence metrics file (--sequence-metrics)")
     if args.probe is not None and not Path(args.probe).is_dir():
@@ -114,30 +135,68 @@ def check_inputs(args: argparse.Namespace, splits: tuple[str, ...]) -> None:
         check_records(records, f"{data} (splits {', '.join(splits)})", min_sequence_length(cond))
 
 
-def _fmt(value: Any, pct: bool = False) -> str:
+def _fmt(value: Any, pct: bool = False, digits: int = 3) -> str:
     if value is None:
         return "—"
-    return f"{100 * value:.0f}%" if pct else f"{value:.3f}"
+    return f"{100 * value:.0f}%" if pct else f"{value:.{digits}f}"
+
+
+def format_photo_table(block: dict[str, Any], heads: list[str]) -> list[str]:
+    """One split's photo rows (``splits[split]["photo"]``) as plain-text lines."""
+    lines = [
+        f"  photo scores (photo model features; {block['n_reference_photos']} real photos of the targets)",
+        f"  {'method':<13} {'top-1':>6} {'top-5':>6} {'top-100':>7} {'sim':>6} {'FID':>8} {'KID':>8}  "
+        + " ".join(f"{h[:8]:>8}" for h in heads),
+    ]
+    rows = block["methods"]
+    for method, row in rows.items():
+        if row["n_images"] is None:  # e.g. the rendered rows off the synthetic clade (metrics.json says why)
+            continue
+        taxa = row["taxon_agreement"] or {}
+        lines.append(
+            f"  {method:<13} {_fmt(row['top1'], True):>6} {_fmt(row['top5'], True):>6} "
+            f"{_fmt(row['top100'], True):>7} {_fmt(row['similarity']):>6} {_fmt(row['fid']):>8} "
+            f"{_fmt(row['kid_mean'], digits=4):>8}  "
+            + " ".join(f"{_fmt(taxa.get(h), True):>8}" for h in heads)
+        )
+    gen = rows["generated"]
+    chance = (
+        f"chance: top-1 {_fmt(gen['chance_top1'], True)}, top-5 {_fmt(gen['chance_top5'], True)}, "
+        f"top-100 {_fmt(gen['chance_top100'], True)}; "
+        if gen.get("chance_top1") is not None
+        else ""
+    )
+    targets = ", ".join(f"{h} {n}" for h, n in block["taxon_targets"].items())
+    lines.append(f"  {chance}targets with a taxon among the heads' classes: {targets}")
+    return lines
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    """The per-split method table as plain text (what the command prints)."""
+    """The per-split method tables as plain text (what the command prints): traits, then photos."""
     from phenogen.evaluate.steps import rmse_text
 
     lines = []
+    heads = (metrics.get("photo") or {}).get("heads", [])
     for split, block in metrics["splits"].items():
         lines.append(f"{split}: {block['n_targets']} targets, {block['n_images']} images")
-        lines.append(f"  {'method':<13} {'trait RMSE':>15} {'top-1':>7} {'top-5':>7} {'FID':>8}")
-        for method, row in block["methods"].items():
-            lines.append(
-                f"  {method:<13} {rmse_text(row):>15} {_fmt(row['top1'], True):>7} {_fmt(row['top5'], True):>7} "
-                f"{_fmt(row['fid']):>8}"
-            )
-        chance = next(iter(block["methods"].values()))
-        if chance.get("chance_top5") is not None:
-            lines.append(
-                f"  chance: top-1 {_fmt(chance['chance_top1'], True)}, top-5 {_fmt(chance['chance_top5'], True)}"
-            )
+        if block["methods"]:
+            lines.append(f"  {'method':<13} {'trait RMSE':>15} {'top-1':>7} {'top-5':>7} {'FID':>8}")
+            for method, row in block["methods"].items():
+                lines.append(
+                    f"  {method:<13} {rmse_text(row):>15} {_fmt(row['top1'], True):>7} "
+                    f"{_fmt(row['top5'], True):>7} {_fmt(row['fid']):>8}"
+                )
+            chance = next(iter(block["methods"].values()))
+            if chance.get("chance_top5") is not None:
+                lines.append(
+                    f"  chance: top-1 {_fmt(chance['chance_top1'], True)}, "
+                    f"top-5 {_fmt(chance['chance_top5'], True)}"
+                )
+        if block.get("photo"):
+            lines.extend(format_photo_table(block["photo"], heads))
+    if metrics["probe"] is None:
+        lines.append("no trait table: the dataset declares no traits")
+        return "\n".join(lines)
     lines.append("± standard error of the trait RMSE from redrawing the images for the same targets")
     probe = metrics["probe"]["r2_mean"]
     lines.append(
@@ -205,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(out, force=args.force)
     check_inputs_outside(out, args.force, data=args.data, generated=args.generated, model=args.model,
                          probe=cfg.probe_dir, sequence_metrics=args.sequence_metrics)  # fmt: skip
-    check_inputs(args, cfg.splits)
+    check_inputs(args, cfg.splits, cfg)
     prepare_output_dir(out, "evaluate", force=args.force)
     if generated is None:
         generated = _generate(Path(args.model), Path(args.data), out / "generated", args, cfg.splits)

@@ -1,4 +1,4 @@
-"""The ``[evaluate]`` configuration section: trait probe, baselines, retrieval model, FID/KID.
+"""The ``[evaluate]`` configuration section: trait probe, baselines, retrieval model, FID/KID, photo scores.
 
 Every knob of ``phenogen evaluate`` lives here, with its help text; the resolved section is written
 as ``config.json`` next to ``metrics.json``. Defaults are sized for the demo (about 48 species ×
@@ -105,6 +105,31 @@ class EvaluateConfig:
         default=50, metadata={"help": "KID: subset size (lowered to the smaller sample size when needed)"}
     )
 
+    # photo scores (photo_scores.py): need no traits
+    photo: bool = field(
+        default=True,
+        metadata={"help": "train the photo model on training photos and report the photo scores (retrieval, "
+                  "similarity, FID/KID, taxonomic agreement); a dataset without traits gets only these"},
+    )  # fmt: skip
+    photo_ranks: tuple[str, ...] = field(
+        default=("genus", "family", "order"),
+        metadata={"help": "names of the taxonomy levels above the species, nearest first (level j = the "
+                  "j-th last entry of the manifest's lineage once a trailing species name is dropped)"},
+    )  # fmt: skip
+    photo_image_size: int = field(
+        default=32,
+        metadata={"help": "photos are resized to this for the photo model (= probe size: read once)"},
+    )
+    photo_width: int = field(default=32, metadata={"help": "channels of the photo model's first conv layer"})
+    photo_features: int = field(
+        default=64, metadata={"help": "photo feature width (retrieval image tower input, FID/KID space)"}
+    )
+    photo_epochs: int = field(
+        default=30, metadata={"help": "photo model training epochs over training photos"}
+    )
+    photo_batch_size: int = field(default=32, metadata={"help": "photo model minibatch size"})
+    photo_lr: float = field(default=3e-3, metadata={"help": "photo model AdamW learning rate (one-cycle)"})
+
     plots: bool = field(default=True, metadata={"help": "write the trait-RMSE and probe-R² bar charts"})
 
     def __post_init__(self) -> None:
@@ -128,6 +153,11 @@ class EvaluateConfig:
             "retrieval_epochs": self.retrieval_epochs,
             "kid_subsets": self.kid_subsets,
             "kid_subset_size": self.kid_subset_size,
+            "photo_image_size": self.photo_image_size,
+            "photo_width": self.photo_width,
+            "photo_features": self.photo_features,
+            "photo_epochs": self.photo_epochs,
+            "photo_batch_size": self.photo_batch_size,
         }
         for name, value in positive.items():
             if value < 1:
@@ -142,6 +172,14 @@ class EvaluateConfig:
             raise ValueError(f"retrieval_dropout must be in [0, 1), got {self.retrieval_dropout}")
         if self.probe_prior_renders < 0:
             raise ValueError(f"probe_prior_renders must be >= 0, got {self.probe_prior_renders}")
-        for name in ("probe_lr", "probe_prior_sd", "retrieval_lr", "retrieval_temperature"):
+        if self.photo_image_size < 16:
+            raise ValueError(
+                f"photo_image_size must be >= 16 (the model downsamples 16×), got {self.photo_image_size}"
+            )
+        if len(set(self.photo_ranks)) != len(self.photo_ranks) or "species" in self.photo_ranks:
+            raise ValueError(
+                f"photo_ranks must be distinct names other than 'species', got {self.photo_ranks}"
+            )
+        for name in ("probe_lr", "probe_prior_sd", "retrieval_lr", "retrieval_temperature", "photo_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -1,10 +1,14 @@
-"""``evaluate``: score generated images against the synthetic clade's ground truth, beside baselines.
+"""``evaluate``: score generated images against ground truth (traits, photos), beside baselines.
 
-Inputs: a dataset directory (:mod:`phenogen.data.dataset`, with true traits and the true tree) and
-a directory written by ``phenogen generate`` (``generated.tsv``: ``record_id``, ``k``, ``image``
-relative to that directory). Output: ``OUT/metrics.json`` (schema in ``docs/metrics_schema.md``,
-``schema_version`` :data:`SCHEMA_VERSION`), ``OUT/targets.tsv`` (one row per scored target),
-``OUT/probe/`` (the trained trait probe), ``OUT/trait_rmse.png`` and ``OUT/probe_r2.png``.
+Inputs: a dataset directory (:mod:`phenogen.data.dataset`: photos of the training species, and where
+known true traits and the true tree) and a directory written by ``phenogen generate``
+(``generated.tsv``: ``record_id``, ``k``, ``image`` relative to that directory). Output:
+``OUT/metrics.json`` (schema in ``docs/metrics_schema.md``, ``schema_version`` :data:`SCHEMA_VERSION`),
+``OUT/targets.tsv`` (one row per scored target), ``OUT/probe/`` (the trained trait probe),
+``OUT/photo/`` (the photo model), ``OUT/trait_rmse.png`` and ``OUT/probe_r2.png``.
+
+A dataset without traits (real photos) gets the photo scores only: the trait steps 2–5 are skipped,
+its trait rows are absent (``methods: {}``) and ``probe`` / ``retrieval`` / ``headline`` are null.
 
 Steps (in :mod:`~phenogen.evaluate.steps`): 1. read and cross-check inputs; 2. train the trait probe on
 renders of training species plus renders of prior-drawn random birds
@@ -12,7 +16,9 @@ renders of training species plus renders of prior-drawn random birds
 method's images / trait vectors with the same count per target (:mod:`~phenogen.evaluate.baselines`)
 and score trait RMSE on z-scored traits; 4. DNA→image retrieval success
 (:mod:`~phenogen.evaluate.retrieval`); 5. FID/KID on probe features (:mod:`~phenogen.evaluate.fid`);
-6. write JSON, TSV and plots.
+6. the photo scores (:mod:`~phenogen.evaluate.photo_scores`: a photo model trained on training photos,
+DNA→photo retrieval top-1/5/100, barcode similarity, FID/KID and taxonomic agreement on its features),
+run last so that they change no trait number; 7. write JSON, TSV and plots.
 
 Trait error: for every image, the probe's reading minus the target record's true traits, on the
 continuous traits z-scored with the training records' mean and sd; ``trait_rmse`` is the root mean
@@ -41,7 +47,7 @@ from phenogen.evaluate.targets import match_targets, read_generated, read_painte
 
 __all__ = ["SCHEMA_VERSION", "ROW_KEYS", "evaluate", "score_predictions"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the photo scores (`photo`, `splits[S].photo`); datasets without traits
 
 
 def _stderr(msg: str) -> None:
@@ -184,9 +190,10 @@ def evaluate(
 
     Parameters
     ----------
-    dataset_dir : a dataset directory with true traits (and the true tree for ``oracle``).
+    dataset_dir : a dataset directory: photos of the training species; true traits for the trait table
+        (without them, the photo scores only); the true tree for ``oracle``.
     generated_dir : a ``phenogen generate`` output directory (``generated.tsv`` + images).
-    out_dir : where ``metrics.json``, ``targets.tsv``, ``probe/`` and the plots go.
+    out_dir : where ``metrics.json``, ``targets.tsv``, ``probe/``, ``photo/`` and the plots go.
     cfg : the ``[evaluate]`` section (defaults when ``None``).
     sequence_metrics : optional JSON from ``phenogen evaluate-dna``, folded in as ``"sequence"``.
     progress : called with one line per stage (``None`` = silent).
@@ -219,50 +226,72 @@ def evaluate(
         cfg,
         log,
     )
-    # 2. probe
-    probe_block = run.fit_probe(out)
-    timing["probe"] = time.perf_counter() - t0
-    # 3. baselines, trait error
-    t = time.perf_counter()
-    run.build_baselines(out)
-    run.score_traits()
-    timing["trait_error"] = time.perf_counter() - t
-    # 4. retrieval
-    retrieval_block = None
-    if cfg.retrieval:
+    if not run.has_traits and not cfg.photo:
+        raise InputError(
+            f"{ds.root}: the dataset declares no traits and evaluate.photo = false: nothing to score; "
+            "drop `--set evaluate.photo=false`"
+        )
+    probe_block = retrieval_block = None
+    if run.has_traits:
+        # 2. probe
+        probe_block = run.fit_probe(out)
+        timing["probe"] = time.perf_counter() - t0
+        # 3. baselines, trait error
         t = time.perf_counter()
-        retrieval_block = run.score_retrieval()
-        timing["retrieval"] = time.perf_counter() - t
-    # 5. distribution quality
-    if cfg.fid:
+        run.build_baselines(out)
+        run.score_traits()
+        timing["trait_error"] = time.perf_counter() - t
+        # 4. retrieval
+        if cfg.retrieval:
+            t = time.perf_counter()
+            retrieval_block = run.score_retrieval()
+            timing["retrieval"] = time.perf_counter() - t
+        # 5. distribution quality
+        if cfg.fid:
+            t = time.perf_counter()
+            run.score_distribution()
+            timing["fid_kid"] = time.perf_counter() - t
+    else:
+        log(f"{ds.root} declares no traits: photo scores only (no trait probe, no trait rows)")
+        run.build_baselines(out)
+        for split, ts in run.targets.items():
+            n = sum(len(t.generated) for t in ts)
+            run.results[split] = {"n_targets": len(ts), "n_images": n, "methods": {}}
+    # 6. photo scores, after every trait number (they share no random stream with them)
+    photo_block = None
+    if cfg.photo:
+        from phenogen.evaluate.photo_scores import score_photos
+
         t = time.perf_counter()
-        run.score_distribution()
-        timing["fid_kid"] = time.perf_counter() - t
-    # 6. write
-    spec = run.probe.spec
+        photo_block = score_photos(run, out)
+        timing["photo"] = time.perf_counter() - t
+    # 7. write
+    spec = run.probe.spec if run.has_traits else None
+    continuous = spec.continuous if spec else []
     metrics: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "dataset": str(ds.root),
         "generated": str(Path(generated_dir)),
-        "traits": {"continuous": spec.continuous, "discrete": spec.discrete},
+        "traits": {"continuous": continuous, "discrete": spec.discrete if spec else []},
         "standardization": {
-            "mean": dict(zip(spec.continuous, spec.mean, strict=True)),
-            "std": dict(zip(spec.continuous, spec.std, strict=True)),
+            "mean": dict(zip(continuous, spec.mean, strict=True)) if spec else {},
+            "std": dict(zip(continuous, spec.std, strict=True)) if spec else {},
         },
-        "methods": list(METHODS),
+        "methods": list(METHODS) if spec else [],
         "probe": probe_block,
         "retrieval": retrieval_block,
+        "photo": photo_block,
         "splits": run.results,
-        "headline": _headline(run.results),
+        "headline": _headline(run.results) if spec else None,
         "sequence": _read_sequence(sequence_metrics),
-        "caption_readout": caption_readout(run.targets, generated_dir, spec.continuous),
+        "caption_readout": caption_readout(run.targets, generated_dir, continuous) if spec else None,
         "config": to_jsonable(cfg),
         "timing": {**timing, "total": time.perf_counter() - t0},
     }
     metrics = _finite(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     _write_targets(out / "targets.tsv", run.target_rows())
-    if cfg.plots:
+    if cfg.plots and spec:
         from phenogen.evaluate.plots import plot_probe_r2, plot_trait_rmse
 
         plot_trait_rmse(metrics, out / "trait_rmse.png")

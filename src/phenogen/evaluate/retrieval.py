@@ -1,9 +1,11 @@
 """DNA → image retrieval: the "success rate" of G2PDiffusion, measured with a small CLIP-style model.
 
 Two towers map into one unit-norm embedding space: a DNA tower (standardised k-mer profile → MLP)
-and an image tower (an MLP on the *frozen* features of the trait probe,
+and an image tower (an MLP on *frozen* image features: those of the trait probe,
 :meth:`~phenogen.evaluate.probe.TraitProbe.features`, i.e. a small CNN whose convolutional part was
-trained on renders of training species and of prior-drawn birds). Only the two MLP heads are trained,
+trained on renders of training species and of prior-drawn birds, for the trait table; those of the
+photo model, :meth:`~phenogen.evaluate.photo.PhotoModel.features`, a small CNN trained to name the
+training species and their taxa, for the photo scores of :mod:`~phenogen.evaluate.photo_scores`). Only the two MLP heads are trained,
 on *training* pairs only: each training image is classified among all training species by the
 cosine between its embedding and each species' DNA embedding (InfoNCE, fixed temperature).
 Why frozen probe features instead of a CNN trained end to end: measured on the default clade, a
@@ -11,7 +13,7 @@ CNN fitted on ~40 species memorises them (train top-1 100 %) and ranks held-out 
 chance, while the probe's features generalise to unseen birds; training the heads takes seconds.
 
 Scoring: for each image (generated, or a baseline's), the candidate species are ranked by cosine
-to the image; the rank of the species the image was made for gives top-1 / top-5 success.
+to the image; the rank of the species the image was made for gives top-1 / top-5 / top-100 success.
 **Candidates** = every species of the ``train`` split plus every species of the scored splits
 (held-out living, extinct, ancestors — all of their records, generated for or not), so the chance
 level ``k / n_candidates`` is the same for every row of a run. A species' DNA embedding is computed
@@ -158,22 +160,21 @@ def rank_species(image_emb: torch.Tensor, dna_emb: torch.Tensor, true_index: Seq
 
 
 def success_rates(ranks: np.ndarray, n_candidates: int) -> dict[str, float | int | None]:
-    """top-1 / top-5 success (share of images whose true species ranks there), chance, mean rank."""
-    top5 = min(5, n_candidates) / n_candidates
+    """top-1 / top-5 / top-100 success (share of images whose true species ranks there), their chance
+    levels ``min(k, n) / n``, and the mean rank.
+
+    >>> success_rates(np.array([1, 3, 120]), 200)["top5"], success_rates(np.array([1]), 200)["chance_top100"]
+    (0.6666666666666666, 0.5)
+    """
+    chance = {f"chance_top{k}": min(k, n_candidates) / n_candidates for k in (1, 5, 100)}
     if len(ranks) == 0:
-        return {
-            "top1": None,
-            "top5": None,
-            "mean_rank": None,
-            "chance_top1": 1 / n_candidates,
-            "chance_top5": top5,
-        }
+        return {"top1": None, "top5": None, "top100": None, "mean_rank": None, **chance}
     return {
         "top1": float(np.mean(ranks <= 1)),
         "top5": float(np.mean(ranks <= 5)),
+        "top100": float(np.mean(ranks <= 100)),
         "mean_rank": float(np.mean(ranks)),
-        "chance_top1": 1 / n_candidates,
-        "chance_top5": top5,
+        **chance,
     }
 
 

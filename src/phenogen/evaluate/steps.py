@@ -116,22 +116,28 @@ class Evaluation:
     def __init__(self, ds: Dataset, targets: dict[str, list[Target]], cfg: EvaluateConfig, log) -> None:
         self.ds, self.targets, self.cfg, self.log = ds, targets, cfg, log
         names = ds.trait_names
-        if not names:
-            raise DataError(f"{ds.root}: the dataset declares no traits; evaluate needs ground-truth traits")
+        self.has_traits = bool(names)  # without traits: the photo scores only (photo_scores.py)
         self.continuous = [n for n in names if n not in DISCRETE]
         self.ordered = [*self.continuous, *(n for n in names if n in DISCRETE)]
         self.n_cont = len(self.continuous)
         self.train = [r for r in ds.records("train") if r.images]
         if len(self.train) < 2:
             raise DataError(
-                f"{ds.root}: evaluate needs training records with images (found {len(self.train)})"
+                f"{ds.root}: evaluate needs training records with images (found {len(self.train)}); "
+                "give the records of split train their photos"
             )
-        self.train_traits = trait_matrix(self.train, self.ordered, f"{ds.root}/manifest.tsv")  # (N, P)
+        if self.has_traits:
+            self.train_traits = trait_matrix(self.train, self.ordered, f"{ds.root}/manifest.tsv")  # (N, P)
         self.bank = ImageBank(cfg.probe_image_size)
         self.pool: dict[str, list[Path]] = {}
         for r in self.train:
             self.pool.setdefault(r.species, []).extend(ds.root / p for p in r.images)
         self.train_species = list(self.pool)
+        if len(self.train_species) < 2 and (cfg.photo or cfg.retrieval):
+            raise DataError(
+                f"{ds.root}: evaluate needs photos of at least two training species "
+                f"(found {', '.join(self.train_species)}); the retrieval and photo models tell species apart"
+            )
         self.rng = np.random.default_rng(cfg.seed)
         # filled by the steps
         self.probe: Any = None
@@ -272,10 +278,14 @@ class Evaluation:
             t.record.record_id: (self.train[j].species, ident)
             for t, (j, ident) in zip(every, near, strict=True)
         }
-        self._build_oracle(every)
-        rendered = self._render_vectors(out)
-        spec = self.probe.spec
-        mean_z = spec.standardize(self.train_traits.mean(0)[None])  # (1, P)
+        rendered: dict[str, dict[str, list[tuple[int, Path]]]] = {}
+        if self.has_traits:
+            self._build_oracle(every)
+            rendered = self._render_vectors(out)
+            spec = self.probe.spec
+            mean_z = spec.standardize(self.train_traits.mean(0)[None])  # (1, P)
+        else:
+            self.render_note = "the dataset declares no traits"
         for split, ts in self.targets.items():
             sets: dict[str, list[list[tuple[int, Path]]]] = {m: [] for m in IMAGE_METHODS}
             sets["generated"].append([(i, p) for i, t in enumerate(ts) for p in t.generated])
@@ -305,6 +315,8 @@ class Evaluation:
             for m in RENDER_METHODS:
                 sets[m].append(rendered.get(m, {}).get(split, []))
             self.sets[split] = sets
+            if not self.has_traits:
+                continue
             have_oracle = all(t.record.record_id in self.oracle_of for t in ts)
             self.vectors[split] = {
                 "mean": np.repeat(mean_z, len(ts), 0),
@@ -457,9 +469,9 @@ class Evaluation:
         return row
 
     # 4. retrieval
-    def score_retrieval(self) -> dict[str, Any]:
-        import torch
-
+    def candidates(self) -> tuple[list[str], np.ndarray]:
+        """The retrieval candidates: every species of split ``train`` plus every species of the scored
+        splits, with the mean k-mer profile (S, 4^k) of all of their records."""
         from phenogen.evaluate import retrieval
 
         cfg, ds = self.cfg, self.ds
@@ -467,7 +479,15 @@ class Evaluation:
         seqs: dict[str, list[str]] = {sp: [] for sp in cand_species}
         for r in ds.records(("train", *cfg.splits)):
             seqs[r.species].append(r.sequence)
-        names, profiles = retrieval.species_profiles(seqs, cfg.retrieval_k)  # (S, 4^k)
+        return retrieval.species_profiles(seqs, cfg.retrieval_k)
+
+    def score_retrieval(self) -> dict[str, Any]:
+        import torch
+
+        from phenogen.evaluate import retrieval
+
+        cfg = self.cfg
+        names, profiles = self.candidates()  # (S, 4^k)
         index = {sp: i for i, sp in enumerate(names)}
         paths = [p for sp in self.train_species for p in self.pool[sp]]
         labels = np.array([i for i, sp in enumerate(self.train_species) for _ in self.pool[sp]])
