@@ -238,3 +238,24 @@ def test_bad_photo_inputs_are_one_clear_line(photos, tmp_path, capsys):
         assert code == 2 and len(err) == 1, err
         assert message in err[0]
         assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_report_of_a_traitless_evaluation_shows_the_photo_scores(photos, tmp_path):
+    """``phenogen report --run EVAL`` of a dataset without traits: the photo headline and tables, the
+    generated images beside the real photos, no trait section pretending to be empty."""
+    import shutil
+
+    from phenogen.report.html import build_report
+
+    root = photos["root"]
+    run = tmp_path / "eval"
+    shutil.copytree(root / "eval_right", run)
+    (run / "config.json").write_text(
+        json.dumps({"evaluate": {}, "data": str(photos["ds"].root), "generated": str(root / "gen_right")})
+    )
+    page = build_report(run, tmp_path / "r.html").read_text()
+    for text in ("Photo scores", "photo top-1 / 5 / 100, generated", "top-100", "similarity", "genus"):
+        assert text in page, text
+    assert "evaluation: not run" not in page and "Trait probe" not in page
+    right = _rows(photos["right"])["generated"]["top5"]
+    assert f"{100 * right:.0f}%" in page

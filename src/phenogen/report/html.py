@@ -202,6 +202,8 @@ class RunParts:
         if found and (root / RUN_LAYOUT["eval"] / "metrics.json").is_file():
             return cls(root, found)  # the demo's layout
         configs = {}
+        if (root / "metrics.json").is_file():  # an evaluate --out itself
+            found.setdefault("eval", root)
         for d in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
             doc = _read_config(d / "config.json")
             if doc is not None:
@@ -277,9 +279,82 @@ def _find(parts: RunParts, *names: str, under: tuple[str, ...] = ("lm_eval", "lm
 
 
 # ---------------------------------------------------------------- sections
+def _photo_headline(metrics: dict[str, Any] | None) -> str:
+    """Cards of the photo scores' headline (``metrics["photo"]["headline"]``): retrieval, similarity, KID."""
+    h = ((metrics or {}).get("photo") or {}).get("headline")
+    if not isinstance(h, dict):
+        return ""
+    by_row = h.get("top5_by_row") if isinstance(h.get("top5_by_row"), dict) else {}
+    sim = h.get("similarity_by_row") if isinstance(h.get("similarity_by_row"), dict) else {}
+    agree = h.get("taxon_agreement") if isinstance(h.get("taxon_agreement"), dict) else {}
+    cards = [
+        ("photo top-1 / 5 / 100, generated", " / ".join(_fmt(h.get(k), True) for k in ("top1", "top5", "top100")),
+         "chance " + " / ".join(_fmt(h.get(f"chance_{k}"), True) for k in ("top1", "top5", "top100"))),
+        ("top-5: truth / nearest / random", " / ".join(_fmt(by_row.get(k), True) for k in ("truth", "nearest", "random")),
+         "real photos of the target = the ceiling"),
+        ("image–barcode similarity", _fmt(sim.get("generated")), f"truth {_fmt(sim.get('truth'))}, random {_fmt(sim.get('random'))}"),
+        ("taxonomic agreement", ", ".join(f"{_e(k)} {_fmt(v, True)}" for k, v in agree.items()) or "—", "predicted vs the target's"),
+    ]  # fmt: skip
+    body = "".join(
+        f'<div class="card">{html.escape(a)}<b>{b}</b><span class="small">{c}</span></div>'
+        for a, b, c in cards
+    )
+    return (
+        f'<p>Photo scores ({_e(h.get("split", "?"))}; no traits needed):</p><div class="cards">{body}</div>'
+    )
+
+
+def _photo_tables(metrics: dict[str, Any] | None) -> str:
+    """The per-split photo tables (``splits[S].photo``): retrieval, similarity, FID/KID, taxonomy."""
+    out = []
+    for split, block in ((metrics or {}).get("splits") or {}).items():
+        photo = block.get("photo") if isinstance(block, dict) else None
+        if not isinstance(photo, dict) or not isinstance(photo.get("methods"), dict):
+            continue
+        heads = sorted({h for r in photo["methods"].values() if isinstance(r, dict)
+                        for h in (r.get("taxon_agreement") or {})})  # fmt: skip
+        head_cells = "".join(f"<th>{_e(h)}</th>" for h in heads)
+        rows = [f"<h3>{_e(_SPLIT_TITLES.get(split, split))}: photo scores "
+                f"({_fmt(photo.get('n_reference_photos'), digits=0)} reference photos)</h3>",
+                '<table><tr><th class="l">method</th><th>top-1</th><th>top-5</th><th>top-100</th><th>mean rank</th>'
+                f"<th>similarity</th><th>FID</th><th>KID</th>{head_cells}<th class=\"l\">note</th></tr>"]  # fmt: skip
+        for method, r in photo["methods"].items():
+            if not isinstance(r, dict):
+                continue
+            agree = r.get("taxon_agreement") if isinstance(r.get("taxon_agreement"), dict) else {}
+            rows.append(
+                f'<tr class="{"gen" if method == "generated" else ""}"><td class="l">{_e(method)}</td>'
+                + "".join(f"<td>{_fmt(r.get(k), True)}</td>" for k in ("top1", "top5", "top100"))
+                + f"<td>{_fmt(r.get('mean_rank'), digits=1)}</td><td>{_fmt(r.get('similarity'))}</td>"
+                f"<td>{_fmt(r.get('fid'), digits=2)}</td><td>{_fmt(r.get('kid_mean'), digits=4)}</td>"
+                + "".join(f"<td>{_fmt(agree.get(h), True)}</td>" for h in heads)
+                + f'<td class="l">{html.escape(str(r.get("note") or ""))}</td></tr>'
+            )
+        rows.append("</table>")
+        gen = photo["methods"].get("generated") or {}
+        if isinstance(gen, dict) and gen.get("chance_top5") is not None:
+            rows.append(
+                f'<p class="small">chance: top-1 {_fmt(gen.get("chance_top1"), True)}, top-5 '
+                f"{_fmt(gen.get('chance_top5'), True)}, top-100 {_fmt(gen.get('chance_top100'), True)}</p>"
+            )
+        out.extend(rows)
+    if not out:
+        return ""
+    intro = (
+        "<p><b>Photo scores</b> (no traits needed; the same for real photos): a small CNN trained on the training "
+        "photos (species and taxonomic heads) gives the features; DNA→image retrieval success is measured with "
+        "a contrastive DNA–image model trained on the training pairs only; <code>truth</code> = real photos of "
+        "the target species (the ceiling), <code>nearest</code> = the closest training relative's photos, "
+        "<code>random</code> = a random training species'; similarity = mean cosine of an image and its barcode "
+        "in that model's space; taxonomic agreement = the classifier's genus / family / order of the image vs "
+        "the target's.</p>"
+    )
+    return intro + "".join(out)
+
+
 def _headline(metrics: dict[str, Any] | None) -> str:
     if not metrics or not metrics.get("headline"):
-        return ""
+        return _photo_headline(metrics)
     from phenogen.evaluate.steps import rmse_text
 
     h = metrics["headline"]
@@ -316,7 +391,7 @@ def _headline(metrics: dict[str, Any] | None) -> str:
     lines = "".join(f"<li>{html.escape(v)}</li>" for v in verdict_lines(metrics))
     return (
         f'<ul class="verdict">{lines}</ul><div class="cards">{body}</div>'
-        f"<p>Generated images ({_e(h['split'])}): {_e('; '.join(verdict))}.</p>"
+        f"<p>Generated images ({_e(h['split'])}): {_e('; '.join(verdict))}.</p>" + _photo_headline(metrics)
     )
 
 
@@ -392,7 +467,7 @@ def _contact_sheet(
         for r in recs
     )
     return (
-        f"<p><b>{_e(_SPLIT_TITLES.get(split, split))}</b>: true render (top) and generated portrait (bottom, red), "
+        f"<p><b>{_e(_SPLIT_TITLES.get(split, split))}</b>: true image (top: a render, or a photo) and generated portrait (bottom, red), "
         f"one column per species.</p>"
         f'<table class="pairs"><tr><th class="l"></th>{head}</tr><tr><th class="l">truth</th>{truth}</tr>'
         f'<tr><th class="l">generated</th>{gen}</tr></table>'
@@ -404,6 +479,10 @@ def _metric_tables(metrics: dict[str, Any] | None, eval_dir: Path) -> str:
 
     if not metrics:
         return _missing("evaluation (phenogen evaluate)", eval_dir / "metrics.json")
+    if not any(
+        (b or {}).get("methods") for b in (metrics.get("splits") or {}).values() if isinstance(b, dict)
+    ):
+        return _photo_tables(metrics) or "<p>No trait or photo scores in this evaluation.</p>"  # no traits
     out = [
         "<p>Trait RMSE is on z-scored continuous traits (1.0 ≈ one clade-wide standard deviation), "
         "read by the trait probe from each image and compared with the target's true traits; lower is better. "
@@ -450,6 +529,7 @@ def _metric_tables(metrics: dict[str, Any] | None, eval_dir: Path) -> str:
     for name in ("trait_rmse.png", "probe_r2.png"):
         if (eval_dir / name).is_file():
             out.append(_img(eval_dir / name, cls="fig", title=name))
+    out.append(_photo_tables(metrics))
     return "".join(out)
 
 
@@ -495,7 +575,7 @@ def _pairs(
     for r in ds.records("train"):
         if r.images and r.species not in first_image:
             first_image[r.species] = ds.root / r.images[0]
-    out = ["<p>Each row: the target's true renders (grey), the generated images (red), a render of the "
+    out = ["<p>Each row: the target's true images (grey), the generated images (red), a render of the "
            "training species with the closest barcode (the <code>nearest</code> baseline)"
            + (" and the <code>oracle</code>'s prediction from the true tree and traits, drawn by the clade's own "
               "renderer (<code>oracle_render</code>: what a perfect DNA-only reading would show)" if oracle_dir else "")
