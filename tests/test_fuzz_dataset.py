@@ -391,7 +391,14 @@ def test_fuzz_report_metrics(request, tmp_path):
     """metrics.json (and losses.json) mutated, read and rendered by the report's sections."""
     from phenogen.fsio import read_json
     from phenogen.report.figures import loss_curves
-    from phenogen.report.html import _caption_readout, _headline, _metric_tables, _sequence, check_metrics
+    from phenogen.report.html import (
+        RunParts,
+        _caption_readout,
+        _headline,
+        _metric_tables,
+        _sequence,
+        check_metrics,
+    )
 
     path = tmp_path / "metrics.json"
     text = json.dumps(METRICS)
@@ -401,7 +408,7 @@ def test_fuzz_report_metrics(request, tmp_path):
     def render() -> None:
         metrics = check_metrics(read_json(path, "metrics.json"), path)
         _headline(metrics), _metric_tables(metrics, tmp_path), _caption_readout(metrics)
-        _sequence(tmp_path, metrics)
+        _sequence(RunParts.resolve(tmp_path), metrics)
         loss_curves(metrics)
 
     for _ in range(_n(request)):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from phenogen.config import require_finite
+from phenogen.data.dataset import PARQUET_ABOVE, ROW_GROUP_SIZE
 
 __all__ = ["FetchConfig", "ImportConfig", "BuildConfig", "FREE_LICENSES", "ALL_LICENSES"]
 
@@ -195,19 +196,38 @@ class ImportConfig:
     require_species: bool = field(default=True, metadata={"help": "skip rows without a species label"})
     require_image: bool = field(default=True, metadata={"help": "skip rows whose image file is missing"})
     max_records: int = field(
-        default=50_000,
-        metadata={"help": "stop after this many records are kept (bounds memory); 0 = no limit"},
+        default=0,
+        metadata={"help": "keep at most this many records (the rest are read and counted); 0 = no limit"},
     )
     max_per_species: int = field(default=0, metadata={"help": "most records kept per species; 0 = no limit"})
     min_length: int = field(
         default=100, metadata={"help": "sequences shorter than this (after trimming) are skipped"}
     )
+    format: Literal["tsv", "parquet", "auto"] = field(
+        default="auto",
+        metadata={
+            "help": "manifest written: tsv (one text file, read whole), parquet (row groups, read lazily), "
+            "auto = parquet above parquet_above records"
+        },
+    )
+    parquet_above: int = field(
+        default=PARQUET_ABOVE,
+        metadata={"help": "format auto: more records than this are written as manifest.parquet"},
+    )
+    row_group_size: int = field(
+        default=ROW_GROUP_SIZE,
+        metadata={"help": "records per Parquet row group: what the importer holds in memory at once"},
+    )
 
     def __post_init__(self) -> None:
         require_finite(self)  # nan passes every `x <= 0` test; 1e400 parses as inf
-        for name in ("max_nucleotides", "max_records", "max_per_species", "min_length"):
+        for name in ("max_nucleotides", "max_records", "max_per_species", "min_length", "parquet_above"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.format not in ("tsv", "parquet", "auto"):
+            raise ValueError(f"format must be tsv, parquet or auto, got {self.format!r}")
+        if self.row_group_size < 1:
+            raise ValueError(f"row_group_size must be >= 1, got {self.row_group_size}")
         valid = {
             "pretrain",
             "train",

@@ -55,6 +55,7 @@ class ImportSummary:
     rows: int = 0
     records: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    peak_held: int = 0  # most records held in memory at once (a streaming import: one row group)
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -252,5 +253,12 @@ def import_folder(
     with staged_output(out, "import", force=force) as tmp:
         for src, rel in placements:
             place_image(src, tmp, rel, icfg.image_mode)
-        write_dataset(tmp, records, info)
+        write_dataset(
+            tmp,
+            records,
+            info,
+            format=icfg.format,
+            parquet_above=icfg.parquet_above,
+            row_group_size=icfg.row_group_size,
+        )
     return load_dataset(out), summary

@@ -871,7 +871,33 @@ def check_metrics(metrics: dict[str, Any], path: Path) -> dict[str, Any]:
     if metrics.get("sequence") is not None:
         need(isinstance(metrics["sequence"], dict) and "metrics" in metrics["sequence"], "sequence",
              "an object with 'source' and 'metrics'")  # fmt: skip
+    photo = metrics.get("photo")
+    if photo is not None:
+        obj(photo, "photo")
+        if photo.get("headline") is not None:
+            h = obj(photo["headline"], "photo.headline")
+            for k in ("top1", "top5", "top100", "chance_top1", "chance_top5", "chance_top100", "kid_mean"):
+                need(_is_num(h.get(k)), f"photo.headline.{k}", "a number or null")
+            for k in ("top5_by_row", "similarity_by_row", "taxon_agreement"):
+                for name, v in obj(h.get(k) or {}, f"photo.headline.{k}").items():
+                    need(_is_num(v), f"photo.headline.{k}.{name}", "a number or null")
+    for split, block in splits.items():
+        if block.get("photo") is None:
+            continue
+        pb = obj(block["photo"], f"splits.{split}.photo")
+        for method, row in obj(pb.get("methods", {}), f"splits.{split}.photo.methods").items():
+            where = f"splits.{split}.photo.methods.{method}"
+            obj(row, where)
+            for k in _PHOTO_NUMBERS:
+                need(_is_num(row.get(k)), f"{where}.{k}", "a number or null")
+            for head, v in obj(row.get("taxon_agreement") or {}, f"{where}.taxon_agreement").items():
+                need(_is_num(v), f"{where}.taxon_agreement.{head}", "a number or null")
+            need(row.get("note") is None or isinstance(row["note"], str), f"{where}.note", "a string or null")
     return metrics
+
+
+_PHOTO_NUMBERS = ("top1", "top5", "top100", "mean_rank", "chance_top1", "chance_top5", "chance_top100",
+                  "similarity", "fid", "kid_mean", "kid_std", "n_images", "n_targets")  # fmt: skip
 
 
 # ---------------------------------------------------------------- page
