@@ -203,6 +203,29 @@ class ImageConfig:
             "help": "cache VAE latents and condition features once (off = recompute every step; benchmarks)"
         },
     )
+    cache_layout: Literal["auto", "memory", "sharded"] = field(
+        default="auto",
+        metadata={
+            "help": "where the cache lives: memory (one tensor; images in memory; N processes train exactly "
+            "what one does), sharded (files of cache_shard_size rows on disk, read lazily; each process streams "
+            "its own shards, so N processes equal one in distribution, not bit for bit), auto = sharded above "
+            "cache_sharded_above training images"
+        },
+    )
+    cache_shard_size: int = field(
+        default=1024, metadata={"help": "rows (images, or barcodes) per shard of the sharded cache"}
+    )
+    cache_sharded_above: int = field(
+        default=50_000,
+        metadata={"help": "cache_layout = auto: the sharded layout for more training images than this"},
+    )
+    cache_dir: str = field(
+        default="",
+        metadata={
+            "help": "directory of the sharded cache ('' = OUT/cache); one outside OUT survives --force and is "
+            "reused by any run with the same VAE, resolution, hflip and images (a stale one is rebuilt)"
+        },
+    )
     hflip: bool = field(default=False, metadata={"help": "random horizontal flips (both versions cached)"})
     init: str = field(
         default="",
@@ -293,7 +316,7 @@ class ImageConfig:
         if self.relatives_temperature <= 0 or not 0 <= self.relatives_self_drop < 1:
             raise ValueError("relatives_temperature must be > 0 and relatives_self_drop in [0, 1)")
         for name in ("kmer_segments", "onehot_window", "batch_size", "grad_accum", "epochs", "sample_steps",
-                     "checkpoints_total_limit"):  # fmt: skip
+                     "checkpoints_total_limit", "cache_shard_size"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in (
@@ -303,6 +326,7 @@ class ImageConfig:
             "checkpoint_every",
             "heldout_every",
             "cond_depth",
+            "cache_sharded_above",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -371,6 +395,8 @@ class ImageConfig:
             raise ValueError("max_minutes, weight_decay, vae_kl_weight and vae_colour_weight must be >= 0")
         if not self.vae:
             raise ValueError("vae must be 'train' or a local VAE directory")
+        if self.cache_layout not in ("auto", "memory", "sharded"):
+            raise ValueError(f"cache_layout must be auto, memory or sharded, got {self.cache_layout!r}")
         if self.latent_norm not in LATENT_NORMS:
             raise ValueError(
                 f"latent_norm must be one of {', '.join(LATENT_NORMS)}, got {self.latent_norm!r}"

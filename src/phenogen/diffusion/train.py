@@ -6,6 +6,7 @@ Stages::
     2. VAE       train the small AutoencoderKL (or load a local SD VAE), fit latent shift/scale → OUT/vae
     3. caches    VAE posteriors (mean, std) of every image (both flips with hflip) and the frozen
                  condition features of every unique barcode, computed once → OUT/cache/*.safetensors
+                 (``image.cache_layout``: in memory, or sharded on disk and streamed — see below)
     4. loop      sample latents from the cached posteriors, noise them, predict ε (or v), MSE
                  (min-SNR weighted on request); condition dropout inside the conditioner; EMA;
                  sample grids, held-out loss, checkpoints (rotated), time budget
@@ -34,6 +35,21 @@ process trains, up to floating-point rounding. The main process alone trains the
 RNG state, and a run resumes with the number of processes that wrote it. (Measured with accelerate 1.16:
 ``accelerate launch --cpu --num_processes 2`` starts a single process; ``--multi_gpu`` starts two, which
 then use gloo on the CPU.)
+
+Cache layouts (``image.cache_layout``; ``auto`` = ``sharded`` above ``image.cache_sharded_above`` images):
+``memory`` holds every training image and both caches in process memory, as above. ``sharded``
+(:mod:`phenogen.diffusion.latent_cache`) holds neither: the main process encodes the images shard by
+shard, reading ``cache_shard_size`` of them from disk at a time, into ``latents-NNNNN.safetensors`` files
+(written atomically, resumable, rebuilt when the VAE, resolution, hflip or image list changed) under
+``image.cache_dir`` (default ``OUT/cache``), and the features likewise; a step reads only its rows.
+Each process streams its own contiguous segment of the epoch's shard order
+(:class:`~phenogen.diffusion.latent_cache.StreamOrder`) — every image read once per epoch across the
+run — and draws its own noise from a generator reseeded from ``(seed, micro-step, rank)``; its loss is
+weighed by its share of the global batch. So ``N`` processes train a model *distributed like* one
+process's (not bit for bit), and a run still resumes exactly with the number of processes that wrote it.
+A VAE trained here sees at most ``VAE_IMAGES_SHARDED`` images (spread over the set) in that layout, and
+its latent scaling is fitted on ``SCALING_ROWS_SHARDED`` cached posteriors; the decoder loss reads its
+photos from disk.
 """
 
 from __future__ import annotations
@@ -42,6 +58,7 @@ import io
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -59,6 +76,7 @@ from phenogen.diffusion.checkpoints import (
     save_checkpoint,
 )
 from phenogen.diffusion.config import ImageConfig
+from phenogen.diffusion.latent_cache import share
 from phenogen.diffusion.pipeline_readme import write_pipeline_readme
 from phenogen.diffusion.settings import THESIS, GenerationSettings, write_settings
 from phenogen.errors import CheckpointError, ConfigError, DataError
@@ -70,6 +88,8 @@ log = logging.getLogger(__name__)
 SAMPLE_ROWS = 4  # training and held-out barcodes shown in each sample grid
 SAMPLE_COLS = 4
 EVAL_IMAGES = 64
+VAE_IMAGES_SHARDED = 8192  # sharded layout: a VAE trained here sees this many images (spread), not all
+SCALING_ROWS_SHARDED = 8192  # sharded layout: the latent scaling is fitted on this many cached posteriors
 CAPTION_PRIOR_SD = (
     1.2  # the spread of the random birds' traits the shipped prior was trained on (prior.trait_sd)
 )
@@ -78,7 +98,7 @@ SHAPE_KEYS = ("preset", "resolution", "encoder", "lm_model", "lm_layer", "kmer_k
               "cond_depth", "pooled_condition", "null_condition", "prediction_type", "beta_schedule", "vae", "seed", "batch_size",
               "grad_accum", "hflip", "init", "latent_norm", "relatives_k", "relatives_tokens", "cond_head", "train_unet",
               "train_caption_encoder", "base", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets",
-              "optimizer")  # fmt: skip
+              "optimizer", "cache_layout", "cache_shard_size")  # fmt: skip
 
 
 @dataclass
@@ -111,29 +131,146 @@ def resolve_mixed_precision(setting: str) -> str:
 # ---------------------------------------------------------------------------------- data + caches
 @dataclass
 class _Data:
-    images: torch.Tensor  # (N, 3, R, R) uint8
+    paths: list[str]  # (N,) image files
     seq_index: torch.Tensor  # (N,) index into sequences
     sequences: list[str]
     record_ids: list[str]  # per sequence
+    resolution: int
+    images: torch.Tensor | None = None  # (N, 3, R, R) uint8 once loaded (the memory layout); else read lazily
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, idx: torch.Tensor | range | None = None) -> torch.Tensor:
+        """The images ``idx`` (default all) as ``(len(idx), 3, R, R)`` uint8: from memory when loaded."""
+        from phenogen.diffusion.vae import load_images
+
+        if self.images is not None:
+            return self.images if idx is None else self.images[torch.as_tensor(idx, dtype=torch.long)]
+        paths = self.paths if idx is None else [self.paths[i] for i in torch.as_tensor(idx).tolist()]
+        if not paths:
+            return torch.zeros(0, 3, self.resolution, self.resolution, dtype=torch.uint8)
+        return load_images(paths, self.resolution)
 
 
 def _pairs(ds, split: str, resolution: int) -> _Data:
-    from phenogen.diffusion.vae import load_images
-
-    records = [r for r in ds.records(split) if r.images]
+    """The (image, barcode) pairs of ``split``: paths and indices only (images are read by :meth:`_Data.load`)."""
     paths, seq_index, sequences, ids = [], [], [], []
-    for rec in records:
+    for rec in ds.records(split):
+        if not rec.images:
+            continue
         sequences.append(rec.sequence)
         ids.append(rec.record_id)
         for rel in rec.images:
-            paths.append(ds.image_path(rel))
+            paths.append(str(ds.image_path(rel)))
             seq_index.append(len(sequences) - 1)
-    images = (
-        load_images(paths, resolution)
-        if paths
-        else torch.zeros(0, 3, resolution, resolution, dtype=torch.uint8)
+    return _Data(paths, torch.tensor(seq_index, dtype=torch.long), sequences, ids, resolution)
+
+
+def _layout(cfg: ImageConfig, n: int) -> str:
+    """``memory`` or ``sharded``: ``image.cache_layout`` with ``auto`` resolved by the image count
+    (no cache at all keeps the images in memory)."""
+    if not cfg.cache:
+        return "memory"
+    if cfg.cache_layout == "auto":
+        return "sharded" if n > cfg.cache_sharded_above else "memory"
+    return cfg.cache_layout
+
+
+def _spread_index(n: int, k: int) -> torch.Tensor:
+    """``min(n, k)`` distinct indices spread evenly over ``range(n)``."""
+    return torch.linspace(0, n - 1, min(n, k)).round().long().unique()
+
+
+def _posterior_encoder(vae, data: _Data, hflip: bool, device, chunk: int = 64):
+    """``encode(start, stop)`` for :func:`~phenogen.diffusion.latent_cache.build_sharded_cache`: the VAE
+    posteriors of images ``[start, stop)`` (and of their mirror images), read from disk ``chunk`` at a time."""
+    from phenogen.diffusion.vae import encode_latent_dist
+
+    def encode(start: int, stop: int) -> dict[str, torch.Tensor]:
+        parts: dict[str, list[torch.Tensor]] = {}
+        for a in range(start, stop, chunk):
+            images = data.load(range(a, min(stop, a + chunk)))
+            found = dict(zip(("mean", "std"), encode_latent_dist(vae, images, device=device), strict=True))
+            if hflip:
+                flipped = encode_latent_dist(vae, images.flip(-1), device=device)
+                found |= dict(zip(("mean_flip", "std_flip"), flipped, strict=True))
+            for key, t in found.items():
+                parts.setdefault(key, []).append(t)
+        return {key: torch.cat(ts) for key, ts in parts.items()}
+
+    return encode
+
+
+def _latent_shards(root: Path, vae, data: _Data, cfg: ImageConfig, device, main: bool, progress: bool):
+    """The sharded latent cache: built (or finished) by the main process, opened by the others once it
+    has (they only read; the index is written last)."""
+    from phenogen.diffusion.latent_cache import (
+        ShardedCache,
+        build_sharded_cache,
+        digest_strings,
+        tensor_digest,
     )
-    return _Data(images, torch.tensor(seq_index, dtype=torch.long), sequences, ids)
+
+    if not main:
+        return ShardedCache(root, "latents")
+    # what the rows are a function of: a cache of another VAE, resolution, flip setting or image list is
+    # rebuilt (not of the VAE's latent scaling: the cache holds raw posteriors)
+    meta = {"kind": "vae posteriors", "vae": tensor_digest(vae.state_dict().items()),
+            "resolution": data.resolution, "hflip": cfg.hflip, "images": digest_strings(data.paths)}  # fmt: skip
+    encode = _posterior_encoder(vae, data, cfg.hflip, device)
+    return build_sharded_cache(root, "latents", len(data), encode, cfg.cache_shard_size, meta, progress)
+
+
+def _feature_shards(root: Path, conditioner, data: _Data, cfg: ImageConfig, main: bool, progress: bool):
+    """The sharded condition-feature cache (one row a barcode), as :func:`_latent_shards`."""
+    from phenogen.diffusion.latent_cache import (
+        ShardedCache,
+        build_sharded_cache,
+        digest,
+        digest_strings,
+        tensor_digest,
+    )
+
+    if not main:
+        return ShardedCache(root, "features")
+    frozen = list(conditioner.named_buffers())  # what featurize reads besides the config
+    if conditioner.lm is not None:
+        frozen += [(f"lm.{k}", v) for k, v in conditioner.lm.state_dict().items()]
+    meta = {"kind": "condition features", "conditioner": digest(dict(conditioner.config)),
+            "frozen": tensor_digest(frozen), "sequences": digest_strings(data.sequences)}  # fmt: skip
+
+    def features(start: int, stop: int) -> dict[str, torch.Tensor]:
+        f, m = conditioner.featurize(data.sequences[start:stop])
+        return {"features": f, "mask": m}
+
+    return build_sharded_cache(root, "features", len(data.sequences), features, cfg.cache_shard_size, meta,
+                               progress)  # fmt: skip
+
+
+def _read_posteriors(
+    cache, idx: torch.Tensor, flip: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, std)`` of the images ``idx`` from a sharded cache, the mirror image's where ``flip``
+    (only the version used is read)."""
+    if flip is None:
+        got = cache.rows(idx, ("mean", "std"))
+        return got["mean"], got["std"]
+    plain, mirrored = (
+        cache.rows(idx[~flip], ("mean", "std")),
+        cache.rows(idx[flip], ("mean_flip", "std_flip")),
+    )
+    mean = torch.empty((len(idx), *plain["mean"].shape[1:]), dtype=plain["mean"].dtype)
+    std = torch.empty_like(mean)
+    mean[~flip], std[~flip] = plain["mean"], plain["std"]
+    mean[flip], std[flip] = mirrored["mean_flip"], mirrored["std_flip"]
+    return mean, std
+
+
+def _step_seed(seed: int, micro: int, rank: int) -> int:
+    """The training generator's seed at micro-step ``micro`` of process ``rank`` (sharded layout): resume
+    needs no generator state, and each process draws its own noise."""
+    return ((seed * 1_000_003 + micro) * 7919 + rank + 12345) % 2**63
 
 
 def _cached(path: Path, build, use_disk: bool) -> dict[str, torch.Tensor]:
@@ -204,13 +341,6 @@ def diffusion_loss(
 
 
 # ---------------------------------------------------------------------------------- processes
-def _shard(n: int, world: int, rank: int) -> slice:
-    """This process's contiguous share of a global batch of ``n`` rows (sizes differ by at most one)."""
-    base, extra = divmod(n, world)
-    start = rank * base + min(rank, extra)
-    return slice(start, start + base + (rank < extra))
-
-
 def check_resumable(out: Path, cfg: ImageConfig) -> None:
     """Refuse to resume a run whose settings file is unreadable or whose shape-defining settings changed,
     or that has no complete checkpoint (raises CheckpointError; touches nothing)."""
@@ -380,11 +510,15 @@ def train_image_model(
     if base is not None:  # the Stable Diffusion UNet's own size (SD 1.5: 64 x 8 = 512 px)
         resolution = cfg.resolution or int(base[0].config.sample_size) * components.vae_scale(base[1])
     train = _pairs(ds, "train", resolution)
-    if len(train.images) == 0:
+    if len(train) == 0:
         raise DataError(
             f"{ds.root}: the train split has no images; the image model needs (image, barcode) pairs"
         )
-    n = len(train.images)
+    n = len(train)
+    layout = _layout(cfg, n)
+    data_state = {"layout": layout, "shard_size": cfg.cache_shard_size if layout == "sharded" else None}
+    if layout == "memory":  # every training image in memory (the sharded layout reads them from disk)
+        train.images = train.load()
     if world > 1 and (cfg.batch_size < world or 0 < n % cfg.batch_size < world):
         raise ConfigError(f"image.batch_size={cfg.batch_size}: with {n} training images every batch (the last "
                           f"of an epoch too) needs at least one image for each of the {world} processes")  # fmt: skip
@@ -409,8 +543,10 @@ def train_image_model(
         vae = components.build_vae(cfg.preset, resolution)
         steps = preset.vae_steps if cfg.vae_steps is None else cfg.vae_steps
         vae_budget = budget * 0.25 if budget else 0.0
+        # the sharded layout trains the VAE on a spread subset of at most VAE_IMAGES_SHARDED images
+        vae_images = train.images if layout == "memory" else train.load(_spread_index(n, VAE_IMAGES_SHARDED))
         vae_losses = train_vae(
-            vae, train.images, steps, cfg.vae_batch_size or preset.vae_batch, cfg.vae_lr, cfg.vae_kl_weight, cfg.seed,
+            vae, vae_images, steps, cfg.vae_batch_size or preset.vae_batch, cfg.vae_lr, cfg.vae_kl_weight, cfg.seed,
             vae_budget, cfg.hflip, preset.vae_crop if cfg.vae_crop is None else cfg.vae_crop, device, progress,
             colour_weight=cfg.vae_colour_weight,
         )  # fmt: skip
@@ -451,32 +587,43 @@ def train_image_model(
 
     disk = cfg.cache
     cache_dir = out / "cache"
-    if main and not (resume and (cache_dir / "train_latents.safetensors").is_file()):
+    lat = feat = lat_shards = feat_shards = None
+    if layout == "sharded":  # on disk, built once (resumably), read lazily; the main process builds them,
+        # the others (past the barrier above, so after it has) open them
+        shard_root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir
+        lat_shards = _latent_shards(shard_root, vae, train, cfg, device, main, progress)
+        feat_shards = _feature_shards(shard_root, conditioner, train, cfg, main, progress)
+    elif main and not (resume and (cache_dir / "train_latents.safetensors").is_file()):
         shutil.rmtree(cache_dir, ignore_errors=True)
-    lat = (
-        _cached(cache_dir / "train_latents.safetensors", lambda: latent_cache(train.images), disk)
-        if cfg.cache
-        else None
-    )
+    if layout == "memory":
+        lat = (
+            _cached(cache_dir / "train_latents.safetensors", lambda: latent_cache(train.images), disk)
+            if cfg.cache
+            else None
+        )
     if main and not external_vae and not (resume and vae_dir.is_dir()):
-        stats = lat if lat is not None else latent_cache(train.images)
+        if lat_shards is not None:  # fitted on a spread sample of the cached posteriors
+            stats = lat_shards.rows(_spread_index(n, SCALING_ROWS_SHARDED), ("mean", "std"))
+        else:
+            stats = lat if lat is not None else latent_cache(train.images)
         shift, vscale = fit_latent_scaling(vae, stats["mean"], stats["std"], cfg.latent_norm == "channel")
         log.info("latent shift %.4f scale %.4f", shift, vscale)
         vae.save_pretrained(vae_dir.with_name("vae.tmp"), safe_serialization=True)
         replace_dir(vae_dir.with_name("vae.tmp"), vae_dir)
-    feat = (
-        _cached(cache_dir / "train_features.safetensors", lambda: feature_cache(train.sequences), disk)
-        if cfg.cache
-        else None
-    )
+    if layout == "memory":
+        feat = (
+            _cached(cache_dir / "train_features.safetensors", lambda: feature_cache(train.sequences), disk)
+            if cfg.cache
+            else None
+        )
     if main:
         accelerator.wait_for_everyone()
     ev = None
-    if len(heldout.images):
-        n_ev = min(EVAL_IMAGES, len(heldout.images))
-        ev_idx = torch.linspace(0, len(heldout.images) - 1, n_ev).round().long()
+    if len(heldout):
+        n_ev = min(EVAL_IMAGES, len(heldout))
+        ev_idx = torch.linspace(0, len(heldout) - 1, n_ev).round().long()
         ev = {
-            "images": heldout.images[ev_idx],
+            "images": heldout.load(ev_idx),
             "seq": heldout.seq_index[ev_idx],
             "sequences": heldout.sequences,
         }
@@ -596,6 +743,9 @@ def train_image_model(
         ckpt = Path(box[0])
         state = load_checkpoint(accelerator, ckpt, gen, ema)
         global_step, losses, heldout_log = state["global_step"], state["losses"], state["heldout"]
+        if state.get("data", data_state) != data_state:  # another order of the data: not this run
+            raise CheckpointError(f"{ckpt}: written with the cache layout {state['data']!r:.80}, this run has "
+                                  f"{data_state!r}; resume with the original image.cache_layout")  # fmt: skip
         plan["steps"] = state.get("planned_steps", total_steps)
         log.info("resumed from %s at step %d", ckpt, global_step)
 
@@ -619,7 +769,10 @@ def train_image_model(
         """Latents (B, C, h, w) and condition features of the images ``idx``."""
         if cfg.hflip:
             flip = (torch.rand(len(idx), generator=gen, device=device) < 0.5).cpu()
-        if lat is not None:
+        if lat_shards is not None:
+            mean, std = _read_posteriors(lat_shards, idx, flip if cfg.hflip else None)
+            mean, std = mean.to(device), std.to(device)
+        elif lat is not None:
             mean, std = lat["mean"][idx], lat["std"][idx]
             if cfg.hflip:
                 fl = flip[:, None, None, None]
@@ -636,7 +789,10 @@ def train_image_model(
             mean, std = dist.mean.float(), dist.std.float()
         z = mean + std * torch.randn(mean.shape, generator=gen, device=device)
         sidx = train.seq_index[idx]
-        if feat is not None:
+        if feat_shards is not None:
+            got = feat_shards.rows(sidx)
+            f, m = got["features"], got["mask"]
+        elif feat is not None:
             f, m = feat["features"][sidx], feat["mask"][sidx]
         else:
             f, m = raw_cond.featurize([train.sequences[i] for i in sidx.tolist()])
@@ -646,7 +802,7 @@ def train_image_model(
         k = min(
             cfg.decoder_loss_batch, len(idx)
         )  # the photos (flipped as their latents) for the decoder loss
-        x = to_model_range(train.images[idx[:k]])
+        x = to_model_range(train.load(idx[:k]))
         if cfg.hflip:
             x = torch.where(flip[:k, None, None, None], x.flip(-1), x)
         pix = latent_window(mean[:k], x.to(device), cfg.decoder_loss_crop, gen)
@@ -658,6 +814,7 @@ def train_image_model(
             "planned_steps": plan["steps"],
             "losses": losses,
             "heldout": heldout_log,
+            "data": data_state,
         }
 
     def evaluate_and_sample(step: int) -> None:
@@ -676,6 +833,12 @@ def train_image_model(
                 ema.restore(ema_params)
 
     # 5. the loop
+    stream = None
+    if layout == "sharded":
+        from phenogen.diffusion.latent_cache import ROWS_LOG_ENV, StreamOrder, log_rows
+
+        stream = StreamOrder(n, cfg.cache_shard_size, cfg.batch_size, world, rank, cfg.seed)
+        rows_log = os.environ.get(ROWS_LOG_ENV)
     t0 = time.perf_counter()
     unet.train()
     conditioner.train()
@@ -687,12 +850,18 @@ def train_image_model(
     images_seen, side_seconds = 0, 0.0
     export_reserve = 30.0  # seconds kept for the final sample grid and saving (re-measured when sampling)
     while global_step < plan["steps"]:
-        epoch, pos = divmod(micro, micro_per_epoch)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        idx = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
-        # every process draws the whole global batch's inputs and noise (the same draws as one process);
-        # each sends its own contiguous share of the rows through the UNet (see diffusion_loss)
-        rows = _shard(len(idx), world, rank) if world > 1 else None
+        if stream is None:
+            epoch, pos = divmod(micro, micro_per_epoch)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+            idx = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
+            # every process draws the whole global batch's inputs and noise (the same draws as one process);
+            # each sends its own contiguous share of the rows through the UNet (see diffusion_loss)
+            rows, batch_n = (share(len(idx), world, rank) if world > 1 else None), len(idx)
+        else:  # sharded: this process's own rows of the global batch, its own noise (latent_cache)
+            (idx, batch_n), rows = stream.batch(micro), None
+            gen.manual_seed(_step_seed(cfg.seed, micro, rank))
+            if rows_log:
+                log_rows(rows_log, rank, micro, idx, cfg.cache_shard_size)
         with accelerator.accumulate(unet, conditioner):
             latents, f, m, pix = batch_inputs(idx)
             with accelerator.autocast():
@@ -709,6 +878,10 @@ def train_image_model(
                 ):  # MAP: the written caption under the prior's N(0, 1.2²) captions
                     values = raw_cond.caption_values(f, m)
                     loss = loss + cfg.caption_prior_weight * (values.float() / CAPTION_PRIOR_SD).pow(2).mean()
+                if stream is not None and world > 1:
+                    # the local mean weighed by its share of the global batch: the all-reduced gradient
+                    # is then the global batch's mean
+                    loss = loss * (world * len(idx) / batch_n)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(params, 1.0)
@@ -716,7 +889,7 @@ def train_image_model(
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         micro += 1
-        images_seen += len(idx)
+        images_seen += batch_n
         if world > 1:  # the global batch's loss: the mean of the processes' (scaled) shares
             loss = accelerator.reduce(loss.detach(), reduction="mean")
         acc_loss, acc_n = acc_loss + loss.item(), acc_n + 1
