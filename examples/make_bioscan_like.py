@@ -3,9 +3,10 @@
 The layout is the official loader's (``ROOT/bioscan5m/metadata/csv/BIOSCAN_5M_Insect_Dataset_metadata.csv``
 and ``ROOT/bioscan5m/images/cropped_256/<split>/<chunk>/<processid>.jpg``), with its columns. The content
 is synthetic: barcodes evolved on a two-level tree (genera, then species, then specimens: a few percent
-of sites each), and 256-px photos of insect-like drawings — genus sets the body plan (segment count,
-wing shape, antennae), species the colours and markings, specimens jitter pose and lighting, on a pale
-background as BIOSCAN's cropped images are. No real specimen is in it; the species names are made up.
+of sites each), and 256-px photos of insect-like drawings — the genus sets the body plan (segment count,
+wing shape, antennae) and a colour palette that its species inherit with a small shift each, so
+relatives look alike as they share DNA; species also differ in markings; specimens jitter pose and
+lighting, on a pale background as BIOSCAN's cropped images are. No real specimen is in it; the species names are made up.
 
     python examples/make_bioscan_like.py --out example/bioscan --species 12 --per-species 8
 """
@@ -38,9 +39,8 @@ def _mutate(seq: list[str], rate: float, rng: random.Random) -> list[str]:
     return out
 
 
-def _colour(rng: random.Random) -> tuple[int, int, int]:
-    h = rng.random()
-    r, g, b = (int(255 * (0.5 + 0.45 * math.cos(2 * math.pi * (h + k / 3)))) for k in range(3))
+def _colour(hue: float) -> tuple[int, int, int]:
+    r, g, b = (int(255 * (0.5 + 0.45 * math.cos(2 * math.pi * (hue + k / 3)))) for k in range(3))
     return r, g, b
 
 
@@ -59,7 +59,10 @@ def draw_insect(genus: int, look: dict, rng: random.Random, size: int = 256) -> 
     for s in range(segments):  # body segments along the axis
         y = cy - length / 2 + s * length / segments
         w = 26 - 4 * abs(s - segments / 2)
-        d.ellipse([cx - w / 2, y, cx + w / 2, y + length / segments + 6], fill=look["body"] if s % 2 == 0 else look["band"])
+        d.ellipse(
+            [cx - w / 2, y, cx + w / 2, y + length / segments + 6],
+            fill=look["body"] if s % 2 == 0 else look["band"],
+        )
     if look["spots"]:
         for _ in range(6):
             x, y = cx + rng.uniform(-8, 8), cy + rng.uniform(-length / 3, length / 3)
@@ -82,6 +85,8 @@ def write(root: Path, n_species: int = 12, per_species: int = 8, length: int = 6
     ancestor = [rng.choice("ACGT") for _ in range(length)]
     n_genera = max(2, min(len(GENERA), math.ceil(n_species / 2)))
     genus_seqs = [_mutate(ancestor, 0.12, rng) for _ in range(n_genera)]
+    # colours are inherited: a genus palette (hues of body, band, wings), each species shifted a little
+    palettes = [[rng.random() for _ in range(3)] for _ in range(n_genera)]
     lines = [",".join(COLUMNS)]
     row_no = 0
     for s in range(n_species):
@@ -89,9 +94,15 @@ def write(root: Path, n_species: int = 12, per_species: int = 8, length: int = 6
         family, genus = GENERA[g]
         species = f"{genus} {EPITHETS[s % len(EPITHETS)]}"
         sp_seq = _mutate(genus_seqs[g], 0.04, rng)
-        look = {"body": _colour(rng), "band": _colour(rng), "wing": _colour(rng), "spots": rng.random() < 0.5}
+        hues = [h + rng.uniform(-0.08, 0.08) for h in palettes[g]]
+        look = {
+            "body": _colour(hues[0]),
+            "band": _colour(hues[1]),
+            "wing": _colour(hues[2]),
+            "spots": rng.random() < 0.5,
+        }
         split = "test" if s % 4 == 3 else "train"  # species-disjoint: every 4th species held out
-        for i in range(per_species):
+        for _ in range(per_species):
             row_no += 1
             pid = f"BIOUG{row_no:05d}-22"
             chunk = f"{row_no % 7:x}"
