@@ -25,10 +25,9 @@ label smoothing. Saved as ``photo.safetensors`` + ``photo.json`` (:class:`PhotoS
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from phenogen.errors import CheckpointError, InputError
+from phenogen.errors import InputError
 from phenogen.evaluate.probe import SmallCNN, augment
 
 __all__ = [
@@ -174,33 +173,13 @@ def predict_photos(
 
 def save_photo_model(model: PhotoModel, out_dir: str | Path, history: dict | None = None) -> Path:
     """Write ``photo.safetensors`` + ``photo.json`` into ``out_dir``; returns the directory."""
-    from safetensors.torch import save_file
+    from phenogen.evaluate.probe import save_spec_model
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / WEIGHTS_NAME))
-    payload = {"spec": asdict(model.spec), "history": history or {}}
-    (out / SPEC_NAME).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    return out
+    return save_spec_model(model, out_dir, history, WEIGHTS_NAME, SPEC_NAME)
 
 
 def load_photo_model(model_dir: str | Path) -> PhotoModel:
     """Load a model saved by :func:`save_photo_model` (CheckpointError naming what is missing)."""
-    from safetensors.torch import load_file
+    from phenogen.evaluate.probe import load_spec_model
 
-    d = Path(model_dir)
-    for name in (WEIGHTS_NAME, SPEC_NAME):
-        if not (d / name).is_file():
-            raise CheckpointError(
-                f"{d}: missing {name}; is this a photo/ directory written by phenogen evaluate?"
-            )
-    try:
-        spec = PhotoSpec(**json.loads((d / SPEC_NAME).read_text(encoding="utf-8"))["spec"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{d / SPEC_NAME}: not a valid photo model description ({exc})") from exc
-    model = PhotoModel(spec)
-    try:
-        model.load_state_dict(load_file(str(d / WEIGHTS_NAME)))
-    except RuntimeError as exc:
-        raise CheckpointError(f"{d / WEIGHTS_NAME}: weights do not match {SPEC_NAME} ({exc})") from exc
-    return model.eval()
+    return load_spec_model(PhotoModel, PhotoSpec, model_dir, "photo/", WEIGHTS_NAME, SPEC_NAME)

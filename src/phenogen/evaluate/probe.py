@@ -307,35 +307,47 @@ def r2_scores(pred: np.ndarray, truth: np.ndarray, names: Sequence[str]) -> dict
     return out
 
 
-def save_probe(probe: TraitProbe, out_dir: str | Path, history: dict | None = None) -> Path:
-    """Write ``probe.safetensors`` + ``probe.json`` into ``out_dir``; returns the directory."""
+def save_spec_model(model, out_dir: str | Path, history: dict | None = None, weights: str = WEIGHTS_NAME,
+                    spec: str = SPEC_NAME) -> Path:  # fmt: skip
+    """Write a small model with a dataclass ``spec`` as ``weights`` (safetensors) + ``spec`` (JSON)."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in probe.state_dict().items()}, str(out / WEIGHTS_NAME))
-    payload = {"spec": asdict(probe.spec), "history": history or {}}
-    (out / SPEC_NAME).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / weights))
+    payload = {"spec": asdict(model.spec), "history": history or {}}
+    (out / spec).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def load_spec_model(model_cls, spec_cls, model_dir: str | Path, what: str, weights: str = WEIGHTS_NAME,
+                    spec: str = SPEC_NAME):  # fmt: skip
+    """Load a model saved by :func:`save_spec_model` (CheckpointError naming what is missing or wrong)."""
+    from safetensors.torch import load_file
+
+    d = Path(model_dir)
+    for name in (weights, spec):
+        if not (d / name).is_file():
+            raise CheckpointError(
+                f"{d}: missing {name}; is this a {what} directory written by phenogen evaluate?"
+            )
+    try:
+        model_spec = spec_cls(**json.loads((d / spec).read_text(encoding="utf-8"))["spec"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{d / spec}: not a valid {what} description ({exc})") from exc
+    model = model_cls(model_spec)
+    try:
+        model.load_state_dict(load_file(str(d / weights)))
+    except RuntimeError as exc:
+        raise CheckpointError(f"{d / weights}: weights do not match {spec} ({exc})") from exc
+    return model.eval()
+
+
+def save_probe(probe: TraitProbe, out_dir: str | Path, history: dict | None = None) -> Path:
+    """Write ``probe.safetensors`` + ``probe.json`` into ``out_dir``; returns the directory."""
+    return save_spec_model(probe, out_dir, history)
 
 
 def load_probe(model_dir: str | Path) -> TraitProbe:
     """Load a probe saved by :func:`save_probe` (CheckpointError naming what is missing)."""
-    from safetensors.torch import load_file
-
-    d = Path(model_dir)
-    for name in (WEIGHTS_NAME, SPEC_NAME):
-        if not (d / name).is_file():
-            raise CheckpointError(
-                f"{d}: missing {name}; is this a probe directory written by phenogen evaluate?"
-            )
-    try:
-        spec = ProbeSpec(**json.loads((d / SPEC_NAME).read_text(encoding="utf-8"))["spec"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{d / SPEC_NAME}: not a valid probe description ({exc})") from exc
-    probe = TraitProbe(spec)
-    try:
-        probe.load_state_dict(load_file(str(d / WEIGHTS_NAME)))
-    except RuntimeError as exc:
-        raise CheckpointError(f"{d / WEIGHTS_NAME}: weights do not match {SPEC_NAME} ({exc})") from exc
-    return probe.eval()
+    return load_spec_model(TraitProbe, ProbeSpec, model_dir, "probe")
