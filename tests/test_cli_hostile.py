@@ -289,7 +289,7 @@ CASES: list[tuple[str, list[str], str, str | None]] = [
     ("anc_tree_broken", [*ANC, "--fasta", "{tmp}/fa", "--tree", "{tmp}/bad.nwk"], "bad.nwk", None),
     ("anc_tree_names_mismatch", [*ANC, "--fasta", "{tmp}/fa", "--tree", "{tmp}/zz.nwk"], "not in", None),
     ("anc_outgroup_unknown", [*ANC, "--fasta", "{tmp}/fa", "--outgroup", "nobody"], "--outgroup", None),
-    ("anc_mrca_unknown", [*ANC, "--fasta", "{tmp}/fa", "--mrca", "s0", "nobody"], "--mrca: nobody", None),
+    ("anc_mrca_unknown", [*ANC, "--fasta", "{tmp}/fa", "--mrca", "s0", "nobody"], "--mrca 'nobody': no tip id", None),
     ("anc_negative_seed", [*ANC, "--fasta", "{tmp}/fa", "--set", "ancestors.seed=-1"], "seed must be >= 0", None),
     ("anc_model_without_nodes", [*ANC, "--fasta", "{tmp}/fa", "--model", "{pipe}"], "--node", None),
     ("anc_model_broken", [*ANC, "--fasta", "{tmp}/fa", "--model", "{bad}", "--all-internal"],
