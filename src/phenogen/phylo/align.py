@@ -13,6 +13,10 @@ the chosen policy, ``mask`` by default: every IUPAC code becomes ``N``). ``--ali
     MAFFT aligns whatever the lengths (gaps in the input are removed first).
 ``never`` (``--aligned``)
     the input is the alignment; different lengths are an error naming the odd records.
+``codon``
+    codon-aware, whatever the lengths: each barcode translated in its best frame under
+    ``genetic_code``, the proteins aligned with MAFFT, back-translated (:mod:`phenogen.phylo.codon`);
+    gaps come in whole codons and every sequence stays in frame.
 
 Gap handling, end to end:
 
@@ -43,7 +47,7 @@ from phenogen.phylo.tools import run_tool
 __all__ = ["Alignment", "is_aligned", "check_aligned", "read_sequences", "run_mafft", "align", "ungap"]
 
 log = logging.getLogger(__name__)
-AlignMode = Literal["auto", "always", "never"]
+AlignMode = Literal["auto", "always", "never", "codon"]
 
 
 @dataclass
@@ -56,7 +60,7 @@ class Alignment:
     source: str = "<input>"
     masked: dict[str, int] = field(default_factory=dict)  # id -> ambiguity codes turned into N
     dropped: dict[str, str] = field(default_factory=dict)  # id -> why it was left out
-    method: str = "input"  # "input" (already aligned) or "mafft"
+    method: str = "input"  # "input" (already aligned), "mafft" or "mafft-codon"
     headers: dict[str, str] = field(default_factory=dict)  # id -> whole FASTA header line
     doubts: dict[str, str] = field(default_factory=dict)  # id -> why equal lengths did not mean aligned
 
@@ -159,12 +163,14 @@ def align(
 
     ``mode="never"`` (or ``assume_aligned=True``, the ``--aligned`` flag) raises :class:`InputError`
     if lengths differ; ``"auto"`` checks equal-length input with
-    :func:`~phenogen.phylo.frame.alignment_doubts` under NCBI code ``genetic_code``.
+    :func:`~phenogen.phylo.frame.alignment_doubts` under NCBI code ``genetic_code``; ``"codon"``
+    always aligns, codon-aware (:func:`phenogen.phylo.codon.codon_align`: translated under
+    ``genetic_code``, proteins aligned, back-translated).
     """
     from phenogen.phylo.frame import alignment_doubts
 
-    if mode not in ("auto", "always", "never"):
-        raise InputError(f"--align {mode!r}: use auto, always or never")
+    if mode not in ("auto", "always", "never", "codon"):
+        raise InputError(f"--align {mode!r}: use auto, always, never or codon")
     if assume_aligned or mode == "never":
         check_aligned(seqs.names, seqs.sequences, seqs.source)
         return seqs
@@ -189,7 +195,23 @@ def align(
             first,
             doubts[first],
         )
-    aligned = run_mafft(seqs.names, seqs.sequences, threads=threads, args=mafft_args)
+    method = "mafft"
+    if mode == "codon":
+        from phenogen.phylo.codon import codon_align
+
+        aligned, info = codon_align(
+            seqs.names, seqs.sequences, genetic_code=genetic_code, threads=threads, mafft_args=mafft_args
+        )
+        method = "mafft-codon"
+        log.info(
+            "%s: codon alignment under code %d: frames 1/2/3 for %s sequences, %d with stop codons",
+            seqs.source,
+            genetic_code,
+            "/".join(map(str, info["frames"])),
+            info["with_stops"],
+        )
+    else:
+        aligned = run_mafft(seqs.names, seqs.sequences, threads=threads, args=mafft_args)
     return Alignment(
         list(seqs.names),
         aligned,
@@ -197,7 +219,7 @@ def align(
         seqs.source,
         seqs.masked,
         seqs.dropped,
-        method="mafft",
+        method=method,
         headers=seqs.headers,
         doubts=doubts,
     )

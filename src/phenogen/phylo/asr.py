@@ -63,7 +63,9 @@ def _require_named(tree) -> None:
         raise InputError(f"{len(unnamed)} tree node(s) have no name; call name_internal_nodes first")
 
 
-def reconstruct_treetime(tree, alignment: dict[str, str], *, seed: int = 0) -> AncestralResult:
+def reconstruct_treetime(
+    tree, alignment: dict[str, str], *, seed: int = 0, model: dict[str, Any] | None = None
+) -> AncestralResult:
     """Marginal ML ancestral sequences with TreeTime (GTR inferred) on a named, validated tree.
 
     Parameters
@@ -71,6 +73,8 @@ def reconstruct_treetime(tree, alignment: dict[str, str], *, seed: int = 0) -> A
     tree : Bio.Phylo tree whose nodes are all named and whose tips are the keys of ``alignment``.
     alignment : tip name -> aligned sequence (equal lengths; ``N`` = missing, ``-`` = gap).
     seed : TreeTime's random seed (only used for tie-breaking; results are deterministic).
+    model : a GTR fitted before (``AncestralResult.model``: ``pi``, ``W``, ``mu``), kept fixed instead
+        of inferred (a third of the time: the bootstrap trees reuse the main tree's model).
 
     Examples
     --------
@@ -83,15 +87,18 @@ def reconstruct_treetime(tree, alignment: dict[str, str], *, seed: int = 0) -> A
     from Bio.Align import MultipleSeqAlignment
     from Bio.Seq import Seq
     from Bio.SeqRecord import SeqRecord
-    from treetime import TreeAnc
+    from treetime import GTR, TreeAnc
 
     _require_named(tree)
     work = copy_tree(tree)
     for clade in work.find_clades():
         clade.comment = None
     aln = MultipleSeqAlignment([SeqRecord(Seq(s), id=n, description="") for n, s in alignment.items()])
-    anc = TreeAnc(tree=work, aln=aln, gtr="JC69", verbose=0, rng_seed=seed, fill_overhangs=True)
-    anc.infer_ancestral_sequences(marginal=True, infer_gtr=True, reconstruct_tip_states=False)
+    gtr: Any = "JC69"
+    if model is not None:
+        gtr = GTR.custom(pi=np.asarray(model["pi"]), W=np.asarray(model["W"]), mu=model["mu"], alphabet="nuc")
+    anc = TreeAnc(tree=work, aln=aln, gtr=gtr, verbose=0, rng_seed=seed, fill_overhangs=True)
+    anc.infer_ancestral_sequences(marginal=True, infer_gtr=model is None, reconstruct_tip_states=False)
     full_map = np.asarray(anc.data.full_to_compressed_sequence_map)
     sequences, confidence, profiles = {}, {}, {}
     alphabet = "".join(str(a) for a in anc.gtr.alphabet)
@@ -102,7 +109,7 @@ def reconstruct_treetime(tree, alignment: dict[str, str], *, seed: int = 0) -> A
         profiles[clade.name] = profile.astype(np.float32)
     gtr = anc.gtr
     model = {
-        "model": "GTR (inferred by TreeTime)",
+        "model": "GTR (inferred by TreeTime)" if model is None else "GTR (given)",
         "alphabet": [str(a) for a in gtr.alphabet],
         "pi": [float(x) for x in np.asarray(gtr.Pi).ravel()],
         "mu": float(gtr.mu),
@@ -220,6 +227,7 @@ def node_table(
     names=None,
     genetic_code: int | None = 2,
     low_support: float = 0.7,
+    alignment: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per internal node: name, parent, tips and species below, depth, support, posterior summary.
 
@@ -230,12 +238,23 @@ def node_table(
     the stops of the reconstructed sequence in its best frame under NCBI code ``genetic_code``
     (:func:`phenogen.phylo.frame.stop_codons`; ``None``: not counted). ``mean_calibrated`` is the
     expected fraction of right bases after :func:`phenogen.phylo.calibration.calibrate` (TreeTime only):
-    the raw posterior is overconfident.
+    the raw posterior is overconfident. With ``alignment`` (tip -> aligned sequence), ``extrapolated_sites``
+    counts the sites where none of the node's own tips has a base (the alignment's overhangs, missing
+    data: the base there comes from outside the clade) and ``stop_codons_in_covered`` counts stops with
+    those sites left out — on the USNM birds every stop codon of a reconstructed ancestor lies there.
     """
     from phenogen.phylo.calibration import calibrate
     from phenogen.phylo.frame import stop_codons
 
     depths = node_depths(tree)
+    covered: dict[int, np.ndarray] = {}
+    if alignment is not None:
+        for clade in tree.find_clades(order="postorder"):
+            if clade.is_terminal():
+                seq = alignment.get(clade.name, "")
+                covered[id(clade)] = np.frombuffer(seq.encode("ascii"), dtype=np.uint8) != ord("-")
+            else:
+                covered[id(clade)] = np.logical_or.reduce([covered[id(c)] for c in clade.clades])
     parent = {id(c): p.name for p in tree.find_clades() for c in p.clades}
     rows = []
     for clade in tree.get_nonterminals(order="preorder"):
@@ -267,6 +286,12 @@ def node_table(
         }
         if genetic_code is not None:
             row["stop_codons"] = stop_codons(seq, genetic_code) if seq else None
+        if covered and seq:
+            cov = covered[id(clade)]
+            row["extrapolated_sites"] = int((~cov).sum())
+            if genetic_code is not None:
+                kept = "".join(ch for ch, ok in zip(seq, cov, strict=True) if ok)
+                row["stop_codons_in_covered"] = stop_codons(kept, genetic_code)
         rows.append(row)
     return rows
 
@@ -274,7 +299,8 @@ def node_table(
 def annotate_tree(tree, rows: list[dict[str, Any]], names=None) -> Any:
     """A copy of ``tree`` for people: internal nodes carry ``[&posterior=…,support=…,taxon="…"]``
     (``posterior``: the mean per-site posterior of the reconstructed sequence; ``support``: the tree
-    builder's branch support), tips are labelled ``Genus species|id`` when ``names`` knows the species."""
+    builder's branch support; ``clade_frequency`` with ``--bootstrap``: the share of bootstrap trees
+    holding the clade), tips are labelled ``Genus species|id`` when ``names`` knows the species."""
     out = copy_tree(tree)
     by_name = {r["node"]: r for r in rows}
     for clade in out.get_nonterminals():
@@ -286,6 +312,8 @@ def annotate_tree(tree, rows: list[dict[str, Any]], names=None) -> Any:
             parts.append(f"posterior={row['mean_posterior']:.4f}")
         if row["support"] is not None:
             parts.append(f"support={row['support']:g}")
+        if row.get("clade_frequency") is not None:
+            parts.append(f"clade_frequency={row['clade_frequency']:g}")
         if row.get("taxon"):
             parts.append(f'taxon="{row["taxon"]}"')
         clade.comment = "&" + ",".join(parts) if parts else None

@@ -18,8 +18,13 @@ Outputs in ``--out DIR``::
     ancestors.fasta        reconstructed internal-node sequences (alignment coordinates, may hold -)
     ancestors.state.tsv.gz per node and site: state and posteriors p_A … p_- (like IQ-TREE .state)
     nodes.csv / nodes.json per internal node: parent, tips, species, taxon, depth, support,
-                           low_support, posterior summary, stop codons
+                           low_support, posterior summary, stop codons (with --bootstrap:
+                           clade_frequency, split_frequency, boot_* spread; phylo/bootstrap.py)
     selected.json          nodes chosen with --node / --mrca / --all-internal
+    bootstrap.json         (--bootstrap N) clade frequencies and spread of the reconstructions over
+                           N bootstrap trees; per chosen node its distinct replicate sequences
+    bootstrap_trees.nwk    (--bootstrap N) the N rooted replicate trees, one per line
+    ancestors.bootstrap.fasta (--bootstrap N) per-site majority of each node's replicate reconstructions
     summary.json           counts (masked, dropped, missing branch lengths), model, timings
     metrics.json           (truth mode) {"ancestors": identity vs truth per node, by depth, summary}
     identity_vs_depth.png  (truth mode)
@@ -63,9 +68,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--align",
-        choices=("auto", "always", "never"),
+        choices=("auto", "always", "never", "codon"),
         help="run MAFFT: auto (default: unless equal lengths, open reading frames and no shifted stretch), "
-        "always, never",
+        "always, never, codon (translate with ancestors.genetic_code, align proteins, back-translate)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        metavar="N",
+        type=int,
+        help="also reconstruct on N bootstrap trees: clade frequency and spread per node (ancestors.bootstrap)",
     )
     parser.add_argument(
         "--species-table",
@@ -128,6 +139,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"ancestors.align={'never' if args.aligned else args.align}")
     if args.strict_tree:
         out.append("ancestors.strict_tree=true")
+    if getattr(args, "bootstrap", None) is not None:
+        out.append(f"ancestors.bootstrap={args.bootstrap}")
     if args.outgroup:
         out.append("ancestors.outgroup=" + json.dumps(list(args.outgroup)))
         out.append(f"ancestors.rooting={args.rooting or 'outgroup'}")
@@ -291,6 +304,8 @@ def _score_truth(piece, truth, cfg, out: Path, lm_samples: str | None) -> dict[s
 
     aln, tree = piece["alignment"], piece["tree"]
     recon = {"treetime": piece["result"].sequences}
+    if piece.get("bootstrap_consensus"):  # --bootstrap: the replicate trees' majority at each node
+        recon["bootstrap_consensus"] = piece["bootstrap_consensus"]
     t0 = time.perf_counter()
     if cfg.iqtree_peer and have_tool("iqtree"):
         recon["iqtree"] = reconstruct_iqtree(
@@ -316,6 +331,89 @@ def _score_truth(piece, truth, cfg, out: Path, lm_samples: str | None) -> dict[s
     metrics["ancestors"] = result
     atomic_write_text(metrics_path, json.dumps(metrics, indent=1) + "\n")
     return result
+
+
+def _bootstrap(piece, rows, selected, choices, cfg, outgroup, out: Path, tip_names):
+    """``--bootstrap N``: replicate trees, clade frequencies and replicate reconstructions (phylo/bootstrap.py).
+
+    Adds the columns to ``rows`` and rewrites nodes.csv/json, the annotated tree and the FASTA of
+    consensus sequences; writes bootstrap.json and bootstrap_trees.nwk. Returns the :class:`TreeSample`.
+    """
+    from phenogen.dna.seqio import write_fasta
+    from phenogen.phylo.asr import annotate_tree
+    from phenogen.phylo.bootstrap import bootstrap_trees, reconstruct_over_trees, search_args
+    from phenogen.phylo.tree import to_newick, write_tree
+
+    aln, tree, result = piece["alignment"], piece["tree"], piece["result"]
+    t0 = time.perf_counter()
+    internal = {c.name for c in tree.get_nonterminals()}
+    tips_of = {c.name: [t.name for t in c.get_terminals()] for c in tree.get_nonterminals()}
+    chosen = [n for n in selected if n in internal]
+    targets = {}
+    for choice in choices:  # an --mrca (or species/genus --node) choice: its MRCA in every tree too
+        if len(choice.tips) >= 2:
+            node = tree.common_ancestor([t for t in tree.get_terminals() if t.name in set(choice.tips)]).name
+            targets[node] = tuple(choice.tips)
+    kept: list[str] = []
+
+    def keep(trees):
+        for t in trees:
+            kept.append(to_newick(t))
+            yield t
+
+    replicates = bootstrap_trees(
+        aln.names,
+        aln.sequences,
+        cfg.bootstrap,
+        method=cfg.bootstrap_method,
+        search=cfg.bootstrap_search,
+        seed=cfg.seed,
+        rooting=cfg.rooting,
+        outgroup=outgroup,
+        iqtree_model=cfg.iqtree_model,
+        threads=cfg.threads,
+    )
+    sample = reconstruct_over_trees(
+        tree,
+        keep(replicates),
+        aln.as_dict(),
+        chosen=chosen,
+        targets=targets,
+        seed=cfg.seed,
+        model=result.model,
+        method=cfg.bootstrap_method,
+    )
+    sample.search = (
+        " ".join(search_args(cfg.bootstrap_search, len(aln))) if cfg.bootstrap_method == "fasttree" else None
+    )
+    (out / "bootstrap_trees.nwk").write_text("".join(kept), encoding="utf-8")
+    for row in rows:
+        name = row["node"]
+        row["clade_frequency"] = round(sample.clade_frequency[name], 4)
+        split = sample.split_frequency[name]
+        row["split_frequency"] = None if split is None else round(split, 4)
+        row |= sample.spread(name, result.sequences.get(name))
+    consensus = {r["node"]: sample.consensus(r["node"]) for r in rows if r["boot_trees"]}
+    write_fasta(out / "ancestors.bootstrap.fasta", list(consensus.items()))
+    piece["bootstrap_consensus"] = consensus
+    _write_table(rows, out, "nodes")
+    write_tree(annotate_tree(tree, rows, tip_names), out / "tree.annotated.nwk")
+    sample.timings["total_s"] = time.perf_counter() - t0
+    boot = sample.summary(chosen, result.sequences)
+    for name, entry in boot["chosen"].items():
+        entry["n_tips"] = len(tips_of.get(name, ()))
+    atomic_write_text(out / "bootstrap.json", json.dumps(boot, indent=1) + "\n")
+    piece["timings"]["bootstrap_s"] = sample.timings["total_s"]
+    log.info(
+        "bootstrap: %d trees (%s) in %.1f s; mean clade frequency %.3f, %d of %d nodes in every tree",
+        sample.n_trees,
+        cfg.bootstrap_method,
+        sample.timings["total_s"],
+        boot["clade_frequency"]["mean"],
+        boot["nodes_in_every_tree"],
+        len(rows),
+    )
+    return sample
 
 
 def run(args: argparse.Namespace) -> int:
@@ -430,6 +528,7 @@ def run(args: argparse.Namespace) -> int:
         names=tip_names,
         genetic_code=cfg.genetic_code,
         low_support=cfg.low_support,
+        alignment=aln.as_dict(),
     )
     write_tree(annotate_tree(tree, rows, tip_names), out / "tree.annotated.nwk")
     write_fasta(out / "ancestors.fasta", [(r["node"], result.sequences[r["node"]]) for r in rows])
@@ -455,6 +554,10 @@ def run(args: argparse.Namespace) -> int:
         + "\n",
     )
 
+    sample = None
+    if cfg.bootstrap:
+        sample = _bootstrap(piece, rows, selected, choices, cfg, outgroup, out, tip_names)
+
     supports = [r["support"] for r in rows if r["support"] is not None]
     stops = [r["stop_codons"] for r in rows if r.get("stop_codons")]
     summary: dict[str, Any] = {
@@ -467,18 +570,27 @@ def run(args: argparse.Namespace) -> int:
         "nodes_low_support": sum(1 for v in supports if v < cfg.low_support),
         "low_support_below": cfg.low_support,
         "ancestors_with_stop_codons": len(stops),
+        "ancestors_with_stop_codons_in_covered_sites": sum(
+            1 for r in rows if r.get("stop_codons_in_covered")
+        ),
         "genetic_code": cfg.genetic_code,
     }
     if aln.doubts:
         summary["alignment_doubts_by_id"] = dict(list(aln.doubts.items())[:50])
     if stops:
         log.warning(
-            "%d of %d reconstructed ancestors hold stop codons (code %d; nodes.csv stop_codons): "
-            "misaligned input or a non-coding region?",
+            "%d of %d reconstructed ancestors hold stop codons (code %d; nodes.csv stop_codons), %d of them "
+            "at sites their own tips cover (stop_codons_in_covered; the others only in alignment overhangs, "
+            "extrapolated_sites): misaligned input or a non-coding region?",
             len(stops),
             len(rows),
             cfg.genetic_code,
+            summary["ancestors_with_stop_codons_in_covered_sites"],
         )
+    if sample is not None:
+        boot = sample.summary()
+        summary["bootstrap"] = {k: boot[k] for k in ("trees", "method", "search", "clade_frequency",
+                                                     "nodes_in_every_tree", "pairwise_identity", "timings")}  # fmt: skip
     summary["dropped_records"] = dropped
     summary["model"] = result.model
     summary["log_likelihood"] = result.log_likelihood
@@ -496,8 +608,9 @@ def run(args: argparse.Namespace) -> int:
         tips = dict(zip(aln.names, aln.sequences, strict=True))
         labels = {t: tip_names.display(t) for t in aln.names}
         summary["portraits"] = paint_portraits(
-            tree, result, selected, args.model, cfg, out / "portraits", tips, caption_tips, labels=labels
-        )
+            tree, result, selected, args.model, cfg, out / "portraits", tips, caption_tips, labels=labels,
+            bootstrap=sample,
+        )  # fmt: skip
         piece["timings"]["portraits_s"] = time.perf_counter() - t0
     piece["timings"]["total_s"] = time.perf_counter() - start
     summary["timings"] = {k: round(v, 3) for k, v in piece["timings"].items()}

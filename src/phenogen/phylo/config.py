@@ -37,11 +37,12 @@ class AncestorsConfig:
         default="fasttree",
         metadata=_help("tree inference when no --tree is given: FastTree (GTR+G) or IQ-TREE"),
     )
-    align: Literal["auto", "always", "never"] = field(
+    align: Literal["auto", "always", "never", "codon"] = field(
         default="auto",
         metadata=_help(
             "when to run MAFFT: auto (different lengths, or equal lengths that fail the reading-frame / "
-            "shifted-stretch check), always, never (the input is the alignment; same as --aligned)"
+            "shifted-stretch check), always, never (the input is the alignment; same as --aligned), "
+            "codon (always, codon-aware: translate under genetic_code, align the proteins, back-translate)"
         ),
     )
     genetic_code: Literal[2, 5] = field(
@@ -60,6 +61,35 @@ class AncestorsConfig:
         metadata=_help(
             "branch support with tree_method = 'iqtree': UFBoot (-B 1000), SH-aLRT (-alrt 1000), both, "
             "or none; FastTree always gives its SH-like local support"
+        ),
+    )
+    bootstrap: int = field(
+        default=0,
+        metadata=_help(
+            "reconstruct over tree uncertainty: this many bootstrap trees (0 = off); clade frequency and the "
+            "spread of every node's reconstruction over them in nodes.csv and bootstrap.json"
+        ),
+    )
+    bootstrap_method: Literal["fasttree", "ufboot"] = field(
+        default="fasttree",
+        metadata=_help(
+            "bootstrap trees: fasttree (columns resampled, one FastTree run over all replicates) or ufboot "
+            "(IQ-TREE's UFBoot trees, -B max(1000, bootstrap) -wbt, with iqtree_model)"
+        ),
+    )
+    bootstrap_search: Literal["auto", "ml", "me", "nj"] = field(
+        default="auto",
+        metadata=_help(
+            "FastTree search for each bootstrap tree: ml (its ML NNIs and SPRs, as the main tree), me "
+            "(-noml: neighbour-joining + minimum-evolution NNIs/SPRs), nj (-noml -nni 0 -spr 0: "
+            "neighbour-joining only, ~10x faster than ml); auto = ml below 500 tips, nj from 500"
+        ),
+    )
+    bootstrap_portraits: int = field(
+        default=4,
+        metadata=_help(
+            "with --bootstrap and --model: paint this many distinct replicate reconstructions per chosen node "
+            "(most frequent first), one portrait each: the row that shows the spread"
         ),
     )
     low_support: float = field(
@@ -156,6 +186,10 @@ class AncestorsConfig:
             )
         if not 0 < self.low_confidence <= 1:
             raise ValueError(f"low_confidence must be in (0, 1], got {self.low_confidence}")
+        if self.bootstrap < 0:
+            raise ValueError(f"bootstrap must be >= 0 (0 = off), got {self.bootstrap}")
+        if self.bootstrap_portraits < 0:
+            raise ValueError(f"bootstrap_portraits must be >= 0, got {self.bootstrap_portraits}")
         for name in ("threads", "images_per_node", "num_inference_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

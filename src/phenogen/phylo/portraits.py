@@ -14,6 +14,9 @@
     gets a phylogenetically weighted average of its descendants' descriptions, a shallow one stays near
     its close descendants; it does not depend on how well a k-mer map reads one reconstructed barcode.
     Measured against the truth on the synthetic clade in BENCHMARKS.md ("Ancestor portraits from the tree").
+:func:`paint_bootstrap_row` (``--bootstrap N`` with ``--model``, sequence mode): per chosen node, its
+distinct reconstructions over the bootstrap trees painted from the same noise, in a row beside the main
+tree's portrait — the spread of the ancestor as pictures.
 :func:`tree_figure` draws the rooted tree (x = distance from the root) with a portrait beside each
 chosen node — the figure the HTML report shows.
 """
@@ -31,6 +34,7 @@ from phenogen.errors import CheckpointError, ConfigError, DataError
 
 __all__ = [
     "paint_portraits",
+    "paint_bootstrap_row",
     "place_captions",
     "reconstruct_captions",
     "tree_captions",
@@ -274,8 +278,12 @@ def paint_portraits(
     tip_sequences: Mapping[str, str] | None = None,
     caption_tips: Collection[str] | None = None,
     labels: Mapping[str, str] | None = None,
+    bootstrap=None,
 ) -> dict[str, Any]:
     """Paint ``cfg.images_per_node`` portraits per chosen node; draw the tree figure; return a summary.
+
+    ``bootstrap`` (a :class:`~phenogen.phylo.bootstrap.TreeSample`, ``--bootstrap N``) adds, per chosen
+    internal node, a row of portraits of its distinct replicate reconstructions (:func:`paint_bootstrap_row`).
 
     ``labels`` maps tip names to what the figure prints (their species; :func:`tree_figure`).
 
@@ -369,5 +377,83 @@ def paint_portraits(
             n: dict(zip(names, (round(float(v), 4) for v in row), strict=True))
             for n, row in zip(selected, captions, strict=True)
         }
+    if bootstrap is not None and cfg.bootstrap_portraits:
+        if condition == "sequence":
+            summary["bootstrap_rows"] = paint_bootstrap_row(
+                pipe, bootstrap, selected, result.sequences, chosen, cfg, out
+            )
+        else:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "bootstrap portraits are painted from replicate sequences; portrait_condition = 'tree' "
+                "has no replicate row yet"
+            )
     (out / "portraits.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return summary
+
+
+def paint_bootstrap_row(
+    pipe, sample, selected: Sequence[str], main_sequences: Mapping[str, str], settings, cfg, out: Path
+) -> dict[str, Any]:
+    """Per chosen internal node, portraits of its distinct bootstrap reconstructions: the spread in images.
+
+    The ``cfg.bootstrap_portraits`` most frequent replicate sequences of the node (over the trees that
+    hold its clade; ``sample.variants``) are each painted once from the *same* seeded noise, so what
+    differs between them is the sequence alone. Files ``NODE_boot_k.png`` and ``NODE_bootstrap_row.png``
+    (the main tree's portrait first, then the variants captioned with their share of trees and their
+    identity with the main reconstruction).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from phenogen.phylo.align import ungap
+
+    def paint(seq: str):
+        generator = torch.Generator().manual_seed(cfg.seed)
+        return pipe(
+            sequences=[ungap(seq)],
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance_scale,
+            generator=generator,
+            num_images_per_sequence=1,
+            output_type="pil",
+        ).images[0]
+
+    rows: dict[str, Any] = {}
+    for name in selected:
+        variants = sample.variants.get(name) or []
+        if not variants or name not in main_sequences:
+            continue
+        main_seq = main_sequences[name]
+        shown = variants[: cfg.bootstrap_portraits]
+        images = [paint(main_seq)] + [paint(seq) for seq, _ in shown]
+        files = []
+        for k, im in enumerate(images[1:]):
+            im.save(out / f"{name}_boot_{k}.png")
+            files.append(f"{name}_boot_{k}.png")
+        n_with = sum(k for _, k in variants)
+        captions = [f"main tree\nclade in {n_with}/{sample.n_trees}"]
+        for seq, k in shown:
+            same = sum(a == b for a, b in zip(seq, main_seq, strict=True)) / len(seq)
+            captions.append(f"{k}/{n_with} trees\n{same:.3f} id. main")
+        fig, axes = plt.subplots(1, len(images), figsize=(1.6 * len(images), 2.0), dpi=110, squeeze=False)
+        for ax, im, cap in zip(axes[0], images, captions, strict=True):
+            ax.imshow(im)
+            ax.set_title(cap, fontsize=6)
+            ax.axis("off")
+        fig.suptitle(f"{name}: reconstructions over bootstrap trees", fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / f"{name}_bootstrap_row.png")
+        plt.close(fig)
+        rows[name] = {
+            "images": files,
+            "figure": f"{name}_bootstrap_row.png",
+            "trees_with_clade": n_with,
+            "distinct_sequences": len(variants),
+            "painted_trees": [k for _, k in shown],
+        }
+    return rows
