@@ -85,15 +85,20 @@ def test_bad_config_value_is_one_line(capsys):
     assert "'fix' is not one of" in line
 
 
-def test_dataset_directory_counts_per_split(tmp_path, capsys):
-    """A dataset directory is validated with load_dataset and its records are counted per split."""
+@pytest.mark.parametrize("manifest", ["tsv", "parquet"])
+def test_dataset_directory_counts_per_split(manifest, tmp_path, capsys):
+    """A dataset directory is validated with load_dataset and its records are counted per split, a
+    Parquet manifest a row group at a time."""
     recs = [
         Record("a1", "sp_a", "a_1", "train", "living", SEQ),
         Record("a2", "sp_a", "a_2", "train", "living", SEQ),
         Record("b1", "sp_b", "b_1", "heldout", "living", SEQ),
         Record("x1", "sp_x", "x_1", "extinct", "extinct", SEQ),
     ]
-    write_dataset(tmp_path / "ds", recs, {"source": "test"}, "((a1,a2),b1,x1);")
+    write_dataset(
+        tmp_path / "ds", recs, {"source": "test"}, "((a1,a2),b1,x1);", format=manifest, row_group_size=2
+    )
+    assert (tmp_path / "ds" / f"manifest.{manifest}").is_file()
     assert main(["validate", str(tmp_path / "ds")]) == 0
     stdout = capsys.readouterr().out
     assert "train 2, heldout 1, extinct 1, ancestor 0 (total 4)" in stdout
