@@ -33,27 +33,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 USNM = ROOT / "data" / "usnm_birds_coi"
-
-
-def simulate(seed: int, root: Path) -> Path:
-    out = root / f"sim{seed}"
-    if not (out / "dataset.json").is_file():
-        from phenogen.cli import main
-
-        argv = [
-            "simulate",
-            "--out",
-            str(out),
-            "--seed",
-            str(seed),
-            "--image-size",
-            "16",
-            "--quiet",
-            "--force",
-        ]
-        if main(argv) != 0:
-            raise SystemExit(f"phenogen simulate --seed {seed} failed")
-    return out
+sys.path.insert(0, str(Path(__file__).parent))
+from asr_calibration import simulate  # noqa: E402  (one synthetic clade per seed, cached)
 
 
 def _describe(v) -> dict:

@@ -249,7 +249,7 @@ def child_read(cache: Path, batches: int = 100) -> dict:
     pt.mkdir()
     for f in files:
         torch.save({k: v for k, v in load_file(f).items() if k in ("mean", "std")}, pt / (f.name + ".pt"))
-    maps = [torch.load(pt / (f.name + ".pt"), mmap=True) for f in files]
+    maps = [torch.load(pt / (f.name + ".pt"), mmap=True, weights_only=True) for f in files]
 
     def torch_mmap(idx):
         for k in torch.unique(idx // k_rows).tolist():

@@ -8,11 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
-
-from phenogen.data.dataset import Record, write_dataset
 
 
 def tiny_sd(root: Path, *, cross_attention_dim: int = 32, v_prediction: bool = False, seed: int = 0) -> Path:
@@ -70,30 +66,8 @@ def tiny_sd(root: Path, *, cross_attention_dim: int = 32, v_prediction: bool = F
 
 
 def photo_dataset(root: Path, n_species: int = 4, seed: int = 0):
-    """Coloured birds-as-discs, one colour per species, 16 px — one photo per species 24 x 16 (not square,
-    centre-cropped by the loader); the last species held out."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    base = rng.choice(list("ACGT"), 60)
-    records = []
-    for s in range(n_species):
-        sp = base.copy()
-        sp[rng.choice(60, 12, replace=False)] = rng.choice(list("ACGT"), 12)
-        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
-        split = "heldout" if s == n_species - 1 else "train"
-        for i in range(2):
-            seq = sp.copy()
-            seq[rng.integers(60)] = rng.choice(list("ACGT"))
-            rels = []
-            for k in range(2):
-                size = (24, 16) if (i, k) == (0, 0) else (16, 16)
-                im = Image.new("RGB", size, (200, 220, 240))
-                x0 = (size[0] - 16) // 2
-                ImageDraw.Draw(im).ellipse([x0 + 3 + k, 4, x0 + 12 + k, 11], fill=colour)
-                rel = f"images/sp{s}_{i}_{k}.png"
-                im.save(root / rel)
-                rels.append(rel)
-            records.append(
-                Record(f"sp{s}_i{i}", f"sp{s}", f"sp{s}_i{i}", split, "living", "".join(seq), tuple(rels))
-            )
-    return write_dataset(root, records, {"source": "test"})
+    """Coloured birds-as-discs, one colour per species, 16 px, 60-bp barcodes — one photo per species
+    24 x 16 (not square, centre-cropped by the loader); the last species held out."""
+    from test_diffusion import _tiny_dataset
+
+    return _tiny_dataset(root, n_species, seed, length=60, wide=True)

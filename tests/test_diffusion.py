@@ -26,24 +26,29 @@ torch.set_num_threads(2)
 SEQS = ["ACGTACGTTTGACAACGTAGGCT", "ACGGGTACCATTGACAACNTAGG"]
 
 
-def _tiny_dataset(root: Path, n_species: int = 5, seed: int = 0):
-    """Coloured discs on a pale background, one colour per species; the last species is held out."""
+def _tiny_dataset(root: Path, n_species: int = 5, seed: int = 0, length: int = 48, wide: bool = False):
+    """Coloured discs on a pale background, one colour per species; the last species is held out.
+
+    ``length``-bp barcodes (a fifth of the sites differ between species); ``wide``: the first photo of
+    each species is 24 x 16 (not square), the disc in its middle."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
-    base = rng.choice(list("ACGT"), 48)
+    base = rng.choice(list("ACGT"), length)
     records = []
     for s in range(n_species):
         sp = base.copy()
-        sp[rng.choice(48, 10, replace=False)] = rng.choice(list("ACGT"), 10)
+        sp[rng.choice(length, length // 5, replace=False)] = rng.choice(list("ACGT"), length // 5)
         colour = tuple(int(c) for c in rng.integers(0, 255, 3))
         split = "heldout" if s == n_species - 1 else "train"
         for i in range(2):
             seq = sp.copy()
-            seq[rng.integers(48)] = rng.choice(list("ACGT"))
+            seq[rng.integers(length)] = rng.choice(list("ACGT"))
             rels = []
             for k in range(2):
-                im = Image.new("RGB", (16, 16), (200, 220, 240))
-                ImageDraw.Draw(im).ellipse([3 + k, 4, 12 + k, 11], fill=colour)
+                size = (24, 16) if wide and (i, k) == (0, 0) else (16, 16)
+                x0 = (size[0] - 16) // 2
+                im = Image.new("RGB", size, (200, 220, 240))
+                ImageDraw.Draw(im).ellipse([x0 + 3 + k, 4, x0 + 12 + k, 11], fill=colour)
                 rel = f"images/sp{s}_{i}_{k}.png"
                 im.save(root / rel)
                 rels.append(rel)

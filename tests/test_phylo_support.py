@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
+from test_phylo import needs_fasttree, needs_iqtree, needs_mafft
 
 from phenogen.cli import main
 from phenogen.dna.seqio import read_fasta, write_fasta
@@ -17,15 +16,6 @@ from phenogen.phylo.frame import alignment_doubts, best_frame, stop_codons
 from phenogen.phylo.tree import infer_tree, parse_newick, root_tree
 
 DATA = Path(__file__).parent / "data" / "phylo"
-needs_mafft = pytest.mark.skipif(shutil.which("mafft") is None, reason="Debian package mafft not installed")
-needs_fasttree = pytest.mark.skipif(
-    shutil.which("fasttree") is None and shutil.which("FastTree") is None,
-    reason="Debian package fasttree not installed",
-)
-needs_iqtree = pytest.mark.skipif(
-    shutil.which("iqtree2") is None and shutil.which("iqtree") is None,
-    reason="Debian package iqtree not installed",
-)
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str]:

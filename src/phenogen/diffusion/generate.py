@@ -272,7 +272,7 @@ def paint(
             generator=gens,
             num_images_per_sequence=images_per_sequence,
             callback_on_step_end=on_step,
-            **({"lora_scale": lora_scale} if lora_scale != 1.0 else {}),
+            lora_scale=lora_scale,
         ).images
         for j, image in enumerate(images):
             out.append((chunk[j // images_per_sequence][0], j % images_per_sequence, image))

@@ -36,7 +36,7 @@ __all__ = [
     "lora_state_dict",
     "save_lora",
     "load_lora",
-    "base_unet",
+    "unet_without_lora",
     "register_checkpoint_hooks",
 ]
 
@@ -108,7 +108,7 @@ def load_lora(unet, directory: str | Path, adapter_name: str = "default") -> Non
 
 
 @torch.no_grad()
-def base_unet(unet):
+def unet_without_lora(unet):
     """A float32 copy of a LoRA-adapted UNet without its adapter (the frozen base weights), for saving."""
     from diffusers import UNet2DConditionModel
 
@@ -153,9 +153,9 @@ def register_checkpoint_hooks(accelerator, unet) -> None:
         if not file.is_file():
             raise CheckpointError(f"{input_dir}: no {CHECKPOINT_FILE}; this checkpoint is not of a LoRA run")
         result = set_peft_model_state_dict(raw, load_file(str(file)))
-        missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
-        if missing:
-            raise CheckpointError(f"{file}: LoRA weights {missing[:3]} do not fit the UNet's adapter")
+        unfit = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+        if unfit:
+            raise CheckpointError(f"{file}: LoRA weights {unfit[:3]} do not fit the UNet's adapter")
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)

@@ -504,11 +504,12 @@ def train_image_model(
     t0 = time.perf_counter()
     ds = load_dataset(data_dir)
     prior_dir = resolve_init(cfg.init, cfg.preset)
-    base = components.load_base(cfg.base) if cfg.base else None  # (unet, vae, noise schedule)
+    base = components.load_base(cfg.base) if cfg.base else None  # a Stable Diffusion directory
+    base_unet, base_vae, base_schedule = base if base is not None else (None, None, None)
     external_vae = cfg.vae != "train" or prior_dir is not None or base is not None
     resolution = cfg.resolution or preset.resolution
     if base is not None:  # the Stable Diffusion UNet's own size (SD 1.5: 64 x 8 = 512 px)
-        resolution = cfg.resolution or int(base[0].config.sample_size) * components.vae_scale(base[1])
+        resolution = cfg.resolution or int(base_unet.config.sample_size) * components.vae_scale(base_vae)
     train = _pairs(ds, "train", resolution)
     if len(train) == 0:
         raise DataError(
@@ -534,7 +535,7 @@ def train_image_model(
     if main and resume and not vae_dir.is_dir() and complete_dir(vae_dir) is not None:
         complete_dir(vae_dir).rename(vae_dir)  # a kill fell between the two renames of its save
     if base is not None:
-        vae = base[1]
+        vae = base_vae
     elif external_vae:
         vae = components.load_vae(prior_dir / "vae" if prior_dir is not None else cfg.vae)
     elif (resume or not main) and (vae_dir / "config.json").is_file():
@@ -559,7 +560,7 @@ def train_image_model(
 
     # 3. caches: posteriors of every image (and its mirror image) + frozen features of every barcode
     t0 = time.perf_counter()
-    width = int(base[0].config.cross_attention_dim) if base is not None else preset.cross_attention_dim
+    width = int(base_unet.config.cross_attention_dim) if base is not None else preset.cross_attention_dim
     conditioner = build_conditioner(
         cfg.encoder, width, lm_model=cfg.lm_model, lm_layer=cfg.lm_layer, kmer_k=cfg.kmer_k,
         kmer_segments=cfg.kmer_segments, onehot_window=cfg.onehot_window,
@@ -632,7 +633,7 @@ def train_image_model(
     # 4. model, optimizer, schedule, EMA
     set_seed(cfg.seed)
     if base is not None:  # fine-tune Stable Diffusion's UNet, the DNA conditioner in CLIP's place
-        unet = base[0]
+        unet = base_unet
     elif prior_dir is not None:  # fine-tune the pretrained prior (its cross-attention starts as a no-op)
         unet = load_prior_unet(prior_dir, preset.cross_attention_dim, resolution // scale)
         if cfg.pooled_condition:
@@ -643,7 +644,7 @@ def train_image_model(
                                      pooled=cfg.pooled_condition)  # fmt: skip
     if base is not None:  # the base's own schedule and prediction type (unless v_prediction is asked for)
         noise_scheduler = components.base_noise_scheduler(
-            base[2], cfg.prediction_type if cfg.prediction_type != "epsilon" else None
+            base_schedule, cfg.prediction_type if cfg.prediction_type != "epsilon" else None
         )
     else:
         noise_scheduler = components.build_noise_scheduler(cfg.prediction_type, cfg.beta_schedule)
@@ -753,7 +754,7 @@ def train_image_model(
     # config (set_alpha_to_one = false ...), so that a stock pipeline's DDIM from it takes the same steps
     sampling_config = noise_scheduler.config
     if base is not None:
-        sampling_config = dict(base[2]) | {"prediction_type": noise_scheduler.config.prediction_type}
+        sampling_config = dict(base_schedule) | {"prediction_type": noise_scheduler.config.prediction_type}
     pipe = DNAToImagePipeline(
         vae,
         raw_unet,
@@ -982,10 +983,10 @@ def _save_lora_pipeline(directory: Path, pipe, lora_config, base: str = "") -> N
     With a Stable Diffusion base the UNet's files are copied from the base as they are (on a GPU the frozen
     base trained in half precision; the float32 weights on disk are the ones a stock pipeline loads)."""
     from phenogen.diffusion.components import WEIGHT_FILES
-    from phenogen.diffusion.lora import base_unet, save_lora
+    from phenogen.diffusion.lora import save_lora, unet_without_lora
     from phenogen.diffusion.pipeline import DNAToImagePipeline
 
-    clean = DNAToImagePipeline(pipe.vae, base_unet(pipe.unet), pipe.scheduler, pipe.conditioner,
+    clean = DNAToImagePipeline(pipe.vae, unet_without_lora(pipe.unet), pipe.scheduler, pipe.conditioner,
                                caption_decoder=pipe.caption_decoder)  # fmt: skip
     clean.save_pretrained(directory, safe_serialization=True)
     source = Path(base) / "unet" if base else None

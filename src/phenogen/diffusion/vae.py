@@ -369,7 +369,10 @@ def finetune_decoder(
 
 @torch.no_grad()
 def encode_latent_dist(
-    vae: AutoencoderKL, images: torch.Tensor, batch_size: int | None = None, device: str | torch.device = "cpu"
+    vae: AutoencoderKL,
+    images: torch.Tensor,
+    batch_size: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior ``(mean, std)`` of every image, each ``(N, C, h, w)`` float32 on CPU (unscaled).
 
