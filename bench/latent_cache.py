@@ -20,7 +20,8 @@ Each measurement runs in a fresh child process (so its peak RSS is its own):
 * ``epoch``: ``train_image_model`` for one epoch, ``cache_layout = "sharded"``, ``cache_dir`` = the cache
   just built (found complete: not rebuilt; the condition features are built here), batch 256 → the
   training loop's seconds and images/s, peak RSS over the loop (sampled every 50 ms from
-  ``/proc/self/status``: anonymous and file-backed pages apart) and the RSS once the dataset is loaded;
+  ``/proc/self/status``: anonymous and file-backed pages apart) and the RSS once the dataset is loaded
+  (its pairs memory-mapped from a Parquet manifest, ``--format``; a TSV manifest is read whole);
 * ``read`` (100k cache): rows/s of batches of 256, in streaming and in uniformly random order, read by
   phenogen's reader (a gather from the memory-mapped shard), by safetensors' ``safe_open`` + ``get_slice``
   per contiguous run, and by ``torch.load(mmap=True)`` of the same shards saved as ``.pt``.
@@ -48,6 +49,7 @@ SPECIES = 1000
 BARCODE_BP = 658
 SHARD = 1024
 BATCH = 256
+FORMAT = "parquet"  # the datasets' manifest (--format): what sets of this size are imported as
 
 
 # ---------------------------------------------------------------------------------- memory
@@ -120,7 +122,7 @@ def make_dataset(root: Path, n: int) -> float:
         (root / rel).parent.mkdir(exist_ok=True)
         im.save(root / rel, compress_level=1)
         records.append(Record(f"r{i}", f"sp{s}", f"sp{s}_{i}", "train", "living", "".join(seq), (rel,)))
-    write_dataset(root, records, {"source": "bench/latent_cache.py"})
+    write_dataset(root, records, {"source": "bench/latent_cache.py"}, format=FORMAT)
     return time.perf_counter() - t0
 
 
@@ -128,12 +130,12 @@ def subset(big: Path, root: Path, n: int) -> None:
     """The first ``n`` records of ``big`` as a dataset at ``root`` (its images hard links to ``big``'s)."""
     from phenogen.data.dataset import load_dataset, write_dataset
 
-    records = [r for _, r in zip(range(n), load_dataset(big).records("train"), strict=False)]
+    records = [r for _, r in zip(range(n), load_dataset(big).iter_records("train"), strict=False)]
     for rec in records:
         for rel in rec.images:
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             os.link(big / rel, root / rel)
-    write_dataset(root, records, {"source": "bench/latent_cache.py (subset)"})
+    write_dataset(root, records, {"source": "bench/latent_cache.py (subset)"}, format=FORMAT)
 
 
 def tiny_vae(path: Path) -> None:
@@ -175,7 +177,7 @@ def child_build(data: Path, vae_dir: Path, cache: Path) -> dict:
     rss.start()
     cfg = image_config(vae_dir, cache)
     ds = load_dataset(data)
-    train = _pairs(ds, "train", RES)
+    train = _pairs(ds, "train", RES, cache.parent / f"{cache.name}-pairs")  # memory-mapped, as train-image's
     rss_loaded = RssSampler.now()["VmRSS"]
     vae = components.load_vae(vae_dir).eval().requires_grad_(False)
     t0 = time.perf_counter()
@@ -303,9 +305,17 @@ def main() -> None:
     ap.add_argument("--cpu-vae-sample", type=int, default=512)
     ap.add_argument("--work", type=Path, default=Path("/tmp/phenogen-bench-latent-cache"))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "latent_cache.json")
+    ap.add_argument(
+        "--format",
+        choices=("parquet", "tsv"),
+        default="parquet",
+        help="the datasets' manifest (a TSV manifest is read whole into memory)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory (images, caches, runs)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global FORMAT
+    FORMAT = args.format  # (the children only read the datasets)
     if args.child:
         kind, *paths = args.child
         if kind == "build":
@@ -329,7 +339,7 @@ def main() -> None:
                           "python": platform.python_version(), "torch": torch.__version__},
               "setup": {"resolution": RES, "vae": "tiny 16x AutoencoderKL (8/16/32/32/32), random weights",
                         "unet": "tiny preset at 4 x 4 x 4", "hflip": True, "shard_size": SHARD,
-                        "batch_size": BATCH, "encoder": "kmer k=3, 4 segments"}}  # fmt: skip
+                        "batch_size": BATCH, "encoder": "kmer k=3, 4 segments", "manifest": FORMAT}}  # fmt: skip
     big = work / f"data-{args.images}"
     print(f"writing {args.images} images ...", flush=True)
     report["dataset_seconds"] = make_dataset(big, args.images)

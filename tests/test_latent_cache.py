@@ -7,6 +7,7 @@ two processes stream disjoint shards, and a sharded run resumes bit for bit.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -229,3 +230,57 @@ def test_two_processes_stream_disjoint_shards(data, tmp_path, monkeypatch):
     losses = json.loads((out / "losses.json").read_text())["train"]
     assert len(losses) == 8 and all(0 < x < 10 for x in losses)
     assert sorted(p.name for p in (out / "cache").glob("*.json")) == ["features.json", "latents.json"]
+
+
+# ------------------------------------------------------------------------------------- a Parquet dataset
+@pytest.fixture(scope="module")
+def parquet_data(data, tmp_path_factory):
+    """The same dataset as a Parquet manifest in row groups of 3 records (images hard-linked)."""
+    import shutil
+
+    from phenogen.data.dataset import convert_dataset
+
+    root = tmp_path_factory.mktemp("parquet") / "clade"
+    shutil.copytree(data, root, copy_function=os.link)
+    convert_dataset(root, "parquet", row_group_size=3)
+    return root
+
+
+def test_a_parquet_dataset_s_pairs_are_memory_mapped_and_equal_the_tsv_s(
+    data, parquet_data, tmp_path, monkeypatch
+):
+    """``read_pairs`` streams a Parquet manifest into Arrow files it maps (their bytes are not allocated by
+    Arrow's pool), with the same photos, barcode rows, barcodes and ids as the TSV dataset's in-memory pairs."""
+    import pyarrow as pa
+
+    from phenogen.data.dataset import load_dataset
+    from phenogen.diffusion.pairs import read_pairs
+
+    monkeypatch.setattr("phenogen.diffusion.pairs.BATCH_RECORDS", 3)  # record batches of 3 records
+    mem = read_pairs(load_dataset(data), "train", 32)
+    before = pa.total_allocated_bytes()
+    mapped = read_pairs(load_dataset(parquet_data), "train", 32, tmp_path / "spill")
+    assert pa.total_allocated_bytes() - before < 4096  # the columns are views of the files
+    assert sorted(p.name for p in (tmp_path / "spill").iterdir()) == [
+        "train-barcodes.arrow",
+        "train-images.arrow",
+    ]
+    assert mapped.images_table.column("path").num_chunks > 1  # written 3 records at a time
+    rel = lambda pairs, root: [os.path.relpath(p, root) for p in pairs.paths]  # noqa: E731
+    assert rel(mem, data) == rel(mapped, parquet_data) and len(mem) == 16
+    assert list(mem.sequences) == list(mapped.sequences) and list(mem.record_ids) == list(mapped.record_ids)
+    rows = torch.tensor([15, 0, 7])
+    assert torch.equal(mem.seq_index[rows], mapped.seq_index[rows])
+    assert torch.equal(mem.load(rows), mapped.load(rows))
+    assert mapped.sequences.max_length() == max(len(s) for s in mem.sequences)
+
+
+def test_sharded_training_on_a_parquet_dataset_equals_the_tsv_run(data, parquet_data, tmp_path):
+    """The same losses and weights from the Parquet manifest as from the TSV one; the mapped pairs are gone."""
+    cfg = _cfg(max_steps=3)
+    a = train_image_model(data, tmp_path / "tsv", cfg, progress=False)
+    b = train_image_model(parquet_data, tmp_path / "parquet", cfg, progress=False)
+    assert a.losses == b.losses
+    wa, wb = weights(tmp_path / "tsv"), weights(tmp_path / "parquet")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not list((tmp_path / "parquet").glob(".pairs-*"))

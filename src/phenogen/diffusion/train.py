@@ -77,6 +77,7 @@ from phenogen.diffusion.checkpoints import (
 )
 from phenogen.diffusion.config import ImageConfig
 from phenogen.diffusion.latent_cache import share
+from phenogen.diffusion.pairs import Pairs, read_pairs
 from phenogen.diffusion.pipeline_readme import write_pipeline_readme
 from phenogen.diffusion.settings import THESIS, GenerationSettings, write_settings
 from phenogen.errors import CheckpointError, ConfigError, DataError
@@ -129,42 +130,12 @@ def resolve_mixed_precision(setting: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- data + caches
-@dataclass
-class _Data:
-    paths: list[str]  # (N,) image files
-    seq_index: torch.Tensor  # (N,) index into sequences
-    sequences: list[str]
-    record_ids: list[str]  # per sequence
-    resolution: int
-    images: torch.Tensor | None = None  # (N, 3, R, R) uint8 once loaded (the memory layout); else read lazily
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def load(self, idx: torch.Tensor | range | None = None) -> torch.Tensor:
-        """The images ``idx`` (default all) as ``(len(idx), 3, R, R)`` uint8: from memory when loaded."""
-        from phenogen.diffusion.vae import load_images
-
-        if self.images is not None:
-            return self.images if idx is None else self.images[torch.as_tensor(idx, dtype=torch.long)]
-        paths = self.paths if idx is None else [self.paths[i] for i in torch.as_tensor(idx).tolist()]
-        if not paths:
-            return torch.zeros(0, 3, self.resolution, self.resolution, dtype=torch.uint8)
-        return load_images(paths, self.resolution)
 
 
-def _pairs(ds, split: str, resolution: int) -> _Data:
-    """The (image, barcode) pairs of ``split``: paths and indices only (images are read by :meth:`_Data.load`)."""
-    paths, seq_index, sequences, ids = [], [], [], []
-    for rec in ds.records(split):
-        if not rec.images:
-            continue
-        sequences.append(rec.sequence)
-        ids.append(rec.record_id)
-        for rel in rec.images:
-            paths.append(str(ds.image_path(rel)))
-            seq_index.append(len(sequences) - 1)
-    return _Data(paths, torch.tensor(seq_index, dtype=torch.long), sequences, ids, resolution)
+def _pairs(ds, split: str, resolution: int, spill: Path | None = None) -> Pairs:
+    """The (image, barcode) pairs of ``split``: paths and indices only (images are read by :meth:`Pairs.load`);
+    a Parquet dataset's are memory-mapped from ``spill`` (:func:`~phenogen.diffusion.pairs.read_pairs`)."""
+    return read_pairs(ds, split, resolution, spill if getattr(ds, "format", "tsv") == "parquet" else None)
 
 
 def _layout(cfg: ImageConfig, n: int) -> str:
@@ -182,7 +153,7 @@ def _spread_index(n: int, k: int) -> torch.Tensor:
     return torch.linspace(0, n - 1, min(n, k)).round().long().unique()
 
 
-def _posterior_encoder(vae, data: _Data, hflip: bool, device, chunk: int = 64):
+def _posterior_encoder(vae, data: Pairs, hflip: bool, device, chunk: int = 64):
     """``encode(start, stop)`` for :func:`~phenogen.diffusion.latent_cache.build_sharded_cache`: the VAE
     posteriors of images ``[start, stop)`` (and of their mirror images), read from disk ``chunk`` at a time."""
     from phenogen.diffusion.vae import encode_latent_dist
@@ -202,7 +173,7 @@ def _posterior_encoder(vae, data: _Data, hflip: bool, device, chunk: int = 64):
     return encode
 
 
-def _latent_shards(root: Path, vae, data: _Data, cfg: ImageConfig, device, main: bool, progress: bool):
+def _latent_shards(root: Path, vae, data: Pairs, cfg: ImageConfig, device, main: bool, progress: bool):
     """The sharded latent cache: built (or finished) by the main process, opened by the others once it
     has (they only read; the index is written last)."""
     from phenogen.diffusion.latent_cache import (
@@ -222,7 +193,7 @@ def _latent_shards(root: Path, vae, data: _Data, cfg: ImageConfig, device, main:
     return build_sharded_cache(root, "latents", len(data), encode, cfg.cache_shard_size, meta, progress)
 
 
-def _feature_shards(root: Path, conditioner, data: _Data, cfg: ImageConfig, main: bool, progress: bool):
+def _feature_shards(root: Path, conditioner, data: Pairs, cfg: ImageConfig, main: bool, progress: bool):
     """The sharded condition-feature cache (one row a barcode), as :func:`_latent_shards`."""
     from phenogen.diffusion.latent_cache import (
         ShardedCache,
@@ -510,7 +481,8 @@ def train_image_model(
     resolution = cfg.resolution or preset.resolution
     if base is not None:  # the Stable Diffusion UNet's own size (SD 1.5: 64 x 8 = 512 px)
         resolution = cfg.resolution or int(base_unet.config.sample_size) * components.vae_scale(base_vae)
-    train = _pairs(ds, "train", resolution)
+    spill = out / f".pairs-{rank}"  # a Parquet dataset's pairs, memory-mapped (removed at the end)
+    train = _pairs(ds, "train", resolution, spill)
     if len(train) == 0:
         raise DataError(
             f"{ds.root}: the train split has no images; the image model needs (image, barcode) pairs"
@@ -523,7 +495,7 @@ def train_image_model(
     if world > 1 and (cfg.batch_size < world or 0 < n % cfg.batch_size < world):
         raise ConfigError(f"image.batch_size={cfg.batch_size}: with {n} training images every batch (the last "
                           f"of an epoch too) needs at least one image for each of the {world} processes")  # fmt: skip
-    heldout = _pairs(ds, "heldout", resolution)
+    heldout = _pairs(ds, "heldout", resolution, spill.with_name(spill.name + "-heldout"))
     seconds["load"] = time.perf_counter() - t0
 
     # 2.-3. VAE and caches: the main process trains, fits, caches and saves them; the others then load
@@ -564,12 +536,12 @@ def train_image_model(
     conditioner = build_conditioner(
         cfg.encoder, width, lm_model=cfg.lm_model, lm_layer=cfg.lm_layer, kmer_k=cfg.kmer_k,
         kmer_segments=cfg.kmer_segments, onehot_window=cfg.onehot_window,
-        max_length=max(len(s) for s in train.sequences), depth=cfg.cond_depth,
+        max_length=train.sequences.max_length(), depth=cfg.cond_depth,
         heads=components.condition_heads(width, preset.cond_heads), fixed_length=base is not None,
         null_condition=cfg.null_condition, cond_dropout=cfg.cond_dropout, feature_dropout=cfg.feature_dropout,
         head=cfg.cond_head, seed=cfg.seed,
         caption_encoder=prior_dir / "caption_encoder" if prior_dir is not None else None,
-        references=train.sequences, relatives_k=cfg.relatives_k, relatives_tokens=cfg.relatives_tokens,
+        references=train.sequences if cfg.encoder == "relatives" else (), relatives_k=cfg.relatives_k, relatives_tokens=cfg.relatives_tokens,
         relatives_temperature=cfg.relatives_temperature, relatives_self_drop=cfg.relatives_self_drop,
     )  # fmt: skip
     conditioner.to(device)
@@ -613,7 +585,9 @@ def train_image_model(
         replace_dir(vae_dir.with_name("vae.tmp"), vae_dir)
     if layout == "memory":
         feat = (
-            _cached(cache_dir / "train_features.safetensors", lambda: feature_cache(train.sequences), disk)
+            _cached(
+                cache_dir / "train_features.safetensors", lambda: feature_cache(list(train.sequences)), disk
+            )
             if cfg.cache
             else None
         )
@@ -796,7 +770,7 @@ def train_image_model(
         elif feat is not None:
             f, m = feat["features"][sidx], feat["mask"][sidx]
         else:
-            f, m = raw_cond.featurize([train.sequences[i] for i in sidx.tolist()])
+            f, m = raw_cond.featurize(train.sequences.take(sidx))
         width = int(m.sum(1).max())  # trim padding to the batch's longest barcode
         if not use_decoder_loss:
             return scale_latents(vae, z), f[:, :width].to(device), m[:, :width].to(device), None
@@ -974,6 +948,12 @@ def train_image_model(
         seconds["total"] = time.perf_counter() - t_start
         _write_losses(out, result)
     accelerator.wait_for_everyone()
+    for pairs in (
+        train,
+        heldout,
+    ):  # the memory-mapped pairs of a Parquet dataset (an interrupted run keeps them)
+        if pairs.spill is not None:
+            shutil.rmtree(pairs.spill, ignore_errors=True)
     return result
 
 
