@@ -8,7 +8,8 @@ evaluate against the ground truth and baselines → HTML report.
 
 Each stage is the same subcommand a user would run by hand (``phenogen simulate`` …), called
 in-process with the demo's configuration (``configs/demo.toml`` inside the package, overridable with
-``--config`` / ``--set``), so the demo is also a worked example of the CLI. The run directory::
+``--config`` / ``--set``; ``--config thesis`` takes the shipped ``configs/thesis.toml``, the thesis' own
+settings on the same data and budget), so the demo is also a worked example of the CLI. The run directory::
 
     RUN/data        the synthetic clade (dataset format; ground truth under data/truth)
     RUN/lm          DNA language model (checkpoints, losses, model/)
@@ -44,7 +45,7 @@ from typing import Any, Literal
 from phenogen.errors import InputError
 from phenogen.fsio import atomic_write_text
 
-__all__ = ["DemoConfig", "run_demo", "default_config_path"]
+__all__ = ["DemoConfig", "run_demo", "default_config_path", "resolve_config", "shipped_presets"]
 
 
 @dataclass
@@ -142,12 +143,35 @@ def default_config_path() -> Path:
     return Path(str(resources.files("phenogen") / "configs" / "demo.toml"))
 
 
+def shipped_presets() -> list[str]:
+    """Names of the configurations shipped with the package (``configs/NAME.toml``): demo, thesis …"""
+    root = resources.files("phenogen") / "configs"
+    return sorted(p.name.removesuffix(".toml") for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def resolve_config(value: str | Path | None) -> Path | None:
+    """``--config`` → a file: an existing path as given, else a bare name of a shipped preset
+    (``thesis`` → ``configs/thesis.toml`` inside the package); ``None`` stays ``None`` (demo.toml)."""
+    from phenogen.errors import ConfigError
+
+    if value is None:
+        return None
+    path = Path(value)
+    if path.exists() or path.suffix or len(path.parts) != 1:
+        return path  # a file the user named (a missing one is load_sections' clear error)
+    if path.name in shipped_presets():
+        return Path(str(resources.files("phenogen") / "configs" / f"{path.name}.toml"))
+    raise ConfigError(f"--config {value}: no such file, and no shipped preset of that name (shipped: "
+                      f"{', '.join(shipped_presets())})")  # fmt: skip
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="run directory (created)")
     parser.add_argument(
         "--force", action="store_true", help="replace an earlier demo run in DIR (never a foreign directory)"
     )
     parser.add_argument("--skip-report", action="store_true", help="stop after the evaluation")
+    parser.epilog = f"--config also takes a shipped preset by name: {', '.join(shipped_presets())}"
 
 
 class _Stages:
@@ -591,7 +615,7 @@ def run(args: argparse.Namespace) -> int:
     from phenogen.fsio import check_output_dir, prepare_output_dir
 
     check_output_dir(args.out, force=args.force)
-    config_file = Path(args.config) if args.config else None
+    config_file = resolve_config(args.config) if args.config else None
     check_config(config_file, list(args.set))  # a typo in --set must not cost the previous run
     prepare_output_dir(args.out, "demo", force=args.force)  # --force clears only a phenogen run directory
     run_demo(args.out, config_file, list(args.set), args.skip_report)
