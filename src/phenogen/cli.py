@@ -113,6 +113,11 @@ COMMANDS: tuple[Command, ...] = (
         "pretrain the bird prior (VAE + UNet) on random renders",
     ),
     Command("train-image", "phenogen.diffusion.command_train", "train the DNA-conditioned diffusion model"),
+    Command(
+        "train-generator",
+        "phenogen.generators.command",
+        "train a non-diffusion generator from DNA: conditional VAE, GAN or plugin network",
+    ),
     Command("generate", "phenogen.diffusion.command_generate", "paint images for the sequences of a FASTA"),
     Command(
         "ancestors",

@@ -27,7 +27,10 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", required=True, type=Path, help="pipeline directory (train-image OUT or OUT/pipeline)"
+        "--model",
+        required=True,
+        type=Path,
+        help="pipeline directory (train-image OUT or OUT/pipeline) or a train-generator OUT",
     )
     given = parser.add_mutually_exclusive_group(required=True)
     given.add_argument("--fasta", type=Path, help="FASTA file of barcodes (ids name the images)")
@@ -128,6 +131,14 @@ def run(args: argparse.Namespace) -> int:
         source, dropped = "--sequence", {}
         records = check_barcodes({args.id: args.sequence}, source=source, policy=cfg.policy)
     check_records(records, source)  # before torch is even imported
+
+    from phenogen.generators.base import find_generator_dir
+
+    gen_dir = find_generator_dir(args.model)
+    if gen_dir is not None:  # a train-generator run (cvae, gan, plugin), not a diffusion pipeline
+        from phenogen.generators.command import run_generate
+
+        return run_generate(args, cfg, records, source, dropped, gen_dir)
 
     from phenogen.diffusion.pipeline import check_pipeline_dir
     from phenogen.diffusion.settings import resolve_settings

@@ -34,6 +34,7 @@ from phenogen.fsio import atomic_write_text
 
 __all__ = [
     "generate_images",
+    "write_generated",
     "paint",
     "image_seed",
     "read_captions",
@@ -318,17 +319,10 @@ def generate_images(
     list of dict
         The rows of ``generated.tsv``: ``record_id``, ``k``, ``image``.
     """
-    from PIL import ImageDraw
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
     ids = [r[0] for r in records]
-    names: dict[str, str] = {}
-    for rid in ids:
-        name = safe_name(rid)
-        while name in names.values():
-            name += "_"
-        names[rid] = name
     bar = tqdm(total=1, desc="generate", disable=not progress, leave=False, unit="step")
 
     def tick(done: int, total: int) -> None:
@@ -347,6 +341,29 @@ def generate_images(
     if captions and values is not None:
         given = {rid: values[i] for i, rid in enumerate(ids) if rid in captions}
         write_captions(out / "captions.tsv", pipeline.conditioner.caption_names, given)
+    return write_generated(out, records, painted, images_per_sequence)
+
+
+def write_generated(
+    out_dir: str | Path,
+    records: Sequence[tuple[str, str]],
+    painted: Sequence[tuple[str, int, Image.Image]],
+    images_per_sequence: int,
+) -> list[dict[str, str]]:
+    """Write painted images as ``generate`` lays them out: ``images/``, ``generated.tsv``,
+    ``sequences.fasta`` and ``grid.png`` (any painter: a diffusion pipeline or a
+    :mod:`phenogen.generators` family). Returns the rows of ``generated.tsv``."""
+    from PIL import ImageDraw
+
+    out = Path(out_dir)
+    ids = [r[0] for r in records]
+    names: dict[str, str] = {}
+    for rid in ids:
+        name = safe_name(rid)
+        while name in names.values():
+            name += "_"
+        names[rid] = name
+    (out / "images").mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, str]] = []
     for rid, k, image in painted:
         rel = f"images/{names[rid]}_{k}.png"

@@ -129,8 +129,16 @@ def check_inputs(args: argparse.Namespace, splits: tuple[str, ...], cfg: Any = N
         load_sections(
             {"generate": GenerateConfig}, args.config, [o for o in args.set if o.startswith("generate.")]
         )
-        pipeline_dir, _ = check_pipeline_dir(args.model)
-        cond = read_json(pipeline_dir / "conditioner" / "config.json", "conditioner config", error=DataError)
+        from phenogen.generators.base import find_generator_dir
+
+        gen_dir = find_generator_dir(args.model)  # a train-generator run: its featurizer's settings
+        if gen_dir is not None:
+            cond = read_json(gen_dir / "featurizer.json", "generator featurizer config", error=DataError)
+        else:
+            pipeline_dir, _ = check_pipeline_dir(args.model)
+            cond = read_json(
+                pipeline_dir / "conditioner" / "config.json", "conditioner config", error=DataError
+            )
         records = [(r.record_id, r.sequence) for r in ds.records(splits)]
         check_records(records, f"{data} (splits {', '.join(splits)})", min_sequence_length(cond))
 
@@ -226,6 +234,17 @@ def _generate(
         ) from None
     overrides = [o for o in args.set if o.startswith("generate.")]
     gen = load_sections({"generate": GenerateConfig}, args.config, overrides)["generate"]
+    from phenogen.generators.base import find_generator_dir, generate_to_dir, load_generator
+
+    gen_dir = find_generator_dir(model_dir)
+    if gen_dir is not None:  # a train-generator run: one pass, no scheduler / steps / guidance
+        generator = load_generator(gen_dir)
+        records = [(r.record_id, r.sequence) for r in load_dataset(data_dir).records(splits)]
+        save_resolved({"generate": gen}, out_dir, command="evaluate --model", model=str(model_dir),
+                      generator=str(gen_dir), family=generator.name)  # fmt: skip
+        generate_to_dir(generator, records, out_dir, images_per_sequence=gen.images_per_sequence, seed=gen.seed,
+                        batch_size=gen.batch_size, shared_noise=gen.shared_noise, progress=True)  # fmt: skip
+        return out_dir
     pipe = load_pipeline(model_dir)  # a train-image OUT or its OUT/pipeline
     records = [(r.record_id, r.sequence) for r in load_dataset(data_dir).records(splits)]
     # scheduler, steps and guidance left unset: the settings stored with the pipeline
