@@ -6,6 +6,11 @@ and so is not used here) expects under ``--root``::
     ROOT/bioscan5m/metadata/csv/BIOSCAN_5M_Insect_Dataset_metadata.csv
     ROOT/bioscan5m/images/<image_package>/<split>/<chunk>/<processid>.jpg   (chunk may be empty)
 
+or, not extracted, the image package zips as distributed (``BIOSCAN_5M_cropped_256.zip``, or the
+loader's ``BIOSCAN_5M_cropped_256_train.zip`` / ``_eval.zip`` / ``_pretrain.01.zip`` …, for any
+package) in ``ROOT`` or ``ROOT/bioscan5m``, their members laid out as above from ``bioscan5m/`` on
+(``import.image_archive`` names other zips).
+
 Columns used: ``processid phylum class order family subfamily genus species dna_bin dna_barcode
 split chunk``. As in ``load_bioscan5m_metadata`` barcodes are cut to their first
 ``max_nucleotides`` (660) bases. Every row is read once, in order, and each kept record goes to a
@@ -15,18 +20,33 @@ records is written as ``manifest.parquet`` in row groups of ``import.row_group_s
 memory is bounded by one row group (and the per-species counts), not by the 5 million rows.
 ``import.max_records`` and ``import.max_per_species`` are optional caps (0 = none, the default).
 BIOSCAN's ``train`` partition becomes our ``train``, every other partition read ``heldout``
-(``split_from = "species"`` instead draws a species-disjoint split). Images are read from the
-extracted packages; rows without their image are skipped (``require_image = false``: kept imageless).
+(``split_from = "species"`` instead draws a species-disjoint split). Rows without their image are
+skipped (``require_image = false``: kept imageless).
+
+Images (``import.image_mode``): from the extracted folder they are copied, linked or hard-linked
+into the dataset. From the zips they are read in place (``archive``; ``auto``, the default, picks it
+when the zips are there and the extracted folder is not): nothing is extracted, the manifest keeps
+the relative names ``images/<package>/<split>/[<chunk>/]<processid>.jpg`` and dataset.json's
+``image_archives`` names the zips that hold them and the prefix of their members, so
+:meth:`~phenogen.data.dataset.Dataset.image_path` gives ``ARCHIVE.zip!/MEMBER`` and every image
+reader opens it lazily (:mod:`phenogen.data.archive`: one handle per zip and process). Which rows
+have their image is a set lookup in each zip's member names, read once (about 0.75 KB of memory a
+member: the official train zip's ~290,000 members about 0.2 GB, each pretrain zip's ~2.3 million
+1.7 GB). ``copy`` with only the zips extracts the kept images alone. A zip that is not one is a
+:class:`~phenogen.errors.DataError` naming it.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from phenogen.data.archive import MemberPath, image_bytes, member_path, open_archive
 from phenogen.data.barcodes import check_barcode, safe_id
 from phenogen.data.build import assign_splits, place_image, staged_output
 from phenogen.data.config import BuildConfig, ImportConfig
@@ -35,7 +55,16 @@ from phenogen.data.folder import ImportSummary
 from phenogen.errors import InputError
 from phenogen.fsio import check_output_dir
 
-__all__ = ["METADATA_FILE", "RANKS", "metadata_path", "image_path", "iter_metadata", "import_bioscan5m"]
+__all__ = [
+    "METADATA_FILE",
+    "RANKS",
+    "metadata_path",
+    "image_path",
+    "archive_name",
+    "find_archives",
+    "iter_metadata",
+    "import_bioscan5m",
+]
 
 METADATA_FILE = Path("bioscan5m/metadata/csv/BIOSCAN_5M_Insect_Dataset_metadata.csv")
 RANKS: tuple[str, ...] = ("phylum", "class", "order", "family", "subfamily", "genus")
@@ -65,6 +94,127 @@ def image_path(root: str | Path, package: str, row: dict[str, str]) -> str:
     if row.get("chunk"):
         parts.append(row["chunk"])
     return os.path.join(*parts, f"{row['processid']}.jpg")
+
+
+def archive_name(package: str) -> re.Pattern[str]:
+    """File names of ``package``'s official zips: whole, per partition set (the loader's) or numbered parts.
+
+    >>> [bool(archive_name("cropped_256").fullmatch(n)) for n in
+    ...  ("BIOSCAN_5M_cropped_256.zip", "BIOSCAN_5M_cropped_256_pretrain.01.zip", "BIOSCAN_5M_cropped.zip")]
+    [True, True, False]
+    """
+    return re.compile(rf"BIOSCAN_5M_{re.escape(package)}(?:_(?:train|eval|pretrain)(?:\.\d+)?|\.\d+)?\.zip")
+
+
+def _official(package: str) -> str:
+    return f"BIOSCAN_5M_{package}[_train|_eval|_pretrain.NN|.NN].zip"
+
+
+def find_archives(
+    root: str | Path, package: str, given: Sequence[str | Path] = (), data_root: str | Path | None = None
+) -> list[Path]:
+    """The image zips to read: ``given`` (``import.image_archive``), else the official ones of ``package``.
+
+    Official names (:func:`archive_name`) are looked for in ``root`` and ``root/bioscan5m`` (and in
+    ``data_root``, the folder above ``bioscan5m/metadata``, when ``root`` named the CSV), sorted by
+    name: the whole package's zip comes before its partition zips.
+    """
+    if given:
+        out = []
+        for p in given:
+            path = Path(p).expanduser()
+            if not path.is_file():
+                raise InputError(f"{path}: import.image_archive does not exist (or is not a file)")
+            if path.suffix.lower() != ".zip" or "!/" in str(path):
+                raise InputError(f"{path}: import.image_archive must name a .zip file")
+            out.append(path.resolve())
+        return out
+    pattern, found = archive_name(package), []
+    folders = [Path(root), Path(root) / "bioscan5m"]
+    if data_root is not None:
+        folders += [Path(data_root), Path(data_root) / "bioscan5m"]
+    for folder in dict.fromkeys(folders):
+        if folder.is_dir():
+            found += [
+                p.resolve() for p in sorted(folder.iterdir()) if pattern.fullmatch(p.name) and p.is_file()
+            ]
+    return list(dict.fromkeys(found))
+
+
+@dataclass
+class _Images:
+    """Where a BIOSCAN import finds each row's image and how it enters the dataset."""
+
+    mode: str  # copy | symlink | hardlink | archive
+    folder: Path  # the extracted package, when read from files
+    archives: list[tuple[Path, str, frozenset[str]]] = field(default_factory=list)  # (zip, prefix, names)
+    used: set[Path] = field(default_factory=set)
+
+    def find(self, rel: str, file: str) -> str | MemberPath | None:
+        """The image of the row whose dataset path is ``rel`` (``file`` when extracted), or None."""
+        if not self.archives:
+            return file if os.path.isfile(file) else None
+        for archive, prefix, names in self.archives:
+            if prefix + rel in names:
+                self.used.add(archive)
+                return member_path(archive, prefix + rel)
+        return None
+
+    def place(self, src: str | MemberPath, out: Path, rel: str) -> None:
+        if self.mode == "archive":
+            return  # read in place
+        if isinstance(src, MemberPath):  # copy: extract this one member
+            target = out / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part = target.with_name(target.name + ".part")
+            part.write_bytes(image_bytes(src))
+            os.replace(part, target)
+        else:
+            place_image(Path(src), out, rel, self.mode)
+
+    def info(self) -> list[dict[str, str]]:
+        """dataset.json's ``image_archives``: the zips that gave an image, in the order they are searched."""
+        if self.mode != "archive":
+            return []
+        return [{"path": str(a), "prefix": p} for a, p, _ in self.archives if a in self.used]
+
+    def where(self) -> str:
+        if self.archives:
+            return ", ".join(str(a) for a, _, _ in self.archives)
+        return f"{self.folder}, and no {_official(self.folder.name)} zip was found"
+
+
+def _image_source(root: Path, data_root: Path, icfg: ImportConfig) -> _Images:
+    """Resolve ``image_mode`` (``auto``: the extracted folder if there, else the zips) and open the zips."""
+    package, given, mode = icfg.image_package, icfg.archives(), icfg.image_mode
+    folder = data_root / "bioscan5m" / "images" / package
+    if not given and mode != "archive" and folder.is_dir():
+        return _Images("copy" if mode == "auto" else mode, folder)
+    archives = find_archives(root, package, given, data_root)
+    if not archives:
+        if mode == "archive":
+            raise InputError(
+                f"{root}: image_mode archive, but no {_official(package)} zip in {root} or "
+                f"{root / 'bioscan5m'}; set import.image_archive to the zip"
+            )
+        return _Images("copy" if mode == "auto" else mode, folder)  # rows are skipped: image missing
+    if mode in ("symlink", "hardlink"):
+        raise InputError(
+            f"{archives[0]}: the images are in a zip, which image_mode {mode} cannot link to; use "
+            'image_mode "archive" (read in place) or "copy" (extract the kept images)'
+        )
+    marker = f"images/{package}/"
+    opened = []
+    for archive in archives:
+        names = open_archive(archive).namelist()  # a DataError names a zip that is not one
+        prefix = next((n[: n.index(marker)] for n in names if marker in n), None)
+        if prefix is None:
+            raise InputError(
+                f"{archive}: holds no {marker} members; is it another image package than "
+                f"import.image_package = {package!r}?"
+            )
+        opened.append((archive, prefix, frozenset(names)))
+    return _Images("archive" if mode == "auto" else mode, folder, opened)
 
 
 def iter_metadata(path: str | Path, splits: set[str] | None = None) -> Iterator[dict[str, str]]:
@@ -112,6 +262,9 @@ def import_bioscan5m(
 ) -> tuple[Dataset, ImportSummary]:
     """Stream BIOSCAN-5M metadata under ``root`` into a dataset at ``out`` (images placed by ``image_mode``).
 
+    Images come from the extracted package folder or, read in place, from the package zips
+    (module docstring); an archive-backed dataset's dataset.json names them in ``image_archives``.
+
     Every row is read once and each kept record goes straight to a :class:`DatasetWriter` (its
     image placed as it is read), so memory is bounded by one Parquet row group (``import.format``,
     ``import.row_group_size``), not by the rows. ``out`` is checked before the stream starts and
@@ -126,6 +279,7 @@ def import_bioscan5m(
     meta = metadata_path(root)
     data_root = meta.parents[3] if meta.name == METADATA_FILE.name and len(meta.parents) > 3 else root
     images_dir = data_root / "bioscan5m" / "images"
+    source = _image_source(root, data_root, icfg)
     summary = ImportSummary()
     info = {
         "source": "bioscan5m",
@@ -134,21 +288,28 @@ def import_bioscan5m(
         "bioscan_splits": list(icfg.bioscan_splits),
         "split_from": split_from,
     }
-    if icfg.image_mode == "symlink":
+    if source.mode == "symlink":
         info["image_links"] = str(images_dir.resolve())
     fmt = {"format": icfg.format, "parquet_above": icfg.parquet_above, "row_group_size": icfg.row_group_size}
     with staged_output(out, "import", force=force) as tmp:
         stage = tmp / ".stage" if split_from == "species" else tmp
         lineages: dict[str, tuple[str, ...]] = {}
         with DatasetWriter(stage, info, **fmt) as writer:
-            for rec, src in _kept(meta, data_root, icfg, summary):
+            for rec, src in _kept(meta, data_root, icfg, summary, source):
                 if src is not None:
-                    place_image(Path(src), tmp, rec.images[0], icfg.image_mode)
+                    source.place(src, tmp, rec.images[0])
                 writer.add(rec)
                 if split_from == "species":
                     lineages[rec.species] = rec.taxonomy
             if not writer.n:
-                raise InputError(f"{meta}: no usable rows ({summary.rows:,} read; skipped {summary.skipped})")
+                hint = (
+                    f"; no row's image is in {source.where()}" if summary.skipped.get("image missing") else ""
+                )
+                raise InputError(
+                    f"{meta}: no usable rows ({summary.rows:,} read; skipped {summary.skipped}){hint}"
+                )
+            if source.info():
+                info["image_archives"] = writer.info["image_archives"] = source.info()
             writer.close(check_images=split_from != "species")  # staged records name images in tmp
         summary.records, summary.peak_held = writer.n, writer.peak_held
         if split_from == "species":
@@ -163,8 +324,8 @@ def import_bioscan5m(
 
 
 def _kept(
-    meta: Path, data_root: Path, icfg: ImportConfig, summary: ImportSummary
-) -> Iterator[tuple[Record, str | None]]:
+    meta: Path, data_root: Path, icfg: ImportConfig, summary: ImportSummary, source: _Images
+) -> Iterator[tuple[Record, str | MemberPath | None]]:
     """The records the ``[import]`` rules keep, with the image file to place (or None), in CSV order."""
     per_species: dict[str, int] = {}
     for row in iter_metadata(meta, set(icfg.bioscan_splits)):
@@ -202,9 +363,9 @@ def _kept(
         images: tuple[str, ...] = ()
         chunk = f"{parts[2]}/" if parts[2] else ""
         rel = f"images/{icfg.image_package}/{parts[1]}/{chunk}{parts[0]}.jpg"
-        src: str | None = None
-        if os.path.isfile(src_name) and image_problem(rel) is None:
-            images, src = (rel,), src_name
+        src = source.find(rel, src_name) if image_problem(rel) is None else None
+        if src is not None:
+            images = (rel,)
         elif icfg.require_image:
             summary.skip("image missing")
             continue

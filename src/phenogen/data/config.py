@@ -178,8 +178,19 @@ class ImportConfig:
         default="mask",
         metadata={"help": "IUPAC ambiguity codes: reject (error), mask (to N) or drop the record"},
     )
-    image_mode: Literal["copy", "symlink", "hardlink"] = field(
-        default="copy", metadata={"help": "how image files enter the dataset directory"}
+    image_mode: Literal["auto", "copy", "symlink", "hardlink", "archive"] = field(
+        default="auto",
+        metadata={
+            "help": "how images enter the dataset: copy, symlink or hardlink files; archive = read them in "
+            "place from the zip packages (BIOSCAN-5M); auto = archive when only the zips are there, else copy"
+        },
+    )
+    image_archive: str | list[str] = field(
+        default="",
+        metadata={
+            "help": "BIOSCAN-5M: the image zip(s) to read ('' = the official BIOSCAN_5M_<package>*.zip "
+            "files found in --root or --root/bioscan5m)"
+        },
     )
     max_nucleotides: int = field(
         default=660,
@@ -228,6 +239,12 @@ class ImportConfig:
             raise ValueError(f"format must be tsv, parquet or auto, got {self.format!r}")
         if self.row_group_size < 1:
             raise ValueError(f"row_group_size must be >= 1, got {self.row_group_size}")
+        if self.image_mode not in ("auto", "copy", "symlink", "hardlink", "archive"):
+            raise ValueError(
+                f"image_mode must be auto, copy, symlink, hardlink or archive, got {self.image_mode!r}"
+            )
+        if not isinstance(self.image_archive, str) and not all(a.strip() for a in self.image_archive):
+            raise ValueError(f"image_archive lists an empty path: {self.image_archive}")
         valid = {
             "pretrain",
             "train",
@@ -241,6 +258,12 @@ class ImportConfig:
         bad = sorted(set(self.bioscan_splits) - valid)
         if bad or not self.bioscan_splits:
             raise ValueError(f"bioscan_splits {bad} unknown; choose from {', '.join(sorted(valid))}")
+
+    def archives(self) -> list[str]:
+        """``image_archive`` as a list (empty: look for the official zips)."""
+        if isinstance(self.image_archive, str):
+            return [self.image_archive] if self.image_archive.strip() else []
+        return list(self.image_archive)
 
 
 @dataclass

@@ -25,11 +25,20 @@ write ``format = "tsv"``, ``"parquet"`` or ``"auto"`` (the default: Parquet abov
 
 Reading validates everything (the types of dataset.json's fields, columns, unique ids, splits, node
 kinds, sequences, finite trait values, that image paths are relative, stay inside the dataset — ``..``
-and symlinks leading out are refused — and name existing files) and raises
+and symlinks leading out are refused — and name existing files, or members of the zip archives
+dataset.json's ``image_archives`` names) and raises
 :class:`~phenogen.errors.DataError` naming the file, row and field; never another exception, whatever
 the bytes. A TSV manifest is checked whole when loaded; a Parquet one row group by row group as it is
 read, and whole by :meth:`Dataset.validate`. :meth:`Dataset.verify_images` also decodes every image
 (``phenogen validate`` does).
+
+Images read in place from zips (a BIOSCAN-5M import with ``image_mode = "archive"``): dataset.json's
+``image_archives`` lists ``{"path": ABSOLUTE.zip, "prefix": P}``; an image ``rel`` of the manifest
+(still ``images/...``, so manifests keep one format) is the member ``P + rel`` of the first archive
+holding it, and :meth:`Dataset.image_path` returns it as a
+:class:`~phenogen.data.archive.MemberPath` (``ARCHIVE.zip!/MEMBER``). Open dataset images with
+:func:`~phenogen.data.archive.open_image` (:func:`check_image`, :func:`read_image` and
+:func:`phenogen.diffusion.vae.load_images` do), never ``PIL.Image.open`` of ``root / rel``.
 
 >>> import tempfile
 >>> rec = Record("r1", "sp_a", "sp_a_1", "train", "living", "ACGTAC", (), ("Aves",), {})
@@ -47,11 +56,12 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from phenogen.data.archive import has_member, member_path, open_image
 from phenogen.errors import DataError, PhenogenError, one_line
 from phenogen.fsio import atomic_write_json, atomic_write_text, fsync_dir, read_json
 
@@ -153,6 +163,8 @@ class Dataset:
         self._table = table  # Parquet: a phenogen.data.columnar.ParquetManifest
         self.check_images = check_images
         self._roots: list[Path] | None = None
+        self._archives: list[tuple[str, str]] | None = None
+        self._locate: Callable[[str], tuple[Path | None, str | None]] | None = None
 
     @property
     def format(self) -> str:
@@ -292,7 +304,21 @@ class Dataset:
         return sum(counts.values())
 
     def image_path(self, rel: str) -> Path:
-        return self.root / rel
+        """Where the image ``rel`` (a manifest path) is read from: ``root/rel``, or a zip member.
+
+        For a dataset with ``image_archives`` it is a :class:`~phenogen.data.archive.MemberPath`
+        whose ``str()`` is ``ARCHIVE.zip!/MEMBER``; either kind opens with
+        :func:`~phenogen.data.archive.open_image` and answers ``is_file()``.
+        """
+        archives = self.image_archives
+        return _member_of(archives, rel) if archives else self.root / rel
+
+    @property
+    def image_archives(self) -> list[tuple[str, str]]:
+        """``(zip path, member prefix)`` of each archive the images are read from (empty: files)."""
+        if self._archives is None:
+            self._archives = _archives(self.info)
+        return self._archives
 
     @property
     def image_roots(self) -> list[Path]:
@@ -303,9 +329,15 @@ class Dataset:
                 self._roots.append(Path(self.info["image_links"]).resolve())
         return self._roots
 
+    def locate_image(self, rel: str) -> tuple[Path | None, str | None]:
+        """``(path, None)`` of an existing image ``rel`` (file inside the roots, or archive member), else ``(None, why)``."""
+        if self._locate is None:
+            self._locate = _image_locator(self.root, self.info)
+        return self._locate(rel)
+
     def _check_images_of(self, rec: Record, row: int) -> None:
         for rel in rec.images:
-            _, why = contained_file(self.root, rel, self.image_roots)
+            _, why = self.locate_image(rel)
             if why:
                 raise _fail(self.manifest, row, f"record {_show(rec.record_id)}: field images: {why}")
 
@@ -313,13 +345,13 @@ class Dataset:
         """Decode every image of ``split`` (all by default); returns the count, else one DataError.
 
         The error names the manifest row, the record and the image (a corrupt PNG, a truncated JPEG,
-        a decompression bomb, a link out of the dataset).
+        a decompression bomb, a link out of the dataset, a member missing from its zip archive).
         """
-        manifest, roots, n = self.manifest, self.image_roots, 0
+        manifest, n = self.manifest, 0
         for row, rec in self._iter(split, None):
             for rel in rec.images:
                 where = f"record {_show(rec.record_id)}: field images"
-                path, why = contained_file(self.root, rel, roots)
+                path, why = self.locate_image(rel)
                 if why:
                     raise _fail(manifest, row, f"{where}: {why}")
                 try:
@@ -403,6 +435,42 @@ def image_problem(rel: str) -> str | None:
     return None
 
 
+def _archives(info: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(a["path"], a.get("prefix", "")) for a in info.get("image_archives") or ()]
+
+
+def _member_of(archives: Sequence[tuple[str, str]], rel: str) -> Path:
+    """The member for image ``rel``: in the first archive that holds it (the first archive if none does)."""
+    if len(archives) > 1:
+        for archive, prefix in archives:
+            if has_member(archive, prefix + rel):
+                return member_path(archive, prefix + rel)
+    archive, prefix = archives[0]
+    return member_path(archive, prefix + rel)
+
+
+def _image_locator(root: Path, info: dict[str, Any]) -> Callable[[str], tuple[Path | None, str | None]]:
+    """``rel -> (path, None) | (None, why)`` for a dataset: :func:`contained_file`, or a member lookup."""
+    archives = _archives(info)
+    if not archives:
+        roots = [root.resolve()]
+        if isinstance(info.get("image_links"), str):
+            roots.append(Path(info["image_links"]).resolve())
+        return lambda rel: contained_file(root, rel, roots)
+    names = ", ".join(a for a, _ in archives)
+
+    def locate(rel: str) -> tuple[Path | None, str | None]:
+        why = image_problem(rel)
+        if why:
+            return None, why
+        path = _member_of(archives, rel)  # a broken archive raises a DataError naming it
+        if not path.is_file():
+            return None, f"image {_name(rel)} is not a member of the image archive(s) {names}"
+        return path, None
+
+    return locate
+
+
 def contained_file(base: Path, rel: str, roots: Sequence[Path]) -> tuple[Path | None, str | None]:
     """``base/rel`` resolved, if it is an existing file inside one of ``roots`` (resolved directories).
 
@@ -430,6 +498,7 @@ def check_image(
 ) -> tuple[int, int]:
     """Decode the image file ``path`` completely and return its size; any failure is one ``error``.
 
+    ``path`` may be a zip member (``ARCHIVE.zip!/MEMBER``, :func:`~phenogen.data.archive.open_image`).
     ``verify()`` checks the container (chunk CRCs), a second open and ``load()`` decodes the pixels
     (truncated data fails here). Images over ``PIL.Image.MAX_IMAGE_PIXELS`` are refused before
     decoding (decompression bombs). PIL's plugins raise many exception types on hostile bytes
@@ -441,11 +510,13 @@ def check_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 im.verify()
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 im.load()
                 return im.size
+    except PhenogenError as exc:  # the archive or member is missing or unreadable: says which
+        raise error(f"{path}: {what}: {exc}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise error(
             f"{path}: {what} has more than PIL.Image.MAX_IMAGE_PIXELS ({Image.MAX_IMAGE_PIXELS:,}) pixels; "
@@ -461,11 +532,9 @@ def check_image(
 
 def read_image(path: str | Path, what: str = "image", error: type[PhenogenError] = DataError) -> Any:
     """The image at ``path`` as a decoded RGB PIL image (checked by :func:`check_image` first)."""
-    from PIL import Image
-
     check_image(path, what, error)
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             return im.convert("RGB")
     except Exception as exc:  # noqa: BLE001 - the file changed since check_image
         raise error(
@@ -508,11 +577,40 @@ def _check_info(info: Any, path: Path) -> None:
         raise _fail(
             path, None, f"field 'image_links' must be an absolute path, not {_show(info['image_links'])}"
         )
+    if "image_archives" in info:
+        _check_archives(info["image_archives"], path)
     counts = info.get("counts", {})
     if not isinstance(counts, dict) or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in counts.values()
     ):
         raise _fail(path, None, f"field 'counts' must map splits to integers, not {_show(counts)}")
+
+
+def _check_archives(archives: Any, path: Path) -> None:
+    """dataset.json's ``image_archives``: a non-empty list of ``{"path": ABSOLUTE.zip, "prefix": STR}``."""
+    shape = 'a non-empty list of {"path": "/absolute/archive.zip", "prefix": "member/prefix/"}'
+    if not isinstance(archives, list) or not archives:
+        raise _fail(path, None, f"field 'image_archives' must be {shape}, not {_show(archives)}")
+    for i, entry in enumerate(archives):
+        where = f"image_archives[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise _fail(
+                path,
+                None,
+                f'{where} must be {{"path": "/absolute/archive.zip", "prefix": ...}}, not {_show(entry)}',
+            )
+        zip_path, prefix = entry["path"], entry.get("prefix", "")
+        if not Path(zip_path).is_absolute() or not zip_path.lower().endswith(".zip") or "!/" in zip_path:
+            raise _fail(
+                path, None, f"{where}.path must be an absolute path of a .zip file, not {_show(zip_path)}"
+            )
+        if (
+            not isinstance(prefix, str)
+            or prefix.startswith("/")
+            or "\x00" in prefix
+            or len(prefix) > MAX_PATH_BYTES
+        ):
+            raise _fail(path, None, f"{where}.prefix must be a relative member prefix, not {_show(prefix)}")
 
 
 _BAD_ID = re.compile("[\t\n\r\x00;| ]")
@@ -886,8 +984,9 @@ def load_dataset(root: str | Path, check_images: bool = True) -> Dataset:
     ``manifest``) is opened lazily: its schema and row count are checked now, each row group when a
     call reads it (:mod:`phenogen.data.columnar`). With ``check_images`` every image must exist and
     resolve (symlinks followed) inside the dataset directory — or inside ``image_links`` of
-    dataset.json, the folder an import linked its images from (``image_mode = "symlink"``) — checked
-    at load (TSV) or as each record is read (Parquet). :meth:`Dataset.verify_images` also decodes them.
+    dataset.json, the folder an import linked its images from (``image_mode = "symlink"``), or be a
+    member of a zip of ``image_archives`` (``image_mode = "archive"``) — checked at load (TSV) or as
+    each record is read (Parquet). :meth:`Dataset.verify_images` also decodes them.
     """
     root = Path(root)
     if not root.is_dir():
@@ -903,9 +1002,7 @@ def load_dataset(root: str | Path, check_images: bool = True) -> Dataset:
     trait_names = list(info.get("trait_names", []))
     if manifest.name == MANIFESTS["parquet"]:
         return _open_parquet(root, info, manifest, check_images)
-    roots = [root.resolve()]
-    if "image_links" in info:
-        roots.append(Path(info["image_links"]).resolve())
+    locate = _image_locator(root, info)
     records: list[Record] = []
     seen: dict[str, int] = {}
     rows = _manifest_rows(manifest)
@@ -957,13 +1054,15 @@ def load_dataset(root: str | Path, check_images: bool = True) -> Dataset:
         seen[rec.record_id] = row_no
         if check_images:
             for rel in rec.images:
-                _, why = contained_file(root, rel, roots)
+                _, why = locate(rel)
                 if why:
                     raise _fail(manifest, row_no, f"record {_show(rec.record_id)}: field images: {why}")
         records.append(rec)
     if not records:
         raise _fail(manifest, None, "no records")
-    return Dataset(root, info, records, seen, check_images=check_images)
+    ds = Dataset(root, info, records, seen, check_images=check_images)
+    ds._locate = locate
+    return ds
 
 
 def _open_parquet(root: Path, info: dict[str, Any], manifest: Path, check_images: bool) -> Dataset:

@@ -58,14 +58,17 @@ def load_images(paths: Sequence[str | Path], resolution: int) -> torch.Tensor:
 
     A photo that is not square is scaled so that its shorter side is ``R`` and centre-cropped to ``R x R``
     (Stable Diffusion's fine-tuning recipe; the subject of a specimen photo sits in the middle), never
-    stretched.
+    stretched. A path may name a zip member, ``ARCHIVE.zip!/MEMBER``
+    (:func:`~phenogen.data.archive.open_image`: an archive-backed dataset's ``str(ds.image_path(rel))``).
     """
     from PIL import Image
+
+    from phenogen.data.archive import open_image
 
     out = np.zeros((len(paths), resolution, resolution, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 im = im.convert("RGB")
                 w, h = im.size
                 if w != h:  # centre square of the photo
@@ -75,6 +78,8 @@ def load_images(paths: Sequence[str | Path], resolution: int) -> torch.Tensor:
                 if im.size != (resolution, resolution):
                     im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
                 out[i] = np.asarray(im)
+        except DataError:  # a missing archive or member: the message names both
+            raise
         except Exception as exc:  # noqa: BLE001 - PIL plugins raise OSError, ValueError, SyntaxError, struct.error ...
             raise DataError(f"{path}: cannot read the image ({exc})") from None
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
