@@ -23,6 +23,7 @@ import csv
 import io
 import math
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from phenogen.errors import InputError, SequenceError
-from phenogen.fsio import atomic_write_text
+from phenogen.fsio import atomic_write_json, atomic_write_text
 
 __all__ = [
     "generate_images",
@@ -330,18 +331,20 @@ def generate_images(
         bar.n = done
         bar.refresh()
 
+    t0 = time.perf_counter()
     painted, values = paint(
         pipeline, records, images_per_sequence=images_per_sequence, steps=steps,
         guidance_scale=guidance_scale, scheduler=scheduler, seed=seed, batch_size=batch_size,
         captions=captions, shared_noise=shared_noise, progress=tick, lora_scale=lora_scale,
     )  # fmt: skip
+    seconds = time.perf_counter() - t0
     bar.close()
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "captions.tsv").unlink(missing_ok=True)  # a rerun into the same directory: no stale captions
     if captions and values is not None:
         given = {rid: values[i] for i, rid in enumerate(ids) if rid in captions}
         write_captions(out / "captions.tsv", pipeline.conditioner.caption_names, given)
-    return write_generated(out, records, painted, images_per_sequence)
+    return write_generated(out, records, painted, images_per_sequence, seconds)
 
 
 def write_generated(
@@ -349,10 +352,12 @@ def write_generated(
     records: Sequence[tuple[str, str]],
     painted: Sequence[tuple[str, int, Image.Image]],
     images_per_sequence: int,
+    seconds: float | None = None,
 ) -> list[dict[str, str]]:
     """Write painted images as ``generate`` lays them out: ``images/``, ``generated.tsv``,
     ``sequences.fasta`` and ``grid.png`` (any painter: a diffusion pipeline or a
-    :mod:`phenogen.generators` family). Returns the rows of ``generated.tsv``."""
+    :mod:`phenogen.generators` family), and ``timing.json`` (images, seconds, images per second) when
+    ``seconds`` (the painting's wall-clock time) is given. Returns the rows of ``generated.tsv``."""
     from PIL import ImageDraw
 
     out = Path(out_dir)
@@ -389,4 +394,9 @@ def write_generated(
     for j, (_, k, image) in enumerate(painted):
         sheet.paste(image, (label_w + k * w, (j // images_per_sequence) * h))
     sheet.save(out / "grid.png")
+    timing = out / "timing.json"
+    timing.unlink(missing_ok=True)  # a rerun into the same directory: no stale timing
+    if seconds is not None:
+        atomic_write_json(timing, {"images": len(painted), "seconds": round(seconds, 3),
+                                   "images_per_second": len(painted) / max(seconds, 1e-9)})  # fmt: skip
     return rows

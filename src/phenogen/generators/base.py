@@ -23,6 +23,7 @@ registers itself with :func:`register_family`; :mod:`phenogen.generators` import
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -301,7 +302,7 @@ def generate_to_dir(
     progress: bool = False,
 ) -> list[dict[str, str]]:
     """Paint ``records`` with ``generator`` and write them in ``generate``'s layout (``images/``,
-    ``generated.tsv``, ``sequences.fasta``, ``grid.png``; :func:`phenogen.diffusion.generate.write_generated`)."""
+    ``generated.tsv``, ``sequences.fasta``, ``grid.png``, ``timing.json``; :func:`phenogen.diffusion.generate.write_generated`)."""
     from tqdm.auto import tqdm
 
     from phenogen.diffusion.generate import write_generated
@@ -312,12 +313,13 @@ def generate_to_dir(
         bar.total, bar.n = total, done
         bar.refresh()
 
+    t0 = time.perf_counter()
     painted = generator.paint(
         records, images_per_sequence=images_per_sequence, seed=seed, batch_size=batch_size,
         shared_noise=shared_noise, progress=tick,
     )  # fmt: skip
     bar.close()
-    return write_generated(out_dir, records, painted, images_per_sequence)
+    return write_generated(out_dir, records, painted, images_per_sequence, time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------------------------ export / load
