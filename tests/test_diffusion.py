@@ -441,6 +441,8 @@ def test_generate_command_writes_images_table_grid_and_config(dataset, tmp_path)
     ]
     assert all((out / r["image"]).is_file() for r in rows)
     assert Image.open(out / "grid.png").height == 2 * 16
+    timing = json.loads((out / "timing.json").read_text())  # the sampling speed the families table shows
+    assert timing["images"] == 4 and timing["seconds"] > 0 and timing["images_per_second"] > 0
     settings = json.loads((out / "config.json").read_text())
     assert settings["generate"]["scheduler"] == "euler-a" and settings["generate"]["images_per_sequence"] == 2
 

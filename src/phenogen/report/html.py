@@ -14,9 +14,12 @@ a missing part is shown as "not run")::
     RUN/eval/           phenogen evaluate output: metrics.json, targets.tsv, trait_rmse.png, probe_r2.png
     RUN/sweeps/         guidance.png, steps.png (guidance-scale and sampling-steps grids), other PNGs
     RUN/ancestors/      phenogen ancestors output: targets.json, identity_vs_depth.png (shown when present)
+    RUN/families/NAME/  other generators on the same targets (bench/generator_families.sh: model/, generated/,
+                        eval/; or a whole demo run): one table beside this run (:mod:`phenogen.report.families`)
     RUN/report.html     this report
 
 Sections: headline numbers; metric table with baselines; truth vs generated side by side per split;
+the generator families side by side (when ``RUN/families/`` exists);
 the species tree with thumbnails; training curves and the DNA model's identity-by-epoch figure;
 sweeps; the sequence side. Figures are looked up by file name, so a partial or older run still
 gives a readable page.
@@ -624,6 +627,105 @@ def _pairs(
     return "".join(out)
 
 
+def _families(parts: RunParts, ds, max_targets: int) -> str:
+    """The generator families side by side (:mod:`phenogen.report.families`): one table of every
+    ``RUN/families/<name>/`` beside this run, the best per split named, and a contact sheet of held-out
+    species (truth, then each generator's first portrait). Empty when the run has no ``families/``."""
+    from phenogen.evaluate.targets import read_generated
+    from phenogen.report.families import FAMILIES_DIR, SPLITS, best_by_split, collect, verdicts
+
+    if not (parts.root / FAMILIES_DIR).is_dir():
+        return ""
+    rows, notes = collect(parts.root, parts["eval"], parts["generated"])
+    out = [
+        "<p>Every generator painted the same targets (8 portraits each, as this run) and was scored by the same "
+        "<code>evaluate</code>: trait RMSE ± standard error per split (lowest in bold), held-out DNA→image "
+        "retrieval and FID/KID, training minutes, sampling speed, and <code>diversity</code> — the spread of "
+        "one barcode's portraits under different noise ÷ that of one species' real photos (~0 = mode "
+        "collapse). <code>bash bench/generator_families.sh RUN</code> fills <code>RUN/families/</code>.</p>"
+    ]
+    if rows:
+        best = best_by_split(rows)
+        head = "".join(f"<th>{_e(_SPLIT_TITLES.get(s, s).split(' (')[0])}</th>" for s in SPLITS)
+        table = [f'<table><tr><th class="l">generator</th><th class="l">family</th>{head}<th>held-out top-1 / top-5'
+                 "</th><th>FID</th><th>KID</th><th>train min</th><th>sample img/s</th><th>diversity</th>"
+                 '<th class="l">note</th></tr>']  # fmt: skip
+        for row in rows:
+            cells = []
+            for split in SPLITS:
+                got = row.rmse(split)
+                text = (
+                    "—"
+                    if got is None
+                    else f"{got[0]:.3f}" + (f" ± {got[1]:.3f}" if got[1] is not None else "")
+                )
+                cells.append(f"<td><b>{text}</b></td>" if best.get(split) is row else f"<td>{text}</td>")
+            p = row.photo("heldout")
+            table.append(
+                f'<tr class="{"gen" if row.name == "this run" else ""}"><td class="l">{_e(row.name)}</td>'
+                f'<td class="l">{_e(row.kind)}</td>{"".join(cells)}'
+                f"<td>{_fmt(p['top1'], True)} / {_fmt(p['top5'], True)}</td><td>{_fmt(p['fid'], digits=0)}</td>"
+                f"<td>{_fmt(p['kid_mean'], digits=3)}</td><td>{_fmt(row.train_minutes, digits=1)}</td>"
+                f"<td>{_fmt(row.images_per_second, digits=1)}</td><td>{_fmt(row.diversity, digits=2)}</td>"
+                f'<td class="l">{_e(row.note)}</td></tr>'
+            )
+        for method in ("nearest", "mean", "oracle", "truth"):
+            cells = "".join(f"<td>{_fmt((rows[0].rmse(s, method) or (None,))[0])}</td>" for s in SPLITS)
+            table.append(f'<tr><td class="l"><i>{method}</i></td><td></td>{cells}<td colspan="7"></td></tr>')
+        table.append("</table>")
+        out.extend(table)
+        out.append('<ul class="verdict">' + "".join(f"<li>{_e(v)}</li>" for v in verdicts(rows)) + "</ul>")
+        out.append(_families_sheet(rows, ds, max_targets, read_generated))
+    else:
+        out.append(_missing("an evaluated generator", parts.root / FAMILIES_DIR))
+    out.extend(f'<p class="missing">{_e(n)}</p>' for n in notes)
+    return "".join(out)
+
+
+def _families_sheet(rows, ds, limit: int, read_generated) -> str:
+    """Held-out species in columns; the true image, then each comparable generator's first portrait."""
+    if ds is None:
+        return ""
+    painted: list[tuple[str, dict[str, list[Path]]]] = []
+    notes = []
+    for row in rows:
+        if not row.comparable or row.generated is None:
+            continue
+        try:
+            painted.append((row.name, read_generated(row.generated)))
+        except PhenogenError as exc:
+            notes.append(f'<p class="missing">{_e(row.name)}: {_e(exc)}</p>')
+    recs, seen = [], set()
+    for r in ds.records("heldout"):
+        if r.images and r.species not in seen and all(r.record_id in g for _, g in painted):
+            recs.append(r)
+            seen.add(r.species)
+    if not painted or not recs:
+        return "".join(notes)
+    if len(recs) > limit:  # an even spread over the split, deterministic
+        recs = (
+            [recs[round(i * (len(recs) - 1) / (limit - 1))] for i in range(limit)] if limit > 1 else recs[:1]
+        )
+    head = "".join(f'<th class="small">{_e(r.species)}</th>' for r in recs)
+    body = ['<tr><th class="l">truth</th>'
+            + "".join(f"<td>{_img(ds.root / r.images[0], width=64, title=r.species + ' (truth)')}</td>" for r in recs)
+            + "</tr>"]  # fmt: skip
+    for name, gen in painted:
+        body.append(
+            f'<tr><th class="l">{_e(name)}</th>'
+            + "".join(
+                f"<td>{_img(gen[r.record_id][0], width=64, cls='g', title=f'{r.species} ({name})')}</td>"
+                for r in recs
+            )  # fmt: skip
+            + "</tr>"
+        )
+    return (
+        "<p><b>Held-out living species</b>: the true image (top), then each generator's first portrait of the "
+        "same barcode (red).</p>"
+        f'<table class="pairs"><tr><th class="l"></th>{head}</tr>{"".join(body)}</table>' + "".join(notes)
+    )
+
+
 def _tree(ds, generated: dict[str, list[Path]] | None) -> str:
     from phenogen.report.figures import tree_with_thumbnails
 
@@ -972,6 +1074,9 @@ def _page(parts: RunParts, emb: _Embedder, max_targets: int) -> str:
         if ds is not None and generated is None and (gen_dir / "generated.tsv").is_file():
             pairs += f'<p class="missing">{html.escape(gen_error)}</p>'
     sections.append(("Truth vs generated", pairs))
+    families = _families(parts, ds, max_targets)
+    if families:
+        sections.append(("Generator families side by side", families))
     sections.append(("Species tree", _tree(ds, generated) or _missing("true tree", data_dir / "tree.nwk")))
     grid = gen_dir / "grid.png"
     if grid.is_file():
