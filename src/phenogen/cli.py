@@ -130,6 +130,11 @@ COMMANDS: tuple[Command, ...] = (
         "what if the DNA were different: mutated, interpolated or trait-swapped portraits at equal noise",
     ),
     Command(
+        "stylize",
+        "phenogen.command_stylize",
+        "re-paint portraits in a painting-like style (paleoart): style transfer on the trait probe's features",
+    ),
+    Command(
         "evaluate", "phenogen.evaluate.command", "score generated images against ground truth and baselines"
     ),
     Command("report", "phenogen.report.command", "write the HTML report of a run directory"),
