@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 
-def score_with_run_probe(run: Path, generated: Path, out: Path, splits: list[str]) -> dict:
+def score_with_run_probe(
+    run: Path, generated: Path, out: Path, splits: list[str], probe: Path | None = None
+) -> dict:
     subprocess.run(
         [sys.executable, "-m", "phenogen.cli", "evaluate", "--data", str(run / "data"), "--generated",
-         str(generated), "--out", str(out), "--probe", str(run / "eval" / "probe"), "--set",
+         str(generated), "--out", str(out), "--probe", str(probe or run / "eval" / "probe"), "--set",
          f"evaluate.splits={json.dumps(splits)}"],
         check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip

@@ -42,7 +42,8 @@ def run_dir(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("app")
     sets = ["prior.preset=tiny", "prior.n_images=16", "prior.vae_steps=2", "prior.unet_steps=2", "prior.batch_size=8",
-            "prior.vae_minutes=1", "prior.unet_minutes=1", "prior.decoder_minutes=0.01", "prior.captions=true"]  # fmt: skip
+            "prior.vae_minutes=1", "prior.unet_minutes=1", "prior.decoder_minutes=0.01", "prior.captions=true",
+            "prior.reader_renders=32", "prior.reader_epochs=1"]  # fmt: skip
     assert (
         main(
             [

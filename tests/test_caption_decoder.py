@@ -35,7 +35,7 @@ def cd_prior(tmp_path_factory):
     """A tiny captioned prior with a caption decoder (the stage after the UNet)."""
     out = tmp_path_factory.mktemp("cdprior") / "prior"
     return _prior(out, "prior.preset=tiny", "prior.n_images=32", "prior.vae_steps=4", "prior.unet_steps=4",
-                  "prior.batch_size=8", "prior.vae_minutes=1", "prior.unet_minutes=1", "prior.captions=true",
+                  "prior.batch_size=8", "prior.vae_minutes=1", "prior.unet_minutes=1", "prior.captions=true", "prior.reader_renders=0",
                   "prior.caption_decoder_minutes=1", "prior.caption_decoder_steps=6")  # fmt: skip
 
 
@@ -86,7 +86,7 @@ def test_the_prior_stage_saves_a_caption_decoder_and_unet_minutes_zero_keeps_the
     assert dec.config.n_traits == 15 and len(dec.config.traits) == 15
 
     # continue the prior with the UNet untouched: its weights and the caption decoder are kept exactly
-    nxt = _prior(tmp_path / "next", "prior.preset=tiny", "prior.n_images=16", "prior.captions=true",
+    nxt = _prior(tmp_path / "next", "prior.preset=tiny", "prior.n_images=16", "prior.captions=true", "prior.reader_renders=0",
                  f"prior.init={cd_prior}", "prior.unet_minutes=0")  # fmt: skip
     assert json.loads((nxt / "prior.json").read_text())["unet_steps"] == 0
     for part in ("unet", "caption_decoder"):

@@ -40,6 +40,9 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
     # the demo's [generate] settings travel with the pipeline, and generate painted with them
     stored = json.loads((out / "image" / "pipeline" / "generation_config.json").read_text())
     assert (stored["scheduler"], stored["steps"], stored["guidance_scale"]) == ("unipc", 2, 3.0)
+    assert (
+        stored["best_of"] == 3
+    )  # kept with the pipeline; this tokens-head model has no reader, so every draw
     assert json.loads((out / "generated" / "config.json").read_text())["settings"]["steps"] == 2
     html = (out / "report.html").read_text()
     assert "<img" in html and "heldout" in html.lower()

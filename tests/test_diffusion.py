@@ -547,6 +547,7 @@ def captioned_prior(tmp_path_factory, tiny_prior):
     out = tmp_path_factory.mktemp("captioned") / "prior"
     sets = ["prior.preset=tiny", "prior.n_images=32", "prior.unet_steps=8", "prior.batch_size=8", "prior.lr=1e-2",
             "prior.unet_minutes=1", "prior.captions=true", f"prior.init={tiny_prior}",
+            "prior.reader_renders=32", "prior.reader_epochs=1",
             "prior.latent_norm=channel"]  # fmt: skip
     argv = ["pretrain-image", "--out", str(out), "--no-progress", *[a for s in sets for a in ("--set", s)]]
     assert main(argv) == 0
@@ -570,6 +571,7 @@ def test_a_captioned_prior_reads_its_captions_and_keeps_the_init_vae(captioned_p
     vae_cfg = json.loads((captioned_prior / "vae" / "config.json").read_text())
     assert len(vae_cfg["latents_mean"]) == 4 and record["latents_std"] == vae_cfg["latents_std"]
     assert (captioned_prior / "caption_samples.png").is_file()
+    assert record["reader"]["renders"] == 32 and (captioned_prior / "reader" / "probe.json").is_file()
     enc = CaptionEncoder.from_pretrained(captioned_prior / "caption_encoder")
     unet = load_prior_unet(captioned_prior, cross_attention_dim=32, sample_size=8)
     x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 500])
@@ -586,9 +588,12 @@ def test_continuing_a_captioned_prior_keeps_its_caption_encoder(tmp_path, captio
     from phenogen.diffusion.prior import CaptionEncoder, PriorConfig, pretrain_prior
 
     cfg = PriorConfig(preset="tiny", n_images=16, unet_steps=2, batch_size=4, lr=1e-12, unet_minutes=1,
-                      captions=True, init=str(captioned_prior))  # fmt: skip
+                      captions=True, init=str(captioned_prior), reader_renders=0)  # fmt: skip
     record = pretrain_prior(tmp_path / "next", cfg, progress=False)
     assert record["caption_encoder_from"] == str(captioned_prior / "caption_encoder")
+    # reader_renders = 0: the init's reader travels with the continued prior
+    assert record["reader"] == {"from": str(captioned_prior / "reader")}
+    assert (tmp_path / "next" / "reader" / "probe.safetensors").is_file()
     before = CaptionEncoder.from_pretrained(captioned_prior / "caption_encoder")
     after = CaptionEncoder.from_pretrained(tmp_path / "next" / "caption_encoder")
     for (name, a), (_, b) in zip(before.state_dict().items(), after.state_dict().items(), strict=True):
@@ -606,7 +611,7 @@ def test_continuing_a_prior_with_a_broken_record_fails_before_training(tmp_path,
     shutil.copytree(captioned_prior, init)
     record = (init / "prior.json").read_text()
     (init / "prior.json").write_text(record.replace("{", '{"unet_loss_last100": NaN, ', 1))
-    cfg = PriorConfig(preset="tiny", n_images=16, unet_steps=2, batch_size=4, unet_minutes=1, captions=True,
+    cfg = PriorConfig(preset="tiny", n_images=16, unet_steps=2, batch_size=4, unet_minutes=1, captions=True, reader_renders=0,
                       init=str(init))  # fmt: skip
     t0 = time.perf_counter()
     with pytest.raises(CheckpointError, match="prior.json.*not valid JSON"):
@@ -857,7 +862,7 @@ def test_a_prior_widened_for_colour_fine_tunes_and_paints(dataset, tmp_path, cap
     with pytest.raises(ValueError, match="vae_widen widens an existing prior"):
         PriorConfig(vae_widen=2)
     cfg = PriorConfig(preset="tiny", n_images=16, vae_steps=6, unet_steps=3, batch_size=4, unet_minutes=1,
-                      vae_minutes=1, captions=True, init=str(captioned_prior), vae_widen=2,
+                      vae_minutes=1, captions=True, init=str(captioned_prior), vae_widen=2, reader_renders=0,
                       vae_colour_weight=5.0)  # fmt: skip
     record = pretrain_prior(tmp_path / "wide", cfg, progress=False)
     assert record["vae_widened_from"] == 4 and record["vae_steps"] == 6 and record["unet_steps"] == 3
@@ -927,6 +932,8 @@ def test_train_image_with_the_caption_head(dataset, tmp_path, captioned_prior, t
     result = train_image_model(dataset.root, tmp_path / "run", cfg, progress=False)
     pipe = load_pipeline(result.pipeline_dir)
     assert pipe.conditioner.config.head == "caption"
+    # the prior's reader travels with the pipeline and reads the captions it writes (best-of-K sampling)
+    assert pipe.reader is not None and pipe.reader.spec.trait_names == pipe.conditioner.caption_names
     described = pipe.conditioner.describe(SEQS)
     values = np.stack(list(described.values()), axis=1)
     assert np.abs(values).max() > 0 and not np.allclose(values[0], values[1])  # trained, barcode-specific

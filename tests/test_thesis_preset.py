@@ -142,7 +142,12 @@ def test_the_thesis_image_settings_train_and_paint_with_a_tiny_gpt2(tmp_path):
                  "--no-progress"]) == 0  # fmt: skip
     pipeline = run / "pipeline"
     stored = json.loads((pipeline / "generation_config.json").read_text())
-    assert (stored["scheduler"], stored["steps"], stored["guidance_scale"]) == ("ddim", 50, 8.0)
+    assert (stored["scheduler"], stored["steps"], stored["guidance_scale"], stored["best_of"]) == (
+        "ddim",
+        50,
+        8.0,
+        1,
+    )
     pipe = load_pipeline(pipeline)
     cond = pipe.conditioner.config
     assert (cond.encoder, cond.head, cond.null_condition, cond.lm_layer, cond.depth) == (

@@ -292,9 +292,9 @@ class Model:
                 f"'{self.head}' head"
             )
 
-    def _settings(self, scheduler, steps, guidance_scale) -> GenerationSettings:
+    def _settings(self, scheduler, steps, guidance_scale, best_of=None) -> GenerationSettings:
         try:
-            chosen = self.settings.override(scheduler, steps, guidance_scale)
+            chosen = self.settings.override(scheduler, steps, guidance_scale, best_of)
         except ValueError as exc:
             raise InputError(str(exc)) from None
         if chosen.steps > self.max_steps:
@@ -317,17 +317,20 @@ class Model:
         batch_size: int = 16,
         progress: Callable[[int, int], None] | None = None,
         lora_scale: float = 1.0,
+        best_of: int | None = None,
     ) -> Portraits:
         """Paint ``images`` portraits per barcode (``lora_scale``: a LoRA model's LoRA weight, 0 = base).
 
         ``captions`` (caption-head models): paint these records from the given caption (by trait name,
         missing traits taken from what the barcode writes; or a full list of values) instead of their
-        barcode. ``progress(done, total)`` is called after every denoising step.
+        barcode. ``progress(done, total)`` is called after every denoising step. ``best_of``: candidates
+        painted per portrait, the one the prior's reader reads closest to its caption kept (unset: the model's
+        stored setting; :mod:`phenogen.diffusion.reader`).
         """
         from phenogen.diffusion.generate import paint
 
         records = self.check(barcodes)
-        chosen = self._settings(scheduler, steps, guidance_scale)
+        chosen = self._settings(scheduler, steps, guidance_scale, best_of)
         given = None
         if captions:
             self._need_captions("painting captions")
@@ -336,7 +339,7 @@ class Model:
             self.pipeline, records, images_per_sequence=images, steps=chosen.steps,
             guidance_scale=chosen.guidance_scale, scheduler=chosen.scheduler, seed=seed,
             batch_size=batch_size, captions=given, shared_noise=shared_noise, progress=progress,
-            lora_scale=lora_scale,
+            lora_scale=lora_scale, best_of=chosen.best_of,
         )  # fmt: skip
         return self._portraits(records, painted, values, chosen, seed, shared_noise)
 
@@ -356,6 +359,7 @@ class Model:
         seed: int = 0,
         shared_noise: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        best_of: int | None = None,
     ) -> Portraits:
         """Paint captions given directly (``{record_id: {trait: value}}``, traits not named = 0, the
         average bird; or full value lists), with no barcode — e.g. captions reconstructed on a tree."""
@@ -364,14 +368,14 @@ class Model:
         rows = {}
         for rid, cap in captions.items():
             rows[str(rid)] = self._caption_row(str(rid), cap, np.zeros(len(names)))
-        chosen = self._settings(scheduler, steps, guidance_scale)
+        chosen = self._settings(scheduler, steps, guidance_scale, best_of)
         from phenogen.diffusion.generate import paint
 
         records = [(rid, "") for rid in rows]  # no barcode: every record's caption is given
         painted, values = paint(
             self.pipeline, records, images_per_sequence=images, steps=chosen.steps,
             guidance_scale=chosen.guidance_scale, scheduler=chosen.scheduler, seed=seed,
-            captions=rows, shared_noise=shared_noise, progress=progress,
+            captions=rows, shared_noise=shared_noise, progress=progress, best_of=chosen.best_of,
         )  # fmt: skip
         return self._portraits(records, painted, values, chosen, seed, shared_noise)
 

@@ -45,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scheduler", help="ddim, ddpm, dpm++2m-karras, unipc, euler or euler-a (generate.scheduler)"
     )
+    parser.add_argument(
+        "--best-of",
+        type=int,
+        help="candidates painted per kept portrait, the one the prior's reader finds closest to its caption kept "
+        "(generate.best_of; 1 = every draw)",
+    )
     parser.add_argument("--seed", type=int, help="random seed (generate.seed)")
     parser.add_argument(
         "--shared-noise",
@@ -116,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
     flags = {"n": "images_per_sequence", "steps": "steps", "guidance": "guidance_scale",
              "scheduler": "scheduler", "seed": "seed", "batch_size": "batch_size",
-             "shared_noise": "shared_noise", "lora_scale": "lora_scale"}  # fmt: skip
+             "shared_noise": "shared_noise", "lora_scale": "lora_scale", "best_of": "best_of"}  # fmt: skip
     overrides = list(args.set)
     overrides += [f"generate.{key}={json.dumps(getattr(args, flag))}" for flag, key in flags.items()
                   if getattr(args, flag) is not None]  # fmt: skip
@@ -151,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     schedule = read_json(
         model_dir / "scheduler" / "scheduler_config.json", "scheduler config", error=CheckpointError
     )
-    chosen = resolve_settings(model_dir, cfg.scheduler, cfg.steps, cfg.guidance_scale)
+    chosen = resolve_settings(model_dir, cfg.scheduler, cfg.steps, cfg.guidance_scale, cfg.best_of)
     trained = schedule.get("num_train_timesteps", 1000)
     if isinstance(trained, int) and chosen.steps > trained:
         raise ConfigError(f"--steps / generate.steps = {chosen.steps}: more than the {trained} noise levels the "
@@ -182,13 +188,14 @@ def run(args: argparse.Namespace) -> int:
                   sequence=args.sequence, captions=str(args.captions) if args.captions else None, device=device,
                   settings=chosen.to_dict(), settings_from=model.settings_source, n_records=len(records),
                   dropped=dropped)  # fmt: skip
-    print(f"painting with {chosen.scheduler}, {chosen.steps} steps, guidance {chosen.guidance_scale:g} "
+    best = f", best of {chosen.best_of}" if chosen.best_of > 1 else ""
+    print(f"painting with {chosen.scheduler}, {chosen.steps} steps, guidance {chosen.guidance_scale:g}{best} "
           f"(defaults: {model.settings_source})", file=sys.stderr)  # fmt: skip
     rows = generate_images(
         model.pipeline, records, args.out, images_per_sequence=cfg.images_per_sequence,
         steps=chosen.steps, guidance_scale=chosen.guidance_scale, scheduler=chosen.scheduler, seed=cfg.seed,
         batch_size=cfg.batch_size, progress=True, captions=captions, shared_noise=cfg.shared_noise,
-        lora_scale=cfg.lora_scale,
+        lora_scale=cfg.lora_scale, best_of=chosen.best_of,
     )  # fmt: skip
     print(f"wrote {len(rows)} images for {len(records)} sequences to {args.out}", file=sys.stderr)
     return 0

@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     cfg: ImageConfig = sections["image"]
     gen: GenerateConfig = sections["generate"]
     # the [generate] settings of the configuration travel with the pipeline (generation_config.json)
-    generation = THESIS.override(gen.scheduler, gen.steps, gen.guidance_scale)
-    given = [k for k in ("scheduler", "steps", "guidance_scale") if getattr(gen, k) is not None]
+    generation = THESIS.override(gen.scheduler, gen.steps, gen.guidance_scale, gen.best_of)
+    given = [k for k in ("scheduler", "steps", "guidance_scale", "best_of") if getattr(gen, k) is not None]
     generation_source = (
         f"[generate] {', '.join(given)} of the train-image configuration; the thesis' value for the rest"
         if given

@@ -426,6 +426,13 @@ class GenerateConfig:
         },
     )
     images_per_sequence: int = field(default=1, metadata={"help": "portraits per sequence"})
+    best_of: int | None = field(
+        default=None,
+        metadata={
+            "help": "candidates painted per kept portrait; the one the prior's reader finds closest to its caption "
+            "is kept (phenogen.diffusion.reader; 1 = every draw kept); unset = the pipeline's tuned setting"
+        },
+    )
     seed: int = field(
         default=0,
         metadata={
@@ -456,6 +463,8 @@ class GenerateConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.guidance_scale is not None and self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.best_of is not None and self.best_of < 1:
+            raise ValueError(f"best_of must be >= 1, got {self.best_of}")
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if self.images_per_sequence < 1 or self.batch_size < 1:

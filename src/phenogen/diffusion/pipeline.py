@@ -466,9 +466,26 @@ def load_pipeline(path: str | Path, device: str | torch.device | None = None) ->
 
     # the sampler, steps and guidance it was tuned with (generation_config.json), used when none are given
     pipe.generation_settings, pipe.generation_settings_source = read_settings(path)
+    pipe.reader = _load_reader(path, pipe.conditioner)  # the prior's reader (best-of-K sampling), or None
     if device is not None:
         pipe.to(device)
     return pipe
+
+
+def _load_reader(path: Path, conditioner):
+    """``PATH/reader`` (:mod:`phenogen.diffusion.reader`), checked against the captions the pipeline writes."""
+    from phenogen.diffusion.reader import READER_DIR, load_reader
+
+    if not (path / READER_DIR / "probe.json").is_file():
+        return None
+    reader = load_reader(path / READER_DIR)
+    names = list(conditioner.caption_names) if conditioner.config.head == "caption" else []
+    if reader.spec.trait_names != names:
+        raise CheckpointError(
+            f"{path / READER_DIR}: the reader reads {', '.join(reader.spec.trait_names)}; the pipeline's "
+            f"captions are {', '.join(names) or 'none (not a caption-head model)'}"
+        )
+    return reader
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

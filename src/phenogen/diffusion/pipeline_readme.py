@@ -27,7 +27,7 @@ _COMMON = """# phenogen DNA-to-image pipeline
 A latent diffusion model that paints an organism from its DNA barcode, written by `phenogen train-image`.
 Folders: `unet/`, `vae/`, `scheduler/` (diffusers components), `conditioner/` (phenogen's DNA
 conditioner: barcode -> cross-attention tokens, in the text encoder's place){decoder};
-`generation_config.json` holds the sampler, steps and guidance it was tuned with.
+`generation_config.json` holds the sampler, steps, guidance and best-of it was tuned with.{reader}
 
 ## Open it
 
@@ -90,7 +90,13 @@ def write_pipeline_readme(directory: str | Path, *, lora: bool = False, base: st
     directory = Path(directory)
     where = "OUT/pipeline"
     decoder = ", `caption_decoder/`" if (directory / "caption_decoder").is_dir() else ""
-    text = _COMMON.format(where=where, decoder=decoder)
+    reader = (
+        "\n`reader/` (a trait probe of random renders, safetensors + JSON) reads a portrait back into its caption: "
+        "phenogen keeps the best of `best_of` candidates with it (diffusers' `pipe(...)` keeps every draw)."
+        if (directory / "reader").is_dir()
+        else ""
+    )
+    text = _COMMON.format(where=where, decoder=decoder, reader=reader)
     if base:
         text += _SD.format(
             base=base,

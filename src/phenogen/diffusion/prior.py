@@ -63,6 +63,8 @@ Outputs of :func:`pretrain_prior` (``OUT``)::
     vae_recon.png        fresh renders (top) and their VAE reconstructions (bottom)
     caption_encoder/     (captioned priors) the CaptionEncoder, safetensors + JSON config
     caption_samples.png  (captioned priors) fresh renders (top) and samples drawn from their captions
+    reader/              (captioned priors) a trait probe of random renders → their captions, which
+                         best-of-K sampling keeps candidates with (phenogen.diffusion.reader)
 
 >>> PriorConfig(n_images=64, vae_minutes=0.1).preset
 'cpu'
@@ -146,6 +148,14 @@ class PriorConfig:
     caption_decoder_crop: int = field(
         default=0, metadata={"help": "caption decoder: train on random crops of this side (0 = whole images)"}
     )
+    reader_renders: int = field(
+        default=6000,
+        metadata={
+            "help": "captioned priors: train the reader (phenogen.diffusion.reader: renders of random birds -> "
+            "their captions; best-of-K sampling) on this many renders; 0 = none (an init prior's reader is kept)"
+        },
+    )
+    reader_epochs: int = field(default=20, metadata={"help": "reader training epochs"})
     unet_steps: int = field(default=40000, metadata={"help": "UNet steps (the budget may stop it earlier)"})
     batch_size: int = field(default=32, metadata={"help": "UNet batch size"})
     lr: float = field(default=1e-3, metadata={"help": "UNet peak learning rate (AdamW, cosine)"})
@@ -214,6 +224,8 @@ class PriorConfig:
             )
         if self.caption_decoder_batch < 1 or self.caption_decoder_crop < 0:
             raise ValueError("caption_decoder_batch must be >= 1 and caption_decoder_crop >= 0")
+        if self.reader_renders < 0 or self.reader_epochs < 1:
+            raise ValueError("reader_renders must be >= 0 and reader_epochs >= 1")
         if self.unet_minutes < 0 or self.caption_decoder_minutes < 0:
             raise ValueError("unet_minutes and caption_decoder_minutes must be >= 0")
         if self.unet_minutes == 0 and not self.init:
@@ -624,6 +636,20 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
     if caption_decoder is not None:
         dt = torch.float16 if cfg.save_fp16 else torch.float32
         _save_model(caption_decoder.to(dt), out / "caption_decoder")
+    reader_record = None
+    if cfg.captions and cfg.reader_renders > 0:  # reads a portrait back into its caption: best-of-K sampling
+        from phenogen.diffusion.reader import build_reader
+
+        t0 = time.perf_counter()
+        reader_record = build_reader(out, (*CONTINUOUS, *DISCRETE), n=cfg.reader_renders, epochs=cfg.reader_epochs,
+                                     seed=cfg.seed + 11, size=res)  # fmt: skip
+        seconds["reader"] = time.perf_counter() - t0
+    elif cfg.captions and init_dir is not None and (init_dir / "reader" / "probe.json").is_file():
+        import shutil
+
+        shutil.rmtree(out / "reader", ignore_errors=True)
+        shutil.copytree(init_dir / "reader", out / "reader")
+        reader_record = {"from": str(init_dir / "reader")}
     dtype = torch.float16 if cfg.save_fp16 else torch.float32
     _save_model(vae.to(dtype), out / "vae")
     _save_model(unet.to(dtype), out / "unet")
@@ -651,6 +677,7 @@ def pretrain_prior(out_dir: str | Path, cfg: PriorConfig, progress: bool = True)
         "init_record": init_record,
         "caption_encoder_from": str(caption_init) if caption_init is not None else None,
         "caption_decoder": cd_record,
+        "reader": reader_record,
         "note": "renders of random birds only (captions: their own trait values): no clade, tree, "
         "barcode or species went into this prior",
     }

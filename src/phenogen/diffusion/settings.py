@@ -29,11 +29,14 @@ FILE = "generation_config.json"
 @dataclass(frozen=True)
 class GenerationSettings:
     """How a pipeline paints: ``scheduler`` (a :data:`~phenogen.diffusion.config.SCHEDULERS` name),
-    denoising ``steps`` and classifier-free ``guidance_scale``."""
+    denoising ``steps``, classifier-free ``guidance_scale`` and ``best_of``: candidates painted per kept
+    portrait, the one the prior's reader finds closest to its caption kept (:mod:`phenogen.diffusion.reader`;
+    1 = every draw kept, as a pipeline without a reader paints)."""
 
     scheduler: str
     steps: int
     guidance_scale: float
+    best_of: int = 1
 
     def __post_init__(self) -> None:
         from phenogen.diffusion.config import SCHEDULERS
@@ -45,12 +48,18 @@ class GenerationSettings:
         g = self.guidance_scale
         if isinstance(g, bool) or not isinstance(g, int | float) or not math.isfinite(g) or g < 0:
             raise ValueError(f"guidance_scale must be a finite number >= 0, got {g!r}")
+        if isinstance(self.best_of, bool) or not isinstance(self.best_of, int) or self.best_of < 1:
+            raise ValueError(f"best_of must be an integer >= 1, got {self.best_of!r}")
 
     def override(
-        self, scheduler: str | None = None, steps: int | None = None, guidance_scale: float | None = None
+        self,
+        scheduler: str | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        best_of: int | None = None,
     ) -> GenerationSettings:
         """These settings with every value that is not ``None`` replaced."""
-        given = {"scheduler": scheduler, "steps": steps, "guidance_scale": guidance_scale}
+        given = {"scheduler": scheduler, "steps": steps, "guidance_scale": guidance_scale, "best_of": best_of}
         return replace(self, **{k: v for k, v in given.items() if v is not None})
 
     def to_dict(self) -> dict:
@@ -74,8 +83,9 @@ def read_settings(pipeline_dir: str | Path) -> tuple[GenerationSettings, str]:
     data = read_json(path, "generation settings", expect=dict, error=CheckpointError)
     try:
         settings = GenerationSettings(
-            scheduler=data["scheduler"], steps=data["steps"], guidance_scale=data["guidance_scale"]
-        )
+            scheduler=data["scheduler"], steps=data["steps"], guidance_scale=data["guidance_scale"],
+            best_of=data.get("best_of", 1),
+        )  # fmt: skip
     except KeyError as exc:
         raise CheckpointError(
             f"{path}: no {exc.args[0]!r}; it needs scheduler, steps, guidance_scale"
@@ -100,7 +110,8 @@ def resolve_settings(
     scheduler: str | None = None,
     steps: int | None = None,
     guidance_scale: float | None = None,
+    best_of: int | None = None,
 ) -> GenerationSettings:
     """The pipeline's stored settings with the explicitly given ones (not ``None``) in their place."""
     stored, _ = read_settings(pipeline_dir)
-    return stored.override(scheduler, steps, guidance_scale)
+    return stored.override(scheduler, steps, guidance_scale, best_of)

@@ -79,6 +79,7 @@ from phenogen.diffusion.config import ImageConfig
 from phenogen.diffusion.latent_cache import share
 from phenogen.diffusion.pairs import Pairs, read_pairs
 from phenogen.diffusion.pipeline_readme import write_pipeline_readme
+from phenogen.diffusion.reader import READER_DIR
 from phenogen.diffusion.settings import THESIS, GenerationSettings, write_settings
 from phenogen.errors import CheckpointError, ConfigError, DataError
 from phenogen.fsio import atomic_write_bytes, atomic_write_text, complete_dir, replace_dir
@@ -935,6 +936,14 @@ def train_image_model(
         else:  # the base UNet as it came, its LoRA beside it (diffusers format)
             _save_lora_pipeline(tmp, pipe, lora_config, cfg.base)
         write_settings(tmp, generation or THESIS, generation_source)
+        if (
+            cfg.cond_head == "caption"
+            and prior_dir is not None
+            and (prior_dir / READER_DIR / "probe.json").is_file()
+        ):
+            shutil.copytree(
+                prior_dir / READER_DIR, tmp / READER_DIR
+            )  # the prior's reader: best-of-K sampling
         write_pipeline_readme(tmp, lora=lora_config is not None, base=cfg.base)
         if ema is not None:
             ema.restore(ema_params)

@@ -248,13 +248,13 @@ def _generate(
     pipe = load_pipeline(model_dir)  # a train-image OUT or its OUT/pipeline
     records = [(r.record_id, r.sequence) for r in load_dataset(data_dir).records(splits)]
     # scheduler, steps and guidance left unset: the settings stored with the pipeline
-    chosen = pipe.generation_settings.override(gen.scheduler, gen.steps, gen.guidance_scale)
+    chosen = pipe.generation_settings.override(gen.scheduler, gen.steps, gen.guidance_scale, gen.best_of)
     save_resolved({"generate": gen}, out_dir, command="evaluate --model", model=str(model_dir),
                   settings=chosen.to_dict(), settings_from=pipe.generation_settings_source)  # fmt: skip
     generate_images(
         pipe, records, out_dir, images_per_sequence=gen.images_per_sequence, steps=chosen.steps,
         guidance_scale=chosen.guidance_scale, scheduler=chosen.scheduler, seed=gen.seed, batch_size=gen.batch_size,
-        progress=True, shared_noise=gen.shared_noise,
+        progress=True, shared_noise=gen.shared_noise, best_of=chosen.best_of,
     )  # fmt: skip
     return out_dir
 
