@@ -61,13 +61,13 @@ def test_generate_defaults_equal_the_stored_settings_and_flags_override_them(mod
     out = tmp_path / "g"
     assert main(["generate", "--model", str(model_dir), "--sequence", BARCODE, "--out", str(out)]) == 0
     resolved = json.loads((out / "config.json").read_text())
-    assert resolved["settings"] == {"scheduler": "euler-a", "steps": 3, "guidance_scale": 2.0}
+    assert resolved["settings"] == {"scheduler": "euler-a", "steps": 3, "guidance_scale": 2.0, "best_of": 1}
     assert (out / "images" / "sequence_0.png").is_file()
     out2 = tmp_path / "g2"
     assert main(["generate", "--model", str(model_dir), "--sequence", BARCODE, "--id", "mine", "--out", str(out2),
                  "--steps", "2", "--scheduler", "ddim"]) == 0  # fmt: skip
     resolved = json.loads((out2 / "config.json").read_text())
-    assert resolved["settings"] == {"scheduler": "ddim", "steps": 2, "guidance_scale": 2.0}
+    assert resolved["settings"] == {"scheduler": "ddim", "steps": 2, "guidance_scale": 2.0, "best_of": 1}
     assert (out2 / "images" / "mine_0.png").is_file()
 
 

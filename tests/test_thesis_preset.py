@@ -29,7 +29,7 @@ THESIS_KEYS = {
               # demo.toml's caption-head settings (meaningless with the tokens head)
               "train_caption_encoder", "decoder_loss_batch", "caption_prior_weight"},
     "ancestors": {"portrait_condition", "caption_tips"},  # caption_tips: read with tree portraits only
-    "generate": {"steps", "scheduler", "guidance_scale"},
+    "generate": {"steps", "scheduler", "guidance_scale", "best_of"},
 }  # fmt: skip
 
 
