@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_diffusion import _caption_pipeline
 
-from phenogen.diffusion.components import build_noise_scheduler, build_unet, build_vae
-from phenogen.diffusion.conditioning import build_conditioner
 from phenogen.diffusion.config import GenerateConfig
 from phenogen.diffusion.generate import paint
-from phenogen.diffusion.pipeline import DNAToImagePipeline, load_pipeline, make_scheduler
+from phenogen.diffusion.pipeline import DNAToImagePipeline, load_pipeline
 from phenogen.diffusion.reader import (
     READER_DIR,
     best_of,
@@ -34,19 +33,9 @@ NAMES = ["size", "hue", "crest"]
 
 
 def _pipeline(tmp: Path, reader: bool = True) -> DNAToImagePipeline:
-    """A tiny caption-head pipeline (random DNA → caption map) with a randomly initialised reader of its captions."""
-    from phenogen.diffusion.prior import CaptionEncoder
-
-    torch.manual_seed(0)
-    CaptionEncoder(n_traits=3, dim=32, traits=tuple(NAMES)).save_pretrained(tmp / "cap")
-    cond = build_conditioner(
-        "kmer", 32, kmer_k=2, kmer_segments=3, head="caption", caption_encoder=tmp / "cap"
-    )
-    torch.nn.init.normal_(cond.to_caption.weight, std=0.3)
-    pipe = DNAToImagePipeline(
-        build_vae("tiny"), build_unet("tiny"), make_scheduler("ddim", build_noise_scheduler().config), cond
-    )
-    pipe.set_progress_bar_config(disable=True)
+    """test_diffusion's tiny caption-head pipeline (captions size, hue, crest) with stored settings and a randomly
+    initialised reader of its captions."""
+    pipe = _caption_pipeline(tmp)
     pipe.generation_settings = GenerationSettings("ddim", 2, 1.0)
     pipe.reader = (
         TraitProbe(ProbeSpec(NAMES, [], [0.0] * 3, [1.2] * 3, image_size=16)).eval() if reader else None

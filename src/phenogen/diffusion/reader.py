@@ -90,13 +90,12 @@ def save_reader(reader: TraitProbe, out_dir: str | Path, history: dict | None = 
     """Write the reader as ``probe.safetensors`` + ``probe.json`` into ``out_dir`` (written aside, then renamed)."""
     import shutil
 
+    from phenogen.fsio import replace_dir
+
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_probe(reader, tmp, history)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
+    return replace_dir(save_probe(reader, tmp, history), out)
 
 
 def build_reader(
