@@ -263,7 +263,7 @@ def paint(
                     )
                 values[i] = row
     # best-of: fewer records per call, so a call denoises as many images as without it (CPU throughput
-    # per image drops with larger batches: 7.2 vs 9.6 img/s at 512 vs 128 images on 2 cores)
+    # per image drops with larger batches: 7.8 vs 9.9 img/s at 384 vs 120 images per call, bench/bench_best_of.py)
     batch_size = max(1, batch_size // draws)
     total = chosen.steps * math.ceil(len(records) / batch_size)
     done = 0
