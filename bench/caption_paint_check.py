@@ -21,7 +21,6 @@ accuracy).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -67,39 +66,32 @@ def main(argv: list[str] | None = None) -> int:
     records = [(r.id, r.sequence) for r in read_fasta(args.run / "targets.fasta", policy="mask").records]
     written = read_captions(args.run / "ancestors" / "captions.tsv", names)
     stored = pipe.generation_settings
-    result: dict = {"run": str(args.run), "settings": dataclasses.asdict(stored), "rows": {}}
-    for mode, g in [(m, g) for m in args.binary for g in args.guidance]:
-        g = stored.guidance_scale if g is None else g
-        tag = f"{mode}_g{g:g}"
-        captions = {rid: transform(v, binary, mode) for rid, v in written.items()}
+    result: dict = {"run": str(args.run), "settings": stored.to_dict(), "rows": {}}
+    captions = {mode: {rid: transform(v, binary, mode) for rid, v in written.items()} for mode in args.binary}
+    for mode, guidance in [(b, g) for b in args.binary for g in args.guidance]:
+        guidance = stored.guidance_scale if guidance is None else guidance
+        tag = f"{mode}_g{guidance:g}"
         t0 = time.perf_counter()
-        painted, _ = paint(pipe, records, images_per_sequence=args.n, captions=captions, batch_size=16,
-                           guidance_scale=g)  # fmt: skip
+        painted, _ = paint(pipe, records, images_per_sequence=args.n, captions=captions[mode], batch_size=16,
+                           guidance_scale=guidance)  # fmt: skip
         gdir = args.out / tag / "generated"
         write_generated(gdir, records, painted, args.n)
-        m = score_with_run_probe(args.run, gdir, args.out / tag / "eval", SPLITS)
+        metrics = score_with_run_probe(args.run, gdir, args.out / tag / "eval", SPLITS)
         row = {}
         for s in SPLITS:
-            g = m["splits"].get(s, {}).get("methods", {}).get("generated")
-            if g:
+            gen = metrics["splits"].get(s, {}).get("methods", {}).get("generated")
+            if gen:
                 row[s] = {
-                    "trait_rmse": g["trait_rmse"],
-                    "se": g["trait_rmse_se"],
+                    "trait_rmse": gen["trait_rmse"],
+                    "se": gen["trait_rmse_se"],
                     "binary_sqrt_brier": {
-                        n: g["per_trait_rmse"][n] for n in DISCRETE if n in g["per_trait_rmse"]
+                        n: gen["per_trait_rmse"][n] for n in DISCRETE if n in gen["per_trait_rmse"]
                     },
-                    "binary_accuracy": g["discrete_accuracy"],
+                    "binary_accuracy": gen["discrete_accuracy"],
                 }
-        row["seconds"] = time.perf_counter() - t0
-        result["rows"][tag] = row
-        print(
-            tag,
-            json.dumps({s: round(r["trait_rmse"], 3) for s, r in row.items() if s != "seconds"}),
-            flush=True,
-        )
-        print(
-            "   binary acc", json.dumps({s: r["binary_accuracy"] for s, r in row.items() if s != "seconds"})
-        )
+        print(tag, json.dumps({s: round(r["trait_rmse"], 3) for s, r in row.items()}), flush=True)
+        print("   binary acc", json.dumps({s: r["binary_accuracy"] for s, r in row.items()}))
+        result["rows"][tag] = {**row, "seconds": time.perf_counter() - t0}
     (args.out / "paint_check.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
 
