@@ -218,3 +218,82 @@ def test_caption_prior_keeps_the_written_caption_near_the_prior_mean(cd_prior, t
         ImageConfig(preset="tiny", caption_prior_weight=-1.0)
     with pytest.raises(ValueError, match="caption head"):
         ImageConfig(preset="tiny", cond_head="tokens", caption_prior_weight=0.1)
+
+
+@pytest.fixture(scope="module")
+def wavy_prior(cd_prior, tmp_path_factory):
+    """cd_prior with its caption decoder's caption embedding and FiLM drawn large (seeded), so that the
+    colour it paints wanders back and forth along each value: a loss with several minima, as a hue's."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("wavy") / "prior"
+    shutil.copytree(cd_prior, out)
+    dec = CaptionDecoder.from_pretrained(out / "caption_decoder")
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for lin in (dec.embed[0], dec.embed[2], *dec.film):
+            scale = 3.0 if lin is dec.embed[0] else 0.5
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) * scale)
+    dec.save_pretrained(out / "caption_decoder", safe_serialization=True)
+    return out
+
+
+def test_caption_scan_moves_captions_pulls_the_written_ones_there_and_resumes(wavy_prior, tmp_path):
+    """image.caption_scan_at: at that step the written caption of every training species is scanned through
+    the caption decoder (caption_scan.json, kept in checkpoints); the moved values pull what the species'
+    barcodes write towards where the scan found them (versus the same run without the pull); a run cut
+    after the scan resumes to the same losses and weights."""
+    from safetensors.torch import load_file as load
+    from test_diffusion import _tiny_dataset
+
+    cd_prior = wavy_prior
+    ds = _tiny_dataset(tmp_path / "data")
+    cfg = _cfg(cd_prior, max_steps=6, checkpoint_every=2, caption_scan_at=0.3, caption_scan_margin=0.0,
+               caption_scan_images=2, caption_anchor_weight=100.0, lr=0.2)  # fmt: skip
+    full = train_image_model(ds.root, tmp_path / "full", cfg, progress=False)
+    scan = json.loads((tmp_path / "full" / "caption_scan.json").read_text())
+    assert scan["step"] == 2 and scan["species"] == 4  # round(0.3 x 6); the four training species
+    assert scan["moves"] and {m["trait"] for m in scan["moves"]} <= {"body_hue", "wing_hue", "head_hue"}
+    loose = train_image_model(ds.root, tmp_path / "loose", _cfg(cd_prior, **(cfg.__dict__ | {"caption_anchor_weight": 0.0})),
+                              progress=False)  # fmt: skip
+    assert json.loads((tmp_path / "loose" / "caption_scan.json").read_text())["moves"] == scan["moves"]
+    names = load_pipeline(full.pipeline_dir).conditioner.caption_names
+
+    def distance(run) -> float:  # of the moved values, from where the scan put them
+        cond = load_pipeline(run.pipeline_dir).conditioner
+        d = []
+        for mv in scan["moves"]:
+            seqs = [r.sequence for r in ds.records("train") if r.species == mv["species"]]
+            d.append(np.abs(cond.caption_matrix(seqs)[:, names.index(mv["trait"])] - mv["after"]).mean())
+        return float(np.mean(d))
+
+    assert distance(full) < 0.8 * distance(loose)
+
+    train_image_model(ds.root, tmp_path / "cut", cfg, stop_after_steps=3, progress=False)
+    state = json.loads(
+        (tmp_path / "cut" / "checkpoints" / "checkpoint-000002" / "loop_state.json").read_text()
+    )
+    assert state["caption_anchors"]["moves"] == scan["moves"]
+    resumed = train_image_model(ds.root, tmp_path / "cut", cfg, resume=True, progress=False)
+    assert resumed.losses == pytest.approx(full.losses, rel=1e-6)
+    a = load(tmp_path / "full" / "pipeline" / "conditioner" / "diffusion_pytorch_model.safetensors")
+    b = load(tmp_path / "cut" / "pipeline" / "conditioner" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_caption_scan_settings_are_checked_before_anything_runs(cd_prior, tmp_path):
+    from test_diffusion import _tiny_dataset
+
+    from phenogen.diffusion.train import check_inputs
+    from phenogen.errors import ConfigError
+
+    ds = _tiny_dataset(tmp_path / "data")
+    with pytest.raises(ConfigError, match="plumage not among the caption's values"):
+        check_inputs(ds.root, _cfg(cd_prior, caption_scan_at=0.3, caption_scan_traits="wing_hue, plumage"))
+    check_inputs(ds.root, _cfg(cd_prior, caption_scan_at=0.3))
+    for bad in ({"caption_scan_at": 1.0}, {"caption_scan_margin": -0.1}, {"caption_scan_images": 0},
+                {"caption_anchor_weight": -1.0}):  # fmt: skip
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            _cfg(cd_prior, **bad)
+    with pytest.raises(ValueError, match="caption head"):
+        ImageConfig(preset="tiny", cond_head="tokens", caption_scan_at=0.3)

@@ -9,7 +9,7 @@ import torch
 
 from phenogen.diffusion.caption_decoder import CaptionDecoder
 from phenogen.diffusion.components import build_vae
-from phenogen.diffusion.invert import invert_captions
+from phenogen.diffusion.invert import invert_captions, scan_captions
 
 torch.set_num_threads(2)
 
@@ -61,3 +61,58 @@ def test_inversion_rejects_mismatched_inputs(painted):
         invert_captions(dec, z, x, groups + 5, np.zeros((2, 3)), steps=1)
     with pytest.raises(ValueError, match="differ"):
         invert_captions(dec, z[:3], x, groups, np.zeros((2, 3)), steps=1)
+
+
+class _RampDecoder(torch.nn.Module):
+    """Paints a flat image whose colour is a position on a colour ramp (the caption's first value), as the
+    bird renderer paints a hue: red at -3.6, yellow at -1.8, wine at 0, violet at 1.8, blue at 3.6. Painting
+    blue from near red, the loss has a local minimum at the red end, behind the yellow."""
+
+    knots = torch.linspace(-3.6, 3.6, 5)
+    colours = torch.tensor(
+        [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.8, 0.0, 0.2], [0.2, 0.0, 0.8], [0.0, 0.0, 1.0]]
+    )
+
+    def forward(self, z: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
+        c = caption[:, 0].clamp(-3.6, 3.6)
+        i = torch.bucketize(c, self.knots[1:-1])
+        t = ((c - self.knots[i]) / (self.knots[i + 1] - self.knots[i]))[:, None]
+        rgb = (1 - t) * self.colours[i] + t * self.colours[i + 1]  # (B, 3) in [0, 1]
+        side = z.shape[-1] * 2
+        return (rgb * 2 - 1)[:, :, None, None].expand(-1, -1, side, side) + 0 * z.mean()
+
+
+def test_scan_finds_the_far_minimum_that_gradient_descent_misses():
+    dec = _RampDecoder()
+    groups = torch.tensor([0, 0, 1, 1, 2, 2])
+    true = torch.tensor([[3.6, 0.0], [-1.8, 0.0], [3.6, 0.0]])  # blue, yellow, blue
+    z = torch.zeros(6, 4, 8, 8)
+    x = dec(z, true[groups])
+    # group 0 near red (the wrong minimum); group 1 right; group 2 on the slope down to blue, no barrier
+    # on the way (gradient descent gets there by itself)
+    start = np.array([[-3.2, 0.0], [-1.7, 0.0], [0.5, 0.0]])
+    descended = invert_captions(dec, z, x, groups, start, steps=150, lr=0.05, foreground_weight=0.0)
+    assert descended[0, 0] < -3.0 and descended[2, 0] > 1.5  # Adam stays at the red end, slides to blue
+    scanned, moves = scan_captions(dec, z, x, groups, start, [0], foreground_weight=0.0, crop=0)
+    assert [(m.group, m.trait) for m in moves] == [(0, 0)]  # only the stuck one, only its first value
+    assert abs(scanned[0, 0] - 3.6) < 0.3 and moves[0].loss_after < 0.1 * moves[0].loss_before
+    np.testing.assert_allclose(scanned[1:], start[1:])  # in its minimum, or on its slope: left to descent
+    np.testing.assert_allclose(scanned[0, 1], 0.0)  # values not scanned stay
+    noisy = x + 2.0 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))  # a loss floor
+    _, found = scan_captions(dec, z, noisy, groups, start, [0], foreground_weight=0.0, crop=0)
+    gain = 1 - found[0].loss_after / found[0].loss_before
+    assert 0.05 < gain < 0.9, gain
+    _, none = scan_captions(
+        dec, z, noisy, groups, start, [0], foreground_weight=0.0, crop=0, margin=gain + 0.01
+    )
+    assert none == []  # the margin: a jump must lower the loss by that fraction
+    _, again = scan_captions(dec, z, x, groups, scanned, [0], foreground_weight=0.0, crop=0)
+    assert again == []  # scanning its own result moves nothing
+
+
+def test_scan_rejects_mismatched_inputs(painted):
+    dec, z, x, groups, _ = painted
+    with pytest.raises(ValueError, match="traits"):
+        scan_captions(dec, z, x, groups, np.zeros((2, 3)), [3])
+    with pytest.raises(ValueError, match="groups"):
+        scan_captions(dec, z, x, groups + 5, np.zeros((2, 3)), [0])

@@ -27,7 +27,7 @@ THESIS_KEYS = {
     "sample": {"schedule"},  # top_p 0.6 is SampleConfig's default, so demo.toml has it too
     "image": {"encoder", "cond_head", "cond_depth", "train_unet", "null_condition", "lr",
               # demo.toml's caption-head settings (meaningless with the tokens head)
-              "train_caption_encoder", "decoder_loss_batch", "caption_prior_weight"},
+              "train_caption_encoder", "decoder_loss_batch", "caption_prior_weight", "caption_scan_at"},
     "ancestors": {"portrait_condition", "caption_tips"},  # caption_tips: read with tree portraits only
     "generate": {"steps", "scheduler", "guidance_scale", "best_of"},
 }  # fmt: skip

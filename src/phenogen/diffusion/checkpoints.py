@@ -230,6 +230,19 @@ def check_loop_state(state: dict, file: Path) -> dict:
         bad = "num_processes (an integer >= 1)"
     elif state.get("ema") is not None and not isinstance(state["ema"], dict):
         bad = "ema (an object or null)"
+    elif state.get("caption_anchors") is not None and not (
+        isinstance(state["caption_anchors"], dict)
+        and count(state["caption_anchors"].get("step"), 1)
+        and isinstance(state["caption_anchors"].get("moves"), list)
+        and all(
+            isinstance(mv, dict)
+            and isinstance(mv.get("species"), str)
+            and isinstance(mv.get("trait"), str)
+            and real(mv.get("after"))
+            for mv in state["caption_anchors"]["moves"]
+        )
+    ):
+        bad = "caption_anchors (null or {step, moves: [{species, trait, after}]})"
     if bad:
         raise CheckpointError(
             f"{file}: damaged loop state: needs {bad}; move the checkpoint aside to resume from an earlier one"

@@ -130,6 +130,35 @@ class ImageConfig:
             "(traits the renderer draws weakly) stay near the prior's mean instead of drifting. 0 = none"
         },
     )
+    caption_scan_at: float = field(
+        default=0.0,
+        metadata={
+            "help": "caption head with a caption decoder: at this fraction of the training steps, search each "
+            "training species' written caption along image.caption_scan_traits through the decoder (its loss "
+            "on the species' photos over the value's whole range) and pull the captions stuck in a worse "
+            "minimum over the barrier (image.caption_anchor_weight). Hues are positions on a colour ramp: "
+            "gradient descent can settle a slate-blue species on ochre (BENCHMARKS.md). 0 = no scan"
+        },
+    )
+    caption_scan_traits: str = field(
+        default="body_hue,wing_hue,head_hue",
+        metadata={"help": "comma-separated caption values the scan searches (names of the prior's traits)"},
+    )
+    caption_scan_margin: float = field(
+        default=0.05,
+        metadata={"help": "the scan moves a value only when that lowers the decoder's loss by this fraction"},
+    )
+    caption_scan_images: int = field(
+        default=4, metadata={"help": "photos of each species the scan decodes (spread over its photos)"}
+    )
+    caption_anchor_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "weight of the pull of each moved value towards where the scan found it, "
+            "sum((c - anchor)^2 / 1.2^2) per row, fading linearly to 0 at the last step (the decoder loss "
+            "then settles it inside its new minimum)"
+        },
+    )
     decoder_loss_crop: int = field(
         default=32,
         metadata={
@@ -377,6 +406,14 @@ class ImageConfig:
             raise ValueError(
                 "decoder_loss_weight and decoder_loss_crop must be >= 0 and decoder_loss_batch >= 1"
             )
+        if not 0.0 <= self.caption_scan_at < 1.0:
+            raise ValueError(f"caption_scan_at must be in [0, 1), got {self.caption_scan_at}")
+        if self.caption_scan_at > 0 and self.cond_head != "caption":
+            raise ValueError("caption_scan_at needs the caption head (image.cond_head = 'caption')")
+        if not 0.0 <= self.caption_scan_margin < 1.0:
+            raise ValueError(f"caption_scan_margin must be in [0, 1), got {self.caption_scan_margin}")
+        if self.caption_scan_images < 1 or self.caption_anchor_weight < 0:
+            raise ValueError("caption_scan_images must be >= 1 and caption_anchor_weight >= 0")
         if self.caption_prior_weight < 0:
             raise ValueError(f"caption_prior_weight must be >= 0, got {self.caption_prior_weight}")
         if self.caption_prior_weight > 0 and self.cond_head != "caption":

@@ -11,6 +11,13 @@ reconstruction loss of each photo from the photo's own VAE latent, over the spec
 a starting caption (what the barcode writes), with an optional pull towards it. The latent holds the
 bird's layout and lightness, so what the caption must supply is what the latent lost — hue above all.
 
+:func:`scan_captions` searches instead of descending: a hue is a position on a colour ramp, so the decoder's
+loss over it has several minima, and a caption that gradient descent (the decoder loss of ``train-image``)
+carried into the wrong one stays there (BENCHMARKS.md: a slate-blue species written ochre behind a
+barrier). The scan evaluates the loss along each named value's whole range and reports the jumps to a
+clearly lower minimum; ``train-image`` then pulls the written caption over the barrier
+(``image.caption_scan_at``).
+
 No true trait is read here: only photos, their latents and the frozen decoder.
 
 >>> from phenogen.diffusion.components import build_vae
@@ -26,6 +33,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +42,7 @@ import torch
 
 from phenogen.diffusion.caption_decoder import CaptionDecoder, caption_decoder_loss, latent_window
 
-__all__ = ["invert_captions", "invert_species_captions"]
+__all__ = ["SCAN_GRID", "CaptionMove", "invert_captions", "invert_species_captions", "scan_captions"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +119,139 @@ def invert_captions(
         decoder.train(was_training)
     log.info("inverted %d captions in %.1f s (%d steps)", n_groups, time.perf_counter() - start, steps)
     return caption.detach().double().numpy()
+
+
+SCAN_GRID = tuple(float(v) for v in np.linspace(-3.6, 3.6, 9))  # +-3 sd of the prior's N(0, 1.2^2) captions
+
+
+@dataclass(frozen=True)
+class CaptionMove:
+    """One jump :func:`scan_captions` found: group ``group``'s value ``trait`` from ``before`` to ``after``,
+    the decoder's loss on the group's images from ``loss_before`` to ``loss_after``."""
+
+    group: int
+    trait: int
+    before: float
+    after: float
+    loss_before: float
+    loss_after: float
+
+
+def _image_losses(decoder, z: torch.Tensor, x: torch.Tensor, w: torch.Tensor | None, captions: torch.Tensor,
+                  edge_weight: float = 0.5) -> torch.Tensor:  # fmt: skip
+    """:func:`~phenogen.diffusion.caption_decoder.caption_decoder_loss` of the images ``(P, ...)`` under each
+    caption of ``captions (K, n)``, averaged over the images: ``(K,)``."""
+    k, p = len(captions), len(z)
+    recon = decoder(z.repeat(k, 1, 1, 1), captions.repeat_interleave(p, 0)).float()
+    xx = x.repeat(k, 1, 1, 1)
+    err = recon - xx
+    ww = w.repeat(k, 1, 1, 1) if w is not None else 1.0
+    per = (ww * err.abs()).flatten(1).mean(1) + (ww * err**2).flatten(1).mean(1)
+    dx = (err[..., :, 1:] - err[..., :, :-1]).abs().flatten(1).mean(1)
+    dy = (err[..., 1:, :] - err[..., :-1, :]).abs().flatten(1).mean(1)
+    return (per + edge_weight * (dx + dy)).view(k, p).mean(1)
+
+
+def _behind_barrier(
+    start: float, start_loss: float, end: float, grid: torch.Tensor, losses: torch.Tensor
+) -> bool:
+    """Whether the loss rises somewhere on the way from ``start`` to ``end`` (read at the grid points between
+    them): ``end`` lies in another minimum. Where it only falls, gradient descent gets there by itself."""
+    between = [
+        (float(v), float(lo))
+        for v, lo in zip(grid, losses, strict=True)
+        if min(start, end) < v < max(start, end)
+    ]
+    path = [start_loss] + [lo for _, lo in sorted(between, reverse=end < start)]
+    return any(b > a for a, b in pairwise(path))
+
+
+@torch.no_grad()
+def scan_captions(
+    decoder: CaptionDecoder,
+    latents: torch.Tensor,
+    images: torch.Tensor,
+    groups: torch.Tensor,
+    start: torch.Tensor | np.ndarray,
+    traits: list[int],
+    *,
+    grid: tuple[float, ...] = SCAN_GRID,
+    margin: float = 0.05,
+    crop: int = 32,
+    foreground_weight: float = 10.0,
+    progress: bool = False,
+) -> tuple[np.ndarray, list[CaptionMove]]:
+    """Coordinate-wise grid search of each group's caption over the values ``traits`` (indices), from ``start``.
+
+    ``latents (N, C, h, w)`` are the images' raw VAE latents, ``images (N, 3, H, W)`` uint8 or floats in
+    [-1, 1], ``groups (N,)`` each image's group in ``0 … G-1``, ``start (G, n)``. For each group, value by
+    value: the decoder's loss on the group's images (the central ``crop``-pixel window, deterministic; 0 =
+    whole images) is evaluated at every ``grid`` point and then at 5 points around the best one (a quarter
+    grid step apart); the value jumps there when that lowers the loss by more than ``margin`` (relative)
+    and the loss rises somewhere on the way (at a grid point between the two) — a move to another minimum,
+    not a slide down the same slope, which gradient descent makes by itself. Returns the scanned captions
+    ``(G, n)`` float64 and the moves made.
+    """
+    from tqdm.auto import tqdm
+
+    from phenogen.diffusion.vae import foreground_weights, to_model_range
+
+    dev = next(iter(decoder.parameters()), latents).device  # the decoder's device (else the latents')
+    caps = torch.as_tensor(np.asarray(start, dtype=np.float32)).clone().to(dev)
+    groups = torch.as_tensor(groups, dtype=torch.long).cpu()
+    if len(latents) != len(images) or len(images) != len(groups):
+        raise ValueError(f"{len(latents)} latents, {len(images)} images and {len(groups)} groups differ")
+    if len(groups) and (int(groups.min()) < 0 or int(groups.max()) >= len(caps)):
+        raise ValueError(f"groups must lie in 0 … {len(caps) - 1}")
+    if any(not 0 <= j < caps.shape[1] for j in traits):
+        raise ValueError(f"traits must lie in 0 … {caps.shape[1] - 1}, got {traits}")
+    x_all = (to_model_range(images) if images.dtype == torch.uint8 else images.float()).to(dev)
+    latents = latents.to(dev)
+    if 0 < crop < x_all.shape[-1]:  # the central window, aligned to the latent grid
+        scale = x_all.shape[-1] // latents.shape[-1]
+        side = max(1, crop // scale)
+        a = (latents.shape[-1] - side) // 2
+        latents = latents[..., a : a + side, a : a + side]
+        x_all = x_all[..., a * scale : (a + side) * scale, a * scale : (a + side) * scale]
+    values = torch.tensor(grid, dtype=torch.float32, device=dev)
+    step = float(values[1] - values[0]) if len(values) > 1 else 1.0
+    fine = torch.linspace(-step / 2, step / 2, 5, device=dev)
+    was_training = decoder.training
+    decoder.eval()
+    moves: list[CaptionMove] = []
+    start_t = time.perf_counter()
+    try:
+        for g in tqdm(range(len(caps)), desc="caption scan", disable=not progress, leave=False):
+            members = torch.nonzero(groups == g).flatten()
+            if not len(members) or not traits:
+                continue
+            z, x = latents[members].float(), x_all[members]
+            w = foreground_weights(x, foreground_weight) if foreground_weight > 0 else None
+            c = caps[g]
+            current = float(_image_losses(decoder, z, x, w, c[None])[0])
+            for j in traits:
+                cands = c[None].repeat(len(values), 1)
+                cands[:, j] = values
+                coarse = _image_losses(decoder, z, x, w, cands)
+                best = values[int(coarse.argmin())]
+                if not (float(coarse.min()) < current and _behind_barrier(float(c[j]), current, float(best), values,
+                                                                          coarse)):  # fmt: skip
+                    continue  # no lower minimum elsewhere on the grid: nothing to refine
+                cands = c[None].repeat(len(fine), 1)
+                cands[:, j] = (best + fine).clamp(values[0], values[-1])  # within the grid's range
+                losses = _image_losses(decoder, z, x, w, cands)
+                k = int(losses.argmin())
+                value, loss = float(cands[k, j]), float(losses[k])
+                if loss < current * (1.0 - margin) and _behind_barrier(
+                    float(c[j]), current, value, values, coarse
+                ):
+                    moves.append(CaptionMove(g, j, float(c[j]), value, current, loss))
+                    c[j], current = value, loss
+    finally:
+        decoder.train(was_training)
+    log.info("scanned %d captions over %d values in %.1f s: %d moves", len(caps), len(traits),
+             time.perf_counter() - start_t, len(moves))  # fmt: skip
+    return caps.double().cpu().numpy(), moves
 
 
 def invert_species_captions(

@@ -353,6 +353,32 @@ def check_not_inside(out: Path, inputs: dict[str, str | Path | None]) -> None:
                              "write to another --out")  # fmt: skip
 
 
+def scan_trait_names(cfg: ImageConfig) -> list[str]:
+    """The caption values ``image.caption_scan_traits`` names."""
+    return [t.strip() for t in cfg.caption_scan_traits.split(",") if t.strip()]
+
+
+def _species_groups(ds, data: Pairs) -> tuple[list[str], torch.Tensor]:
+    """The species of a split's barcodes: their names (sorted) and each barcode's index among them."""
+    by_record = {r.record_id: r.species for r in ds.records("train")}
+    names = [by_record[rid] for rid in data.record_ids]
+    species = sorted(set(names))
+    index = {sp: i for i, sp in enumerate(species)}
+    return species, torch.tensor([index[sp] for sp in names], dtype=torch.long)
+
+
+def _spread_members(groups: torch.Tensor, per_group: int) -> torch.Tensor:
+    """Up to ``per_group`` items of each group (evenly spread over its items, in order): their indices."""
+    order = torch.argsort(groups, stable=True)
+    counts = torch.bincount(groups).tolist()
+    picks, at = [], 0
+    for c in counts:
+        if c:
+            picks.append(order[at + torch.linspace(0, c - 1, min(c, per_group)).round().long()])
+        at += c
+    return torch.cat(picks) if picks else torch.zeros(0, dtype=torch.long)
+
+
 def check_inputs(data_dir: str | Path, cfg: ImageConfig) -> None:
     """Check what ``train-image`` reads before anything is written: the dataset loads and its train split
     has images on disk, ``image.init`` is a prior directory, ``image.vae`` is a VAE directory."""
@@ -369,7 +395,19 @@ def check_inputs(data_dir: str | Path, cfg: ImageConfig) -> None:
         raise DataError(
             f"{ds.root}: {len(missing)} image file(s) of the train split are missing, e.g. {missing[0]}"
         )
-    resolve_init(cfg.init, cfg.preset)
+    prior_dir = resolve_init(cfg.init, cfg.preset)
+    if cfg.caption_scan_at > 0 and prior_dir is not None:
+        from phenogen.fsio import read_json
+
+        decoder_config = prior_dir / "caption_decoder" / "config.json"
+        if decoder_config.is_file():
+            names = (
+                read_json(decoder_config, "caption decoder settings", error=ConfigError).get("traits") or []
+            )
+            unknown = [t for t in scan_trait_names(cfg) if t not in names]
+            if unknown:
+                raise ConfigError(f"image.caption_scan_traits: {', '.join(unknown)} not among the caption's values "
+                                  f"({', '.join(names)}) of {decoder_config}")  # fmt: skip
     if cfg.base:
         from phenogen.diffusion.components import check_base_dir
 
@@ -696,6 +734,16 @@ def train_image_model(
             raise CheckpointError(f"{prior_dir}: the caption decoder reads {caption_decoder.config.n_traits} values, "
                                   f"the caption encoder {raw_cond.config.caption_n}")  # fmt: skip
     use_decoder_loss = caption_decoder is not None and cfg.decoder_loss_weight > 0
+    scan_traits = []  # the caption scan (image.caption_scan_at): which values, and what it found
+    if cfg.caption_scan_at > 0 and use_decoder_loss:
+        names = raw_cond.caption_names
+        unknown = [t for t in scan_trait_names(cfg) if t not in names]
+        if unknown:
+            raise ConfigError(f"image.caption_scan_traits: {', '.join(unknown)} not among the caption's values "
+                              f"({', '.join(names)})")  # fmt: skip
+        scan_traits = [names.index(t) for t in scan_trait_names(cfg)]
+    scan: dict | None = None  # {"step", "seconds", "moves": [...]} once scanned (kept in checkpoints)
+    anchor_rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # barcode -> (mask, value) of moved values
     ema_params = [p for p in raw_unet.parameters() if p.requires_grad] + raw_cond.trainable_parameters()
     # on a GPU, foreach: one multi-tensor update instead of a Python loop over every parameter (with fused
     # AdamW, 1.3-1.5x the training images/s on an H100); on the CPU the loop measured 5 % faster (BENCHMARKS.md)
@@ -723,7 +771,9 @@ def train_image_model(
             raise CheckpointError(f"{ckpt}: written with the cache layout {state['data']!r:.80}, this run has "
                                   f"{data_state!r}; resume with the original image.cache_layout")  # fmt: skip
         plan["steps"] = state.get("planned_steps", total_steps)
+        scan = state.get("caption_anchors")
         log.info("resumed from %s at step %d", ckpt, global_step)
+    scan_step = max(1, round(cfg.caption_scan_at * plan["steps"])) if scan_traits else None
 
     # sampling: DDIM over the training schedule; with a Stable Diffusion base, over the base's own scheduler
     # config (set_alpha_to_one = false ...), so that a stock pipeline's DDIM from it takes the same steps
@@ -791,7 +841,76 @@ def train_image_model(
             "losses": losses,
             "heldout": heldout_log,
             "data": data_state,
+            "caption_anchors": scan,
         }
+
+    def caption_scan(step: int) -> dict:
+        """Scan every training species' written caption (mean over its barcodes) along ``scan_traits``
+        through the frozen caption decoder on its photos (:func:`phenogen.diffusion.invert.scan_captions`)."""
+        from phenogen.diffusion.invert import scan_captions
+
+        t_scan = time.perf_counter()
+        species, seq_group = _species_groups(ds, train)
+        img_group = seq_group[train.seq_index[torch.arange(n)]]
+        picks = _spread_members(img_group, cfg.caption_scan_images)
+        images = train.load(picks)
+        latents, _ = encode_latent_dist(vae, images, device=device)
+        was_training = raw_cond.training
+        raw_cond.eval()
+        written = []
+        with torch.no_grad():
+            for at in range(0, len(train.sequences), 256):
+                rows = torch.arange(at, min(at + 256, len(train.sequences)))
+                if feat_shards is not None:
+                    got = feat_shards.rows(rows)
+                    f, m = got["features"], got["mask"]
+                elif feat is not None:
+                    f, m = feat["features"][rows], feat["mask"][rows]
+                else:
+                    f, m = raw_cond.featurize(train.sequences.take(rows))
+                written.append(raw_cond.caption_values(f.to(device), m.to(device)).float().cpu())
+        raw_cond.train(was_training)
+        written = torch.cat(written)
+        start = torch.zeros(len(species), written.shape[1]).index_add_(0, seq_group, written)
+        start /= torch.bincount(seq_group, minlength=len(species)).clamp(min=1)[:, None]
+        _, moves = scan_captions(caption_decoder, latents, images, img_group[picks], start, scan_traits,
+                                 margin=cfg.caption_scan_margin, crop=cfg.decoder_loss_crop,
+                                 progress=progress and main)  # fmt: skip
+        names = raw_cond.caption_names
+        found = {"step": step, "seconds": round(time.perf_counter() - t_scan, 2), "species": len(species),
+                 "moves": [{"species": species[mv.group], "trait": names[mv.trait], "before": mv.before,
+                            "after": mv.after, "loss_before": mv.loss_before, "loss_after": mv.loss_after}
+                           for mv in moves]}  # fmt: skip
+        said = "; ".join(f"{mv['species']} {mv['trait']} {mv['before']:.2f} -> {mv['after']:.2f} (decoder loss "
+                         f"{mv['loss_before']:.3f} -> {mv['loss_after']:.3f})" for mv in found["moves"])  # fmt: skip
+        if main:
+            print(f"[train-image] caption scan at step {step}: {len(moves)} value(s) of {len(species)} species "
+                  f"moved{': ' + said if said else ''} ({found['seconds']:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
+            atomic_write_text(out / "caption_scan.json", json.dumps(found, indent=1) + "\n")
+        return found
+
+    def anchors_of(found: dict | None) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """barcode index -> (mask, value) of the values the scan moved, for every barcode of a moved species."""
+        if not found or not found["moves"]:
+            return {}
+        species, seq_group = _species_groups(ds, train)
+        names, where = raw_cond.caption_names, {sp: i for i, sp in enumerate(species)}
+        per_group: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for mv in found["moves"]:
+            if mv["species"] not in where or mv["trait"] not in names:
+                raise CheckpointError(f"{out}: the caption scan moved {mv['species']} {mv['trait']}, which this "
+                                      "run's training species or caption do not have; resume with the original data")  # fmt: skip
+            mask, value = per_group.setdefault(
+                where[mv["species"]], (torch.zeros(len(names)), torch.zeros(len(names)))
+            )
+            mask[names.index(mv["trait"])], value[names.index(mv["trait"])] = 1.0, float(mv["after"])
+        rows = {}
+        for i, g in enumerate(seq_group.tolist()):
+            if g in per_group:
+                rows[i] = tuple(t.to(device) for t in per_group[g])
+        return rows
+
+    anchor_rows = anchors_of(scan)
 
     def evaluate_and_sample(step: int) -> None:
         if ema is not None:
@@ -854,6 +973,21 @@ def train_image_model(
                 ):  # MAP: the written caption under the prior's N(0, 1.2²) captions
                     values = raw_cond.caption_values(f, m)
                     loss = loss + cfg.caption_prior_weight * (values.float() / CAPTION_PRIOR_SD).pow(2).mean()
+                if anchor_rows and cfg.caption_anchor_weight > 0:  # the scan's moves, fading to 0 at the end
+                    fade = 1.0 - (global_step - scan["step"]) / max(1, plan["steps"] - scan["step"])
+                    hit = [
+                        (r, anchor_rows[s])
+                        for r, s in enumerate(train.seq_index[idx].tolist())
+                        if s in anchor_rows
+                    ]
+                    if hit and fade > 0:
+                        at = torch.tensor([r for r, _ in hit], device=device)
+                        mask = torch.stack([a[0] for _, a in hit])
+                        target = torch.stack([a[1] for _, a in hit])
+                        pulled = raw_cond.caption_values(f[at], m[at]).float()
+                        loss = loss + cfg.caption_anchor_weight * fade * (
+                            mask * ((pulled - target) / CAPTION_PRIOR_SD).pow(2)
+                        ).sum() / len(idx)
                 if stream is not None and world > 1:
                     # the local mean weighed by its share of the global batch: the all-reduced gradient
                     # is then the global batch's mean
@@ -876,6 +1010,10 @@ def train_image_model(
             ema.step(ema_params)
         losses.append(acc_loss / acc_n)
         acc_loss, acc_n = 0.0, 0
+        if scan_step is not None and scan is None and global_step >= scan_step:
+            scan = caption_scan(global_step)
+            anchor_rows = anchors_of(scan)
+            seconds["caption_scan"] = scan["seconds"]
         kill_point("step", global_step)
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
