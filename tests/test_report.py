@@ -265,3 +265,30 @@ def test_a_run_laid_out_by_hand_is_reported_from_what_its_commands_recorded(tmp_
         assert len(_images(page)) > 10
     parts = RunParts.resolve(proj)
     assert parts["image"] == proj / "bird-model" and parts["lm"] == proj / "dna-model"
+
+
+def test_training_section_lists_the_caption_scan_moves(full_run, tmp_path):
+    """RUN/image/caption_scan.json (train-image's scan of the written hues) shows under "Training": each move's
+    species, value, from where to where and the decoder's loss; no moves says so; a damaged file is one line."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(full_run, run)
+    scan = {"step": 202, "seconds": 15.0, "species": 38, "moves": [
+        {"species": "sp_021", "trait": "wing_hue", "before": -0.93, "after": 2.48, "loss_before": 0.254,
+         "loss_after": 0.215}]}  # fmt: skip
+    (run / "image" / "caption_scan.json").write_text(json.dumps(scan))
+    section = build_report(run).read_text().split("Training</h2>")[1].split("<h2")[0]
+    for text in (
+        "Caption scan (step 202): 1 value(s) of 38",
+        "sp_021",
+        "wing_hue",
+        "-0.93 → 2.48",
+        "0.254 → 0.215",
+    ):
+        assert text in section, text
+    (run / "image" / "caption_scan.json").write_text(json.dumps(scan | {"moves": []}))
+    assert "already in its best minimum" in build_report(run).read_text()
+    (run / "image" / "caption_scan.json").write_text('{"step": 3}')
+    page = build_report(run).read_text()
+    assert "not a caption scan" in page and "Traceback" not in page

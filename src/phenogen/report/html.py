@@ -776,6 +776,8 @@ def _training(run: RunParts) -> str:
             out.append(_img(d / "loss_curve.png", cls="fig", title=f"{title} losses"))
         else:
             out.append(_missing(f"{title} training", d / "losses.json"))
+        if key == "image" and (d / "caption_scan.json").is_file():
+            out.append(_caption_scan(d / "caption_scan.json"))
     out.append("<h3>DNA model: identity to the nearest training barcode, by epoch</h3>")
     ident = _find(run, "identity_by_epoch.png", "selection.png")
     out.append(
@@ -784,6 +786,31 @@ def _training(run: RunParts) -> str:
         else _missing("checkpoint selection", run["lm_eval"] / "identity_by_epoch.png")
     )
     return "".join(out)
+
+
+def _caption_scan(path: Path) -> str:
+    """The caption scan of ``train-image`` (``image.caption_scan_at``): which training species' written values
+    it moved to another minimum of the caption decoder's loss, from where to where."""
+    from phenogen.fsio import read_json
+
+    try:
+        scan = read_json(path, "caption scan")
+        moves = scan["moves"]
+        rows = "".join(
+            f"<tr><td>{_e(m['species'])}</td><td>{_e(m['trait'])}</td><td>{float(m['before']):.2f} → "
+            f"{float(m['after']):.2f}</td><td>{float(m['loss_before']):.3f} → {float(m['loss_after']):.3f}</td></tr>"
+            for m in moves
+        )
+        head = (f"<h3>Caption scan (step {int(scan['step'])}): {len(moves)} value(s) of {int(scan['species'])} "
+                "training species moved to a lower minimum of the caption decoder's loss</h3>")  # fmt: skip
+    except PhenogenError as exc:
+        return f'<p class="missing">{_e(exc)}</p>'
+    except (KeyError, TypeError, ValueError) as exc:
+        return f'<p class="missing">{_e(path)}: not a caption scan ({type(exc).__name__}: {_e(exc)})</p>'
+    if not moves:
+        return head + "<p>Every written hue was already in its best minimum.</p>"
+    return (head + "<table><tr><th>species</th><th>value</th><th>written → moved to</th><th>decoder loss</th></tr>"
+            + rows + "</table>")  # fmt: skip
 
 
 def _sweeps(run: RunParts) -> str:
