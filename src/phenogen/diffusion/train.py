@@ -353,9 +353,15 @@ def check_not_inside(out: Path, inputs: dict[str, str | Path | None]) -> None:
                              "write to another --out")  # fmt: skip
 
 
-def scan_trait_names(cfg: ImageConfig) -> list[str]:
-    """The caption values ``image.caption_scan_traits`` names."""
-    return [t.strip() for t in cfg.caption_scan_traits.split(",") if t.strip()]
+def scan_trait_indices(cfg: ImageConfig, names: list[str], where: str = "") -> list[int]:
+    """The positions in the caption ``names`` of the values ``image.caption_scan_traits`` names (ConfigError
+    naming the unknown ones; ``where``: the file the names were read from)."""
+    wanted = [t.strip() for t in cfg.caption_scan_traits.split(",") if t.strip()]
+    unknown = [t for t in wanted if t not in names]
+    if unknown:
+        raise ConfigError(f"image.caption_scan_traits: {', '.join(unknown)} not among the caption's values "
+                          f"({', '.join(names)}){' of ' + where if where else ''}")  # fmt: skip
+    return [names.index(t) for t in wanted]
 
 
 def _species_groups(ds, data: Pairs) -> tuple[list[str], torch.Tensor]:
@@ -404,10 +410,7 @@ def check_inputs(data_dir: str | Path, cfg: ImageConfig) -> None:
             names = (
                 read_json(decoder_config, "caption decoder settings", error=ConfigError).get("traits") or []
             )
-            unknown = [t for t in scan_trait_names(cfg) if t not in names]
-            if unknown:
-                raise ConfigError(f"image.caption_scan_traits: {', '.join(unknown)} not among the caption's values "
-                                  f"({', '.join(names)}) of {decoder_config}")  # fmt: skip
+            scan_trait_indices(cfg, list(names), str(decoder_config))
     if cfg.base:
         from phenogen.diffusion.components import check_base_dir
 
@@ -734,14 +737,12 @@ def train_image_model(
             raise CheckpointError(f"{prior_dir}: the caption decoder reads {caption_decoder.config.n_traits} values, "
                                   f"the caption encoder {raw_cond.config.caption_n}")  # fmt: skip
     use_decoder_loss = caption_decoder is not None and cfg.decoder_loss_weight > 0
-    scan_traits = []  # the caption scan (image.caption_scan_at): which values, and what it found
-    if cfg.caption_scan_at > 0 and use_decoder_loss:
-        names = raw_cond.caption_names
-        unknown = [t for t in scan_trait_names(cfg) if t not in names]
-        if unknown:
-            raise ConfigError(f"image.caption_scan_traits: {', '.join(unknown)} not among the caption's values "
-                              f"({', '.join(names)})")  # fmt: skip
-        scan_traits = [names.index(t) for t in scan_trait_names(cfg)]
+    # the caption scan (image.caption_scan_at): which values, and what it found
+    scan_traits = (
+        scan_trait_indices(cfg, raw_cond.caption_names)
+        if cfg.caption_scan_at > 0 and use_decoder_loss
+        else []
+    )
     scan: dict | None = None  # {"step", "seconds", "moves": [...]} once scanned (kept in checkpoints)
     anchor_rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # barcode -> (mask, value) of moved values
     ema_params = [p for p in raw_unet.parameters() if p.requires_grad] + raw_cond.trainable_parameters()
@@ -791,6 +792,15 @@ def train_image_model(
     sample_rows = [train.sequences[i] for i in _spread(len(train.sequences), SAMPLE_ROWS)]
     sample_rows += [heldout.sequences[i] for i in _spread(len(heldout.sequences), SAMPLE_ROWS)]
 
+    def barcode_features(sidx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Condition features and masks of the training barcodes ``sidx`` (cached, else featurized)."""
+        if feat_shards is not None:
+            got = feat_shards.rows(sidx)
+            return got["features"], got["mask"]
+        if feat is not None:
+            return feat["features"][sidx], feat["mask"][sidx]
+        return raw_cond.featurize(train.sequences.take(sidx))
+
     def batch_inputs(idx: torch.Tensor):
         """Latents (B, C, h, w) and condition features of the images ``idx``."""
         if cfg.hflip:
@@ -814,14 +824,7 @@ def train_image_model(
             dist = vae.encode(x).latent_dist
             mean, std = dist.mean.float(), dist.std.float()
         z = mean + std * torch.randn(mean.shape, generator=gen, device=device)
-        sidx = train.seq_index[idx]
-        if feat_shards is not None:
-            got = feat_shards.rows(sidx)
-            f, m = got["features"], got["mask"]
-        elif feat is not None:
-            f, m = feat["features"][sidx], feat["mask"][sidx]
-        else:
-            f, m = raw_cond.featurize(train.sequences.take(sidx))
+        f, m = barcode_features(train.seq_index[idx])
         width = int(m.sum(1).max())  # trim padding to the batch's longest barcode
         if not use_decoder_loss:
             return scale_latents(vae, z), f[:, :width].to(device), m[:, :width].to(device), None
@@ -844,13 +847,21 @@ def train_image_model(
             "caption_anchors": scan,
         }
 
+    groups_read: list = []
+
+    def species_groups() -> tuple[list[str], torch.Tensor]:
+        """:func:`_species_groups` of the training pairs, read from the dataset once."""
+        if not groups_read:
+            groups_read.append(_species_groups(ds, train))
+        return groups_read[0]
+
     def caption_scan(step: int) -> dict:
         """Scan every training species' written caption (mean over its barcodes) along ``scan_traits``
         through the frozen caption decoder on its photos (:func:`phenogen.diffusion.invert.scan_captions`)."""
         from phenogen.diffusion.invert import scan_captions
 
         t_scan = time.perf_counter()
-        species, seq_group = _species_groups(ds, train)
+        species, seq_group = species_groups()
         img_group = seq_group[train.seq_index[torch.arange(n)]]
         picks = _spread_members(img_group, cfg.caption_scan_images)
         images = train.load(picks)
@@ -860,14 +871,7 @@ def train_image_model(
         written = []
         with torch.no_grad():
             for at in range(0, len(train.sequences), 256):
-                rows = torch.arange(at, min(at + 256, len(train.sequences)))
-                if feat_shards is not None:
-                    got = feat_shards.rows(rows)
-                    f, m = got["features"], got["mask"]
-                elif feat is not None:
-                    f, m = feat["features"][rows], feat["mask"][rows]
-                else:
-                    f, m = raw_cond.featurize(train.sequences.take(rows))
+                f, m = barcode_features(torch.arange(at, min(at + 256, len(train.sequences))))
                 written.append(raw_cond.caption_values(f.to(device), m.to(device)).float().cpu())
         raw_cond.train(was_training)
         written = torch.cat(written)
@@ -893,7 +897,7 @@ def train_image_model(
         """barcode index -> (mask, value) of the values the scan moved, for every barcode of a moved species."""
         if not found or not found["moves"]:
             return {}
-        species, seq_group = _species_groups(ds, train)
+        species, seq_group = species_groups()
         names, where = raw_cond.caption_names, {sp: i for i, sp in enumerate(species)}
         per_group: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for mv in found["moves"]:
