@@ -324,6 +324,10 @@ def _page(run) -> str:
             "trait_rmse must be a number",
         ),
         (b'{"headline": {"split": "heldout", "trait_rmse": 3}}', "field headline.trait_rmse"),
+        (
+            b'{"headline": {"split": "heldout", "trait_rmse": {}, "top1_traits": {"truth": "x"}}}',
+            "field headline.top1_traits.truth must be a number",
+        ),
     ],
 )
 def test_report_on_bad_metrics_is_one_error(tmp_path, capsys, content, message):

@@ -17,7 +17,8 @@ TOY = [
     "image.vae_steps=10", "generate.steps=2", "demo.sweep_sequences=1",
     "demo.sweep_guidance=[1.0, 8.0]", "demo.sweep_steps=[2]", "demo.images_per_target=1",
     "demo.max_targets_per_split=3", "evaluate.probe_epochs=2",
-    'ancestors.portrait_condition="sequence"',  # the toy model has the tokens head
+    'ancestors.portrait_condition="sequence"', "image.caption_scan_at=0",
+    "image.caption_prior_weight=0",  # the toy model has the tokens head: no caption to scan or hold
 ]  # fmt: skip
 
 
@@ -47,4 +48,10 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert "<img" in html and "heldout" in html.lower()
     assert (out / "sweeps" / "guidance.png").is_file()
-    assert str(out / "report.html") in capsys.readouterr().out + capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert str(out / "report.html") in printed.out + printed.err
+    named = metrics["splits"]["heldout"]["methods"]
+    assert (
+        f"named from the true trait table [heldout]: top-1 {named['generated']['top1_traits']:.2f}  "
+        f"(oracle vector {named['oracle']['top1_traits']:.2f}, own photos {named['truth']['top1_traits']:.2f})"
+    ) in printed.out

@@ -18,7 +18,7 @@ from phenogen.evaluate import baselines, command
 from phenogen.evaluate.config import METHODS, EvaluateConfig
 from phenogen.evaluate.metrics import ROW_KEYS, SCHEMA_VERSION, evaluate
 from phenogen.evaluate.probe import ProbeSpec, TraitProbe, load_probe, predict, save_probe
-from phenogen.evaluate.retrieval import kmer_profile, rank_species, success_rates
+from phenogen.evaluate.retrieval import kmer_profile, rank_by_traits, rank_species, success_rates
 from phenogen.evaluate.steps import redraw_se, rmse_text
 from phenogen.evaluate.targets import match_targets, read_generated, read_painted
 
@@ -129,7 +129,17 @@ def test_metrics_json_matches_schema(clade):
     path = clade["root"] / "eval_truth" / "metrics.json"
     m = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     assert m["schema_version"] == SCHEMA_VERSION == 2
-    top = {"dataset", "generated", "traits", "standardization", "methods", "probe", "retrieval", "splits"}
+    top = {
+        "dataset",
+        "generated",
+        "traits",
+        "standardization",
+        "methods",
+        "probe",
+        "retrieval",
+        "identification",
+        "splits",
+    }
     assert top | {"headline", "sequence", "config", "timing"} <= set(m)
     assert m["methods"] == list(METHODS)
     assert set(m["splits"]) == {"heldout", "extinct", "ancestor"}
@@ -183,6 +193,37 @@ def test_retrieval_truth_beats_chance_on_ancestors(clade):
     row = clade["truth"]["splits"]["ancestor"]["methods"]["truth"]
     assert row["top5"] >= 2 * row["chance_top5"]
     assert clade["truth"]["retrieval"]["n_candidates"] == len(clade["ds"].species())
+
+
+def test_identification_by_traits_separates_true_renders_from_noise(clade):
+    """top1_traits: true renders of extinct species and ancestors are named from the trait table far above
+    chance, noise images are not; the toy clade's held-out species sit among near-identical relatives, so
+    there only the range is checked."""
+    truth, noise = clade["truth"], clade["noise"]
+    block = truth["identification"]
+    assert block["note"] is None and block["n_candidates"] == len(clade["ds"].species())
+    chance = 1 / block["n_candidates"]
+    for split in ("extinct", "ancestor"):
+        rows = truth["splits"][split]["methods"]
+        assert rows["truth"]["top1_traits"] >= 4 * chance, split
+        assert rows["generated"]["top1_traits"] >= 4 * chance, split
+        assert rows["random"]["top1_traits"] <= 2.5 * chance, split
+        assert noise["splits"][split]["methods"]["generated"]["top1_traits"] <= 2 * chance, split
+    for rows in (b["methods"] for b in truth["splits"].values()):
+        for m in ("generated", "mean", "oracle", "truth"):
+            assert 0.0 <= rows[m]["top1_traits"] <= rows[m]["top5_traits"] <= 1.0, m
+    assert (
+        truth["headline"]["top1_traits"]["truth"]
+        == truth["splits"]["heldout"]["methods"]["truth"]["top1_traits"]
+    )
+
+
+def test_rank_by_traits_counts_ties_against_the_reading():
+    """Rank 1 only when strictly nearest; a tie or a nearer candidate pushes the rank down."""
+    cands = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]])
+    readings = np.array([[0.1, 0.0], [0.5, 0.0], [0.9, 0.0], [0.0, 2.0]])
+    assert rank_by_traits(readings, cands, [0, 0, 0, 2]).tolist() == [1, 2, 2, 1]
+    assert rank_by_traits(np.zeros((0, 2)), cands, []).shape == (0,)
 
 
 def _bm_clade(tmp_path, seed: int, n_traits: int = 100):

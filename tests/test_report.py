@@ -201,6 +201,9 @@ def test_first_screen_compares_with_every_baseline_and_shows_a_contact_sheet(ful
     page = build_report(full_run).read_text()
     first = page.split('<h2 id="s1">')[0]  # the headline section only
     assert html.escape(line) in first
+    named = metrics["headline"]["top1_traits"]
+    assert "named from the trait table, top-1" in first
+    assert " / ".join(f"{100 * named[k]:.0f}%" for k in ("generated", "oracle", "truth")) in first
     assert "true image (top: a render, or a photo) and generated portrait" in first
     ds_species = {r.species for r in load_dataset(full_run / "data").records("heldout")}
     assert any(f">{sp}</th>" in first for sp in ds_species)  # columns labelled with species names

@@ -551,6 +551,14 @@ def _print_headline(out: Path, metrics: dict, summary: dict) -> None:
             print(
                 f"  retrieval [{split}]: top-1 {gen['top1']:.2f}  top-5 {gen['top5']:.2f}  (chance top-5 {gen.get('chance_top5', float('nan')):.2f})"
             )
+        named = {m: methods.get(m, {}).get("top1_traits") for m in ("generated", "oracle", "truth")}
+        if named["generated"] is not None:
+            others = ", ".join(
+                f"{k} {v:.2f}"
+                for k, v in (("oracle vector", named["oracle"]), ("own photos", named["truth"]))
+                if v is not None
+            )
+            print(f"  named from the true trait table [{split}]: top-1 {named['generated']:.2f}  ({others})")
     readout = (metrics.get("caption_readout") or {}).get("splits", {})
     if readout:
         row = "  ".join(f"{s}={v['mean_r']:.2f}" for s, v in readout.items() if v.get("mean_r") is not None)

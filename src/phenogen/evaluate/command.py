@@ -188,11 +188,13 @@ def format_table(metrics: dict[str, Any]) -> str:
     for split, block in metrics["splits"].items():
         lines.append(f"{split}: {block['n_targets']} targets, {block['n_images']} images")
         if block["methods"]:
-            lines.append(f"  {'method':<13} {'trait RMSE':>15} {'top-1':>7} {'top-5':>7} {'FID':>8}")
+            lines.append(
+                f"  {'method':<13} {'trait RMSE':>15} {'top-1':>7} {'top-5':>7} {'id top-1':>9} {'FID':>8}"
+            )
             for method, row in block["methods"].items():
                 lines.append(
                     f"  {method:<13} {rmse_text(row):>15} {_fmt(row['top1'], True):>7} "
-                    f"{_fmt(row['top5'], True):>7} {_fmt(row['fid']):>8}"
+                    f"{_fmt(row['top5'], True):>7} {_fmt(row.get('top1_traits'), True):>9} {_fmt(row['fid']):>8}"
                 )
             chance = next(iter(block["methods"].values()))
             if chance.get("chance_top5") is not None:
@@ -206,6 +208,10 @@ def format_table(metrics: dict[str, Any]) -> str:
         lines.append("no trait table: the dataset declares no traits")
         return "\n".join(lines)
     lines.append("± standard error of the trait RMSE from redrawing the images for the same targets")
+    lines.append(
+        "top-1 / top-5: the retrieval model (DNA → image); id top-1: named from the true trait table "
+        "(nearest candidate species' true traits)"
+    )
     probe = metrics["probe"]["r2_mean"]
     lines.append(
         "probe R² (mean over continuous traits): " + ", ".join(f"{s} {_fmt(v)}" for s, v in probe.items())

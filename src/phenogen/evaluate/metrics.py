@@ -72,6 +72,7 @@ def _headline(results: dict[str, Any]) -> dict[str, Any] | None:
         "top5": top5,
         "chance_top5": chance5,
         "top5_over_chance": top5 / chance5 if top5 is not None and chance5 else None,
+        "top1_traits": {m: methods[m]["top1_traits"] for m in ("generated", "oracle", "truth")},
     }
 
 
@@ -231,7 +232,7 @@ def evaluate(
             f"{ds.root}: the dataset declares no traits and evaluate.photo = false: nothing to score; "
             "drop `--set evaluate.photo=false`"
         )
-    probe_block = retrieval_block = None
+    probe_block = retrieval_block = identification_block = None
     if run.has_traits:
         # 2. probe
         probe_block = run.fit_probe(out)
@@ -240,6 +241,7 @@ def evaluate(
         t = time.perf_counter()
         run.build_baselines(out)
         run.score_traits()
+        identification_block = run.score_identification()
         timing["trait_error"] = time.perf_counter() - t
         # 4. retrieval
         if cfg.retrieval:
@@ -280,6 +282,7 @@ def evaluate(
         "methods": list(METHODS) if spec else [],
         "probe": probe_block,
         "retrieval": retrieval_block,
+        "identification": identification_block,
         "photo": photo_block,
         "splits": run.results,
         "headline": _headline(run.results) if spec else None,

@@ -44,6 +44,7 @@ __all__ = [
     "embed_images",
     "embed_dna",
     "rank_species",
+    "rank_by_traits",
     "success_rates",
 ]
 
@@ -157,6 +158,24 @@ def rank_species(image_emb: torch.Tensor, dna_emb: torch.Tensor, true_index: Seq
     sims = image_emb @ dna_emb.T  # (N, S)
     own = sims.gather(1, torch.as_tensor(list(true_index), dtype=torch.long)[:, None])  # (N, 1)
     return (sims >= own).sum(1).numpy()  # itself + every candidate scoring at least as high
+
+
+def rank_by_traits(readings: np.ndarray, candidates: np.ndarray, true_index: Sequence[int]) -> np.ndarray:
+    """1-based rank of each reading's true candidate by Euclidean distance in trait space (ties count
+    against it): "is this picture nearer its own species' true traits than any other candidate's?".
+
+    ``readings`` (N, P) are trait vectors (the probe's reading of an image, or a baseline's vector),
+    ``candidates`` (S, P) every candidate species' true traits, both z-scored the same way; ``true_index``
+    (N,) indexes ``candidates``. The identification a person with the clade's trait table could make.
+
+    >>> rank_by_traits(np.array([[0.0, 0.1], [0.9, 1.0]]), np.array([[0.0, 0.0], [1.0, 1.0]]), [0, 0]).tolist()
+    [1, 2]
+    """
+    if len(readings) == 0:
+        return np.zeros(0, dtype=np.int64)
+    dist = ((readings[:, None, :] - candidates[None, :, :]) ** 2).sum(-1)  # (N, S)
+    own = dist[np.arange(len(dist)), np.asarray(true_index, dtype=np.int64)]  # (N,)
+    return (dist <= own[:, None]).sum(1)
 
 
 def success_rates(ranks: np.ndarray, n_candidates: int) -> dict[str, float | int | None]:

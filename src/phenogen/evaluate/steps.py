@@ -3,6 +3,7 @@
 :func:`phenogen.evaluate.metrics.evaluate` calls them in order: :meth:`Evaluation.fit_probe`
 (train or load the trait probe, R² per split), :meth:`Evaluation.build_baselines` (every method's
 image draws / trait vectors, same count per target), :meth:`Evaluation.score_traits` (trait error),
+:meth:`Evaluation.score_identification` (named from the true trait table),
 :meth:`Evaluation.score_retrieval` (DNA→image success) and :meth:`Evaluation.score_distribution`
 (FID/KID). Each fills ``Evaluation.results[split]["methods"][method]`` rows with the keys
 :data:`ROW_KEYS` documented in ``docs/metrics_schema.md``.
@@ -41,6 +42,8 @@ ROW_KEYS: tuple[str, ...] = (
     "mean_rank",
     "chance_top1",
     "chance_top5",
+    "top1_traits",
+    "top5_traits",
     "fid",
     "kid_mean",
     "kid_std",
@@ -469,17 +472,72 @@ class Evaluation:
         return row
 
     # 4. retrieval
-    def candidates(self) -> tuple[list[str], np.ndarray]:
+    def candidate_records(self) -> dict[str, list[Any]]:
         """The retrieval candidates: every species of split ``train`` plus every species of the scored
-        splits, with the mean k-mer profile (S, 4^k) of all of their records."""
+        splits, each with all of its records of those splits."""
+        ds = self.ds
+        names = dict.fromkeys([*ds.species("train"), *ds.species(tuple(self.cfg.splits))])
+        out: dict[str, list[Any]] = {sp: [] for sp in names}
+        for r in ds.records(("train", *self.cfg.splits)):
+            out[r.species].append(r)
+        return out
+
+    def candidates(self) -> tuple[list[str], np.ndarray]:
+        """The retrieval candidates (:meth:`candidate_records`) with the mean k-mer profile (S, 4^k) of all
+        of their records."""
         from phenogen.evaluate import retrieval
 
-        cfg, ds = self.cfg, self.ds
-        cand_species = list(dict.fromkeys([*ds.species("train"), *ds.species(tuple(cfg.splits))]))
-        seqs: dict[str, list[str]] = {sp: [] for sp in cand_species}
-        for r in ds.records(("train", *cfg.splits)):
-            seqs[r.species].append(r.sequence)
-        return retrieval.species_profiles(seqs, cfg.retrieval_k)
+        seqs = {sp: [r.sequence for r in recs] for sp, recs in self.candidate_records().items()}
+        return retrieval.species_profiles(seqs, self.cfg.retrieval_k)
+
+    def score_identification(self) -> dict[str, Any]:
+        """``top1_traits`` / ``top5_traits`` of every row: the share of images (or trait vectors) that lie
+        nearer their own species' true traits than any other candidate's (continuous traits, z-scored; a
+        species' truth = the mean over its records). No model is trained: it asks whether a person holding
+        the clade's trait table could name the species from the picture, so it separates "the portrait
+        is not distinct enough" from "the retrieval model does not know this species" (``top1``).
+        Needs every candidate's true traits; otherwise every row keeps ``None`` and the block says why."""
+        from phenogen.evaluate import retrieval
+
+        records = self.candidate_records()
+        block: dict[str, Any] = {"n_candidates": len(records), "traits": list(self.continuous), "note": None}
+        lacking = [
+            sp for sp, recs in records.items() if not all(set(self.continuous) <= set(r.traits) for r in recs)
+        ]
+        if lacking or not self.continuous:
+            block["note"] = (
+                f"species {', '.join(lacking[:3])} have no true traits" if lacking else "no continuous traits"
+            )
+            return block
+        names = list(records)
+        index = {sp: i for i, sp in enumerate(names)}
+        spec = self.probe.spec
+        truth = np.stack(
+            [spec.standardize(trait_matrix(records[sp], self.continuous, sp)).mean(0) for sp in names]
+        )  # (S, C)
+        for split, ts in self.targets.items():
+            counts = np.array([len(t.generated) for t in ts])
+            for m, row in self.results[split]["methods"].items():
+                if m in IMAGE_METHODS:
+                    pairs = [
+                        ([index[ts[i].record.species] for i, _ in draw], self.predict([p for _, p in draw]))
+                        for draw in self.sets[split][m]
+                        if draw
+                    ]
+                elif self.vectors[split].get(m) is not None:
+                    true = np.repeat([index[t.record.species] for t in ts], counts)
+                    pairs = [(true, np.repeat(self.vectors[split][m], counts, 0))]
+                else:
+                    continue
+                rates = [
+                    retrieval.success_rates(
+                        retrieval.rank_by_traits(pred[:, : self.n_cont], truth, true), len(names)
+                    )
+                    for true, pred in pairs
+                ]
+                for key in ("top1", "top5") if rates else ():
+                    row[f"{key}_traits"] = float(np.mean([r[key] for r in rates]))
+        return block
 
     def score_retrieval(self) -> dict[str, Any]:
         import torch

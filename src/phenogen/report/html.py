@@ -377,6 +377,13 @@ def _headline(metrics: dict[str, Any] | None) -> str:
         ),
         ("top-5 success", _fmt(h.get("top5"), True), f"chance {_fmt(h.get('chance_top5'), True)}"),
     ]
+    named = h.get("top1_traits") or {}
+    if any(v is not None for v in named.values()):
+        cards.append((
+            "named from the trait table, top-1",
+            " / ".join(_fmt(named.get(k), True) for k in ("generated", "oracle", "truth")),
+            "generated / oracle vector / own photos",
+        ))  # fmt: skip
     if rmse.get("oracle_render") is not None or rmse.get("mean_render") is not None:
         cards.insert(3, ("mean / oracle, rendered", f"{_fmt(rmse.get('mean_render'))} / {_fmt(rmse.get('oracle_render'))}",
                          "the vectors drawn as pictures and read by the probe"))  # fmt: skip
@@ -493,7 +500,9 @@ def _metric_tables(metrics: dict[str, Any] | None, eval_dir: Path) -> str:
         "a random training species, <code>mean</code> = the average training bird, <code>oracle</code> = "
         "Brownian-motion prediction from the true tree, <code>truth</code> = renders of the target itself "
         "(the probe's noise floor). ± is the standard error of an image row's trait RMSE from redrawing its "
-        "images for the same targets. Top-1/top-5: DNA→image retrieval success.</p>"
+        "images for the same targets. Top-1/top-5: DNA→image retrieval success. Named (top-1): the share of images "
+        "whose traits, as the probe reads them, lie nearer their own species' true traits than any other "
+        "candidate's — could a person holding the trait table name the species from the picture?</p>"
     ]
     for split, block in (metrics.get("splits") or {}).items():
         out.append(
@@ -501,13 +510,14 @@ def _metric_tables(metrics: dict[str, Any] | None, eval_dir: Path) -> str:
             f"{_fmt(block.get('n_images'), digits=0)} images</h3>"
         )
         rows = ['<table><tr><th class="l">method</th><th>trait RMSE</th><th>binary acc.</th><th>top-1</th>'
-                "<th>top-5</th><th>mean rank</th><th>FID</th><th>KID</th><th class=\"l\">note</th></tr>"]  # fmt: skip
+                "<th>top-5</th><th>named (top-1)</th><th>mean rank</th><th>FID</th><th>KID</th><th class=\"l\">note</th></tr>"]  # fmt: skip
         for method, r in (block.get("methods") or {}).items():
             rmse = rmse_text(r)
             rows.append(
                 f'<tr class="{"gen" if method == "generated" else ""}"><td class="l">{_e(method)}</td><td>{rmse}</td>'
                 f"<td>{_fmt(r.get('discrete_accuracy'), True)}</td><td>{_fmt(r.get('top1'), True)}</td>"
-                f"<td>{_fmt(r.get('top5'), True)}</td><td>{_fmt(r.get('mean_rank'), digits=1)}</td>"
+                f"<td>{_fmt(r.get('top5'), True)}</td><td>{_fmt(r.get('top1_traits'), True)}</td>"
+                f"<td>{_fmt(r.get('mean_rank'), digits=1)}</td>"
                 f"<td>{_fmt(r.get('fid'), digits=2)}</td><td>{_fmt(r.get('kid_mean'), digits=4)}</td>"
                 f'<td class="l">{html.escape(r.get("note") or "")}</td></tr>'
             )
@@ -927,8 +937,8 @@ def _caption_readout(metrics: dict[str, Any] | None) -> str:
 
 
 # ---------------------------------------------------------------- metrics.json shape
-_ROW_NUMBERS = ("trait_rmse", "trait_rmse_se", "discrete_accuracy", "top1", "top5", "mean_rank", "fid",
-                "kid_mean", "chance_top1", "chance_top5")  # fmt: skip
+_ROW_NUMBERS = ("trait_rmse", "trait_rmse_se", "discrete_accuracy", "top1", "top5", "top1_traits", "top5_traits",
+                "mean_rank", "fid", "kid_mean", "chance_top1", "chance_top5")  # fmt: skip
 
 
 def _is_num(v: Any) -> bool:
@@ -962,6 +972,8 @@ def check_metrics(metrics: dict[str, Any], path: Path) -> dict[str, Any]:
             need(_is_num(v), f"headline.trait_rmse.{k}", "a number or null")
         for k in ("top5", "chance_top5", "ratio_to_random", "top5_over_chance"):
             need(_is_num(h.get(k)), f"headline.{k}", "a number or null")
+        for k, v in obj(h.get("top1_traits") or {}, "headline.top1_traits").items():
+            need(_is_num(v), f"headline.top1_traits.{k}", "a number or null")
         need(
             h.get("beats_mean") is None or isinstance(h["beats_mean"], bool),
             "headline.beats_mean",
