@@ -379,7 +379,9 @@ def test_report_escapes_every_string_from_files(tmp_path):
         "sequence": {"source": XSS, "metrics": {XSS: XSS, "n": 3}},
     }  # fmt: skip
     (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
-    (run / "eval" / "targets.tsv").write_text(f"record_id\tnearest_species\tnearest_identity\nb1\t{XSS}\tx\n")
+    (run / "eval" / "targets.tsv").write_text(
+        f"record_id\tnearest_species\tnearest_identity\tnamed_as\tnamed_own\nb1\t{XSS}\tx\t{XSS}\t{XSS}\n"
+    )
     (run / "ancestors").mkdir()
     (run / "ancestors" / "targets.json").write_text(
         json.dumps({"ancestor_sequences": XSS, "all_nodes_mean_identity": {XSS: 0.9}, "n_identifiable": XSS})

@@ -218,6 +218,23 @@ def test_identification_by_traits_separates_true_renders_from_noise(clade):
     )
 
 
+def test_targets_table_names_each_targets_portraits(clade):
+    """targets.tsv: per target the species its portraits are most often nearest to, and how many are nearest to
+    its own species — the per-split sums of the latter give the generated row's top1_traits."""
+    import csv
+
+    path = clade["root"] / "eval_truth" / "targets.tsv"
+    rows = list(csv.DictReader(path.read_text().splitlines(), delimiter="\t"))
+    species = set(clade["ds"].species())
+    for split, block in clade["truth"]["splits"].items():
+        mine = [r for r in rows if r["split"] == split]
+        assert mine and all(r["named_as"] in species for r in mine), split
+        own, n = zip(*(map(int, r["named_own"].split("/")) for r in mine), strict=True)
+        assert all(k <= m == int(r["n_images"]) for k, m, r in zip(own, n, mine, strict=True))
+        assert sum(own) / sum(n) == pytest.approx(block["methods"]["generated"]["top1_traits"]), split
+        assert all(k >= 1 for k, r in zip(own, mine, strict=True) if r["named_as"] == r["species"]), split
+
+
 def test_rank_by_traits_counts_ties_against_the_reading():
     """Rank 1 only when strictly nearest; a tie or a nearer candidate pushes the rank down."""
     cands = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]])

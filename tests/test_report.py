@@ -210,6 +210,20 @@ def test_first_screen_compares_with_every_baseline_and_shows_a_contact_sheet(ful
     assert len(_images(first)) >= 2 * min(len(ds_species), 16)
 
 
+def test_pairs_table_shows_which_species_each_target_is_named_as(full_run):
+    """The truth vs generated table has a "named from traits" column: per target, the species its portraits'
+    traits lie nearest to (with a picture of it) and how many of them are nearest to its own species."""
+    import csv
+
+    rows = list(csv.DictReader((full_run / "eval" / "targets.tsv").read_text().splitlines(), delimiter="\t"))
+    page = build_report(full_run).read_text()
+    assert "<th>named from traits</th>" in page
+    for r in rows:
+        label = ("itself" if r["named_as"] == r["species"] else r["named_as"]) + f" · {r['named_own']} own"
+        assert html.escape(label) in page, label
+    assert any(r["named_as"] == r["species"] for r in rows)  # true renders are named as themselves somewhere
+
+
 def test_rendered_baselines_show_in_the_headline_and_beside_each_target(full_run, tmp_path):
     """With rendered mean / oracle rows (synthetic clades) the verdict compares picture with picture and the
     truth-vs-generated table shows the oracle's rendered prediction per target; without them neither appears."""

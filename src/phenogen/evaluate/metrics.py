@@ -29,6 +29,7 @@ square over all images and continuous traits of a split. Binary traits are repor
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 import time
@@ -103,6 +104,10 @@ def _finite(obj: Any) -> Any:
 
 
 def _write_targets(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One row per scored target, written atomically (``named_as`` / ``named_own`` empty where the trait
+    table could not name the portraits)."""
+    from phenogen.fsio import atomic_write_text
+
     cols = [
         "record_id",
         "species",
@@ -111,17 +116,20 @@ def _write_targets(path: Path, rows: list[dict[str, Any]]) -> None:
         "generated_rmse",
         "nearest_species",
         "nearest_identity",
+        "named_as",
+        "named_own",
     ]
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        writer.writerow(cols)
-        for row in rows:
-            writer.writerow(
-                [
-                    "" if row[c] is None else (f"{row[c]:.4f}" if isinstance(row[c], float) else row[c])
-                    for c in cols
-                ]
-            )
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    writer.writerow(cols)
+    for row in rows:
+        writer.writerow(
+            [
+                "" if row.get(c) is None else (f"{row[c]:.4f}" if isinstance(row[c], float) else row[c])
+                for c in cols
+            ]
+        )
+    atomic_write_text(path, buf.getvalue())
 
 
 def caption_readout(

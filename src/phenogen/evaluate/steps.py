@@ -152,6 +152,9 @@ class Evaluation:
         self.render_note: str | None = None
         self.results: dict[str, Any] = {}
         self.gen_error: dict[str, float] = {}
+        #: record id → (the species its portraits are most often named as from the trait table, their count, and
+        #: how many were named as its own species); filled by :meth:`score_identification`
+        self.named_of: dict[str, tuple[str, int, int]] = {}
 
     def predict(self, paths: Sequence[Path]) -> np.ndarray:
         """The probe's reading (N, P) of image files (each computed once)."""
@@ -537,7 +540,28 @@ class Evaluation:
                 ]
                 for key in ("top1", "top5") if rates else ():
                     row[f"{key}_traits"] = float(np.mean([r[key] for r in rates]))
+                if m == "generated" and pairs:
+                    self._name_portraits(
+                        split, [i for i, _ in self.sets[split][m][0]], pairs[0], truth, names
+                    )
         return block
+
+    def _name_portraits(
+        self, split: str, target_of: list[int], pair, truth: np.ndarray, names: list[str]
+    ) -> None:
+        """Per target of ``split``: the species its portraits are most often nearest to in trait space (ties: the
+        nearer on average), how many portraits it has and how many are nearest to its own species."""
+        true, pred = np.asarray(pair[0]), pair[1][:, : self.n_cont]
+        dist = ((pred[:, None, :] - truth[None]) ** 2).sum(-1)  # (N, S)
+        nearest = dist.argmin(1)
+        target_of = np.asarray(target_of)
+        for i in np.unique(target_of):
+            rows = target_of == i
+            votes = np.bincount(nearest[rows], minlength=len(names))
+            tied = np.flatnonzero(votes == votes.max())
+            best = int(tied[dist[rows][:, tied].mean(0).argmin()])
+            rid = self.targets[split][int(i)].record.record_id
+            self.named_of[rid] = (names[best], int(rows.sum()), int((nearest[rows] == true[rows]).sum()))
 
     def score_retrieval(self) -> dict[str, Any]:
         import torch
@@ -637,4 +661,7 @@ class Evaluation:
                         "nearest_identity": ident,
                     }
                 )
+                if rid in self.named_of:
+                    named, n, own = self.named_of[rid]
+                    rows[-1].update(named_as=named, named_own=f"{own}/{n}")
         return rows

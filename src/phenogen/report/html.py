@@ -584,14 +584,19 @@ def _pairs(
     if ds is None or not generated:
         return ""
     oracle_dir = oracle_dir if oracle_dir is not None and oracle_dir.is_dir() else None
-    first_image = {}
-    for r in ds.records("train"):
-        if r.images and r.species not in first_image:
-            first_image[r.species] = ds.root / r.images[0]
+    first_image, any_image = {}, {}
+    for r in ds.records():
+        if r.images:
+            any_image.setdefault(r.species, ds.root / r.images[0])
+            if r.split == "train":
+                first_image.setdefault(r.species, ds.root / r.images[0])
+    named_col = any(t.get("named_as") for t in targets.values())
     out = ["<p>Each row: the target's true images (grey), the generated images (red), a render of the "
            "training species with the closest barcode (the <code>nearest</code> baseline)"
            + (" and the <code>oracle</code>'s prediction from the true tree and traits, drawn by the clade's own "
               "renderer (<code>oracle_render</code>: what a perfect DNA-only reading would show)" if oracle_dir else "")
+           + (". Named from traits: the species whose true traits the portraits' traits lie nearest to, most often "
+              "(k/n: how many of the n portraits are nearest to the target's own species)" if named_col else "")
            + ".</p>"]  # fmt: skip
     for split in ("heldout", "extinct", "ancestor", "train"):
         recs = [r for r in ds.records(split) if r.record_id in generated]
@@ -605,8 +610,9 @@ def _pairs(
             )
         out.append(f"<h3>{_e(_SPLIT_TITLES.get(split, split))}</h3>")
         oracle_head = "<th>oracle, rendered</th>" if oracle_dir else ""
+        named_head = "<th>named from traits</th>" if named_col else ""
         out.append('<table class="pairs"><tr><th class="l">target</th><th>truth</th><th>generated</th>'
-                   f"<th>nearest relative</th>{oracle_head}<th>trait RMSE</th></tr>")  # fmt: skip
+                   f"<th>nearest relative</th>{oracle_head}{named_head}<th>trait RMSE</th></tr>")  # fmt: skip
         for r in recs:
             truth = "".join(_img(ds.root / p, width=80, title=p) for p in r.images[:2]) or "—"
             gen = "".join(_img(p, width=80, cls="g", title=p.name) for p in generated[r.record_id][:4])
@@ -629,9 +635,21 @@ def _pairs(
                     + ("".join(_img(p, width=80, title=p.name) for p in drawn if p.is_file()) or "—")
                     + "</td>"
                 )
+            named_cell = ""
+            if named_col:
+                named, own = t.get("named_as"), t.get("named_own") or ""
+                label = ("itself" if named == r.species else str(named)) + (f" · {own} own" if own else "")
+                picture = (
+                    _img(any_image[named], width=80, title=str(named)) + "<br>" if named in any_image else ""
+                )
+                named_cell = (
+                    f'<td>{picture}<span class="small">{html.escape(label)}</span></td>'
+                    if named
+                    else "<td>—</td>"
+                )
             out.append(
                 f'<tr><td class="l">{html.escape(r.record_id)}<br><span class="small">{html.escape(r.species)}</span></td>'
-                f"<td>{truth}</td><td>{gen}</td><td>{near_cell}</td>{oracle_cell}<td>{rmse}</td></tr>"
+                f"<td>{truth}</td><td>{gen}</td><td>{near_cell}</td>{oracle_cell}{named_cell}<td>{rmse}</td></tr>"
             )
         out.append("</table>")
     return "".join(out)
