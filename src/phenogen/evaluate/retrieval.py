@@ -45,6 +45,7 @@ __all__ = [
     "embed_dna",
     "rank_species",
     "rank_by_traits",
+    "trait_distances",
     "success_rates",
 ]
 
@@ -173,9 +174,14 @@ def rank_by_traits(readings: np.ndarray, candidates: np.ndarray, true_index: Seq
     """
     if len(readings) == 0:
         return np.zeros(0, dtype=np.int64)
-    dist = ((readings[:, None, :] - candidates[None, :, :]) ** 2).sum(-1)  # (N, S)
+    dist = trait_distances(readings, candidates)  # (N, S)
     own = dist[np.arange(len(dist)), np.asarray(true_index, dtype=np.int64)]  # (N,)
     return (dist <= own[:, None]).sum(1)
+
+
+def trait_distances(readings: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances (N, S) between trait readings (N, P) and candidates' traits (S, P)."""
+    return ((readings[:, None, :] - candidates[None, :, :]) ** 2).sum(-1)
 
 
 def success_rates(ranks: np.ndarray, n_candidates: int) -> dict[str, float | int | None]:

@@ -551,8 +551,10 @@ class Evaluation:
     ) -> None:
         """Per target of ``split``: the species its portraits are most often nearest to in trait space (ties: the
         nearer on average), how many portraits it has and how many are nearest to its own species."""
-        true, pred = np.asarray(pair[0]), pair[1][:, : self.n_cont]
-        dist = ((pred[:, None, :] - truth[None]) ** 2).sum(-1)  # (N, S)
+        from phenogen.evaluate.retrieval import trait_distances
+
+        true = np.asarray(pair[0])
+        dist = trait_distances(pair[1][:, : self.n_cont], truth)  # (N, S)
         nearest = dist.argmin(1)
         target_of = np.asarray(target_of)
         for i in np.unique(target_of):
