@@ -39,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     from phenogen.diffusion.components import vae_scale
     from phenogen.diffusion.invert import scan_captions
     from phenogen.diffusion.pipeline import load_pipeline
+    from phenogen.diffusion.train import scan_trait_indices
     from phenogen.diffusion.vae import encode_latent_dist, load_images
+    from phenogen.errors import ConfigError
+    from phenogen.fsio import atomic_write_text
 
     torch.set_num_threads(2)
     pipe = load_pipeline(args.run / "image" / "pipeline")
@@ -51,13 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     names = cond.caption_names
-    wanted = [t.strip() for t in args.traits.split(",") if t.strip()]
-    unknown = [t for t in wanted if t not in names]
-    if unknown:
-        print(
-            f"--traits: {', '.join(unknown)} not among the caption's values ({', '.join(names)})",
-            file=sys.stderr,
-        )
+    try:
+        indices = scan_trait_indices(args.traits, names, setting="--traits")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
         return 2
     ds = load_dataset(args.run / "data")
     records = [r for r in ds.records("train") if r.images]
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         latents, _ = encode_latent_dist(pipe.vae.float(), images)
     t0 = time.perf_counter()
     _, moves = scan_captions(decoder.float(), latents, images, torch.tensor(groups), start,
-                             [names.index(t) for t in wanted], margin=args.margin, crop=args.crop)  # fmt: skip
+                             indices, margin=args.margin, crop=args.crop)  # fmt: skip
     seconds = time.perf_counter() - t0
 
     def truth(species_name: str, trait: str) -> float | None:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {row['species']} {row['trait']}: {row['before']:.2f} -> {row['after']:.2f}{true} "
               f"(decoder loss {row['loss_before']:.3f} -> {row['loss_after']:.3f})")  # fmt: skip
     if args.out:
-        args.out.write_text(json.dumps({"run": str(args.run), "species": len(species), "seconds": round(seconds, 1),
+        atomic_write_text(args.out, json.dumps({"run": str(args.run), "species": len(species), "seconds": round(seconds, 1),
                                         "settings": vars(args) | {"run": str(args.run), "out": str(args.out)},
                                         "moves": rows}, indent=1) + "\n")  # fmt: skip
     return 0

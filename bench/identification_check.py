@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {split:<9} {r:<14} {v['trait_rmse']:>10.3f} {top1:>6} {named:>6} {named5:>11}")
         result[str(run)] = block
     if args.out:
+        from phenogen.fsio import atomic_write_text
+
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(args.out)
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
 

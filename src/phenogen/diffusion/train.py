@@ -54,6 +54,7 @@ photos from disk.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -353,13 +354,15 @@ def check_not_inside(out: Path, inputs: dict[str, str | Path | None]) -> None:
                              "write to another --out")  # fmt: skip
 
 
-def scan_trait_indices(cfg: ImageConfig, names: list[str], where: str = "") -> list[int]:
-    """The positions in the caption ``names`` of the values ``image.caption_scan_traits`` names (ConfigError
-    naming the unknown ones; ``where``: the file the names were read from)."""
-    wanted = [t.strip() for t in cfg.caption_scan_traits.split(",") if t.strip()]
+def scan_trait_indices(
+    traits: str, names: list[str], where: str = "", setting: str = "image.caption_scan_traits"
+) -> list[int]:
+    """The positions in the caption ``names`` of the comma-separated values ``traits`` names (ConfigError naming
+    the unknown ones and the ``setting`` they came from; ``where``: the file the names were read from)."""
+    wanted = [t.strip() for t in traits.split(",") if t.strip()]
     unknown = [t for t in wanted if t not in names]
     if unknown:
-        raise ConfigError(f"image.caption_scan_traits: {', '.join(unknown)} not among the caption's values "
+        raise ConfigError(f"{setting}: {', '.join(unknown)} not among the caption's values "
                           f"({', '.join(names)}){' of ' + where if where else ''}")  # fmt: skip
     return [names.index(t) for t in wanted]
 
@@ -410,7 +413,7 @@ def check_inputs(data_dir: str | Path, cfg: ImageConfig) -> None:
             names = (
                 read_json(decoder_config, "caption decoder settings", error=ConfigError).get("traits") or []
             )
-            scan_trait_indices(cfg, list(names), str(decoder_config))
+            scan_trait_indices(cfg.caption_scan_traits, list(names), str(decoder_config))
     if cfg.base:
         from phenogen.diffusion.components import check_base_dir
 
@@ -739,7 +742,7 @@ def train_image_model(
     use_decoder_loss = caption_decoder is not None and cfg.decoder_loss_weight > 0
     # the caption scan (image.caption_scan_at): which values, and what it found
     scan_traits = (
-        scan_trait_indices(cfg, raw_cond.caption_names)
+        scan_trait_indices(cfg.caption_scan_traits, raw_cond.caption_names)
         if cfg.caption_scan_at > 0 and use_decoder_loss
         else []
     )
@@ -847,13 +850,10 @@ def train_image_model(
             "caption_anchors": scan,
         }
 
-    groups_read: list = []
-
+    @functools.cache
     def species_groups() -> tuple[list[str], torch.Tensor]:
         """:func:`_species_groups` of the training pairs, read from the dataset once."""
-        if not groups_read:
-            groups_read.append(_species_groups(ds, train))
-        return groups_read[0]
+        return _species_groups(ds, train)
 
     def caption_scan(step: int) -> dict:
         """Scan every training species' written caption (mean over its barcodes) along ``scan_traits``
